@@ -56,11 +56,13 @@ def build_scorer(name: str, **kwargs) -> QualityScorer:
 
 
 def _import_builtin_scorers() -> None:
-    # Each module registers itself on import; optional ones may be missing their extra.
+    # Each module registers itself on import. Modules import their optional extras lazily
+    # (in the scorer's constructor), so importing them here never needs an extra.
     import importlib
+    import pkgutil
 
-    for module in ("fidelity", "clip", "image_reward", "scenes_reward", "combined"):
-        try:
-            importlib.import_module(f"ecad.quality.{module}")
-        except ImportError:
-            pass
+    import ecad.quality
+
+    for info in pkgutil.iter_modules(ecad.quality.__path__):
+        if info.name != "base":
+            importlib.import_module(f"ecad.quality.{info.name}")
