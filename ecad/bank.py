@@ -1,0 +1,245 @@
+"""The schedule bank: one versioned JSON file per model setting (model, resolution, steps, CFG).
+
+A bank is the Pareto front that ``ecad-calibrate`` found, plus the no-cache reference, plus the
+latency of every entry measured on each piece of hardware it was profiled on (``ecad-profile``).
+One pydantic model, shared by calibration, profiling, selection and serving. Loading validates
+everything and names the file and the problem; saving is atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BANK_FORMAT_VERSION = 1
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+class BankError(ValueError):
+    """A bank file that cannot be used; the message names the file and the problem."""
+
+
+class BankEntry(BaseModel):
+    """One schedule of the front."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="Stable id, e.g. 'no-cache', 'fora-2', 'ecad-g12-003'.")
+    schedule: dict[str, Any] = Field(description="CacheSchedule.to_dict(): packed bits + layout.")
+    macs: int = Field(ge=0, description="Transformer MACs of one image at the bank's setting.")
+    quality: dict[str, float] = Field(description="Mean score per scorer metric on calibration prompts.")
+    source: str = Field(default="ecad", description="'ecad', 'heuristic', or 'no-cache'.")
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not _ID_PATTERN.match(value):
+            raise ValueError(f"entry id {value!r} must match {_ID_PATTERN.pattern}")
+        return value
+
+    def cache_schedule(self):
+        from ecad.schedule import CacheSchedule
+
+        return CacheSchedule.from_dict(self.schedule)
+
+
+class HardwareProfile(BaseModel):
+    """Measured latency of every entry on one device/dtype/batch-size/threads combination."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    device: str
+    device_name: str
+    dtype: str
+    batch_size: int = Field(ge=1)
+    num_threads: int | None = None
+    measured_at: datetime
+    repeats: int = Field(ge=1)
+    latency_ms: dict[str, float] = Field(description="Entry id -> median wall-clock ms per call.")
+
+    @field_validator("latency_ms")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for entry_id, ms in value.items():
+            if not (ms > 0 and ms < float("inf")):
+                raise ValueError(f"latency of {entry_id!r} must be a positive finite number, got {ms}")
+        return value
+
+
+class ScheduleBank(BaseModel):
+    """A model setting's schedule bank."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: Literal[1] = BANK_FORMAT_VERSION
+    model: str = Field(description="Diffusers model id or path it was calibrated on.")
+    model_fingerprint: str = Field(description="sha256 of the transformer config (see fingerprint()).")
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    num_inference_steps: int = Field(gt=0)
+    guidance_scale: float
+    scorer: str = Field(description="Scorer the front was searched with.")
+    quality_metric: str = Field(description="Key of BankEntry.quality that ranks entries (higher is better).")
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    calibration: dict[str, Any] = Field(default_factory=dict, description="Run metadata (prompts, seeds, ...).")
+    entries: list[BankEntry]
+    profiles: list[HardwareProfile] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "ScheduleBank":
+        from ecad.schedule import CacheSchedule
+
+        if not self.entries:
+            raise ValueError("a bank needs at least one entry (the no-cache schedule)")
+        ids = [entry.id for entry in self.entries]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate entry ids: {duplicates}")
+        layouts = set()
+        has_no_cache = False
+        for entry in self.entries:
+            try:
+                schedule = CacheSchedule.from_dict(entry.schedule)
+                schedule.validate()
+            except ValueError as err:
+                raise ValueError(f"entry {entry.id!r}: invalid schedule: {err}") from None
+            if schedule.num_steps != self.num_inference_steps:
+                raise ValueError(
+                    f"entry {entry.id!r}: schedule has {schedule.num_steps} steps, "
+                    f"bank says num_inference_steps={self.num_inference_steps}"
+                )
+            layouts.add(json.dumps(schedule.layout.to_dict(), sort_keys=True))
+            has_no_cache |= bool(schedule.mask.all())
+            if self.quality_metric not in entry.quality:
+                raise ValueError(f"entry {entry.id!r}: quality has no {self.quality_metric!r} score")
+        if len(layouts) > 1:
+            raise ValueError("entries were made for different block layouts")
+        if not has_no_cache:
+            raise ValueError("a bank must contain the no-cache (all-recompute) schedule")
+        keys = [profile.key for profile in self.profiles]
+        if len(keys) != len(set(keys)):
+            raise ValueError("duplicate hardware profile keys")
+        for profile in self.profiles:
+            unknown = sorted(set(profile.latency_ms) - set(ids))
+            if unknown:
+                raise ValueError(f"profile {profile.key!r} times unknown entries {unknown}")
+        return self
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def entry(self, entry_id: str) -> BankEntry:
+        for entry in self.entries:
+            if entry.id == entry_id:
+                return entry
+        raise KeyError(f"no entry {entry_id!r} in bank; entries: {[e.id for e in self.entries]}")
+
+    def no_cache_entry(self) -> BankEntry:
+        for entry in self.entries:
+            if entry.cache_schedule().mask.all():
+                return entry
+        raise AssertionError("validated bank without a no-cache entry")  # pragma: no cover
+
+    def profile(self, key: str) -> HardwareProfile | None:
+        return next((p for p in self.profiles if p.key == key), None)
+
+    def with_profile(self, profile: HardwareProfile) -> "ScheduleBank":
+        """A copy with ``profile`` added, replacing any profile with the same key."""
+        others = [p for p in self.profiles if p.key != profile.key]
+        return self.model_copy(update={"profiles": [*others, profile]})
+
+    def check_transformer(self, transformer_config: dict[str, Any], *, source: str = "bank") -> None:
+        """Refuse a bank calibrated for another transformer (different config fingerprint)."""
+        actual = fingerprint(transformer_config)
+        if actual != self.model_fingerprint:
+            raise BankError(
+                f"{source}: calibrated for a transformer with fingerprint {self.model_fingerprint[:12]}, "
+                f"but the loaded transformer has {actual[:12]} (model {self.model!r}); "
+                "recalibrate with ecad-calibrate for this model"
+            )
+
+    # -- files ---------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ScheduleBank":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise BankError(f"{path}: bank file not found") from None
+        except OSError as err:
+            raise BankError(f"{path}: cannot read bank file: {err}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise BankError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        if isinstance(data, dict) and data.get("format_version") not in (None, BANK_FORMAT_VERSION):
+            raise BankError(
+                f"{path}: bank format_version {data.get('format_version')!r} is not supported "
+                f"(this ecad reads version {BANK_FORMAT_VERSION})"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
+            )
+            raise BankError(f"{path}: invalid bank: {problems}") from None
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a crash leaves either the old file or the new one, never half."""
+        path = Path(path)
+        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
+        return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fingerprint(transformer_config: dict[str, Any]) -> str:
+    """sha256 of a transformer config, ignoring bookkeeping keys (paths, library versions)."""
+    relevant = {k: v for k, v in dict(transformer_config).items() if not k.startswith("_")}
+    canonical = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def hardware_key(device: str, dtype: str, batch_size: int, num_threads: int | None = None) -> str:
+    """Key of this machine's profile, e.g. 'cpu/Intel(R) Xeon(R) .../float32/bs1/t1'."""
+    name = device_name(device)
+    threads = f"/t{num_threads}" if device.startswith("cpu") and num_threads else ""
+    return f"{device.split(':')[0]}/{name}/{dtype}/bs{batch_size}{threads}"
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
