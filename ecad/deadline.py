@@ -1,0 +1,51 @@
+"""Stop a pipeline call between denoising steps once its deadline has passed.
+
+A server that gave up on a request (traffic timeout, client gone) must not keep the pipeline busy
+behind the client's back. Pipelines differ in their callbacks (PixArt ignores
+``callback_on_step_end``), so the check is a diffusers hook on the transformer, which every
+step calls.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+
+DEADLINE_HOOK = "ecad_deadline"
+
+
+class DeadlineExceeded(RuntimeError):
+    """Raised inside the pipeline call when its deadline passed before a transformer call."""
+
+
+class DeadlineHook(ModelHook):
+    def __init__(self, deadline: float) -> None:
+        super().__init__()
+        self.deadline = deadline  # time.monotonic() seconds
+
+    def pre_forward(self, module: torch.nn.Module, *args, **kwargs):
+        if time.monotonic() > self.deadline:
+            raise DeadlineExceeded("deadline passed; pipeline call stopped between steps")
+        return args, kwargs
+
+
+def _transformer(pipe_or_transformer) -> torch.nn.Module:
+    return getattr(pipe_or_transformer, "transformer", pipe_or_transformer)
+
+
+@contextmanager
+def pipeline_deadline(pipe_or_transformer, deadline: float | None) -> Iterator[None]:
+    """Within the block, transformer calls after ``deadline`` (monotonic s) raise ``DeadlineExceeded``."""
+    if deadline is None:
+        yield
+        return
+    registry = HookRegistry.check_if_exists_or_initialize(_transformer(pipe_or_transformer))
+    registry.register_hook(DeadlineHook(deadline), DEADLINE_HOOK)
+    try:
+        yield
+    finally:
+        registry.remove_hook(DEADLINE_HOOK, recurse=False)
