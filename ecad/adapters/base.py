@@ -1,0 +1,118 @@
+"""Model adapters: the only place that knows how a transformer family is laid out.
+
+An adapter maps a `CacheSchedule`'s [block, component] grid onto modules, gives analytic MACs
+per component (so a schedule's cost is a sum), and supplies model-specific pipeline kwargs.
+Adapters register themselves by transformer class; `get_adapter(transformer)` looks one up.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..schedule import BlockLayout
+
+_ADAPTERS: dict[type, "TransformerAdapter"] = {}
+
+
+class UnsupportedModelError(TypeError):
+    """No adapter is registered for this transformer class."""
+
+
+def register_adapter(transformer_cls: type) -> Callable[[type], type]:
+    """Class decorator: register an adapter (instantiated once) for `transformer_cls`."""
+
+    def wrap(adapter_cls: type) -> type:
+        _ADAPTERS[transformer_cls] = adapter_cls()
+        return adapter_cls
+
+    return wrap
+
+
+def supported_transformers() -> list[str]:
+    return sorted(cls.__name__ for cls in _ADAPTERS)
+
+
+def get_adapter(model: Any) -> "TransformerAdapter":
+    """The adapter for a transformer (or a pipeline's `.transformer`), by class (subclasses match)."""
+    transformer = getattr(model, "transformer", model)
+    for cls in type(transformer).__mro__:
+        if cls in _ADAPTERS:
+            return _ADAPTERS[cls]
+    raise UnsupportedModelError(
+        f"no ecad adapter for {type(transformer).__name__}; supported transformers: "
+        f"{', '.join(supported_transformers())}"
+    )
+
+
+def linear_macs(linear: nn.Linear, tokens: int) -> int:
+    """MACs of a linear layer applied to `tokens` rows (bias adds are not counted)."""
+    return int(tokens) * linear.in_features * linear.out_features
+
+
+def attention_matmul_macs(batch: int, heads: int, head_dim: int, q_len: int, kv_len: int) -> int:
+    """MACs of softmax(QK^T)V: QK^T and AV, each q_len * kv_len * head_dim per head."""
+    return 2 * batch * heads * q_len * kv_len * head_dim
+
+
+class TransformerAdapter:
+    """Interface; one subclass per transformer family. All MACs are per transformer call."""
+
+    def layout(self, transformer: nn.Module) -> BlockLayout:
+        raise NotImplementedError
+
+    def component_modules(self, transformer: nn.Module) -> list[list[nn.Module]]:
+        """Modules whose raw output is cached, as [global block][component], in layout order."""
+        layout = self.layout(transformer)
+        modules = []
+        for group in layout.groups:
+            for block in getattr(transformer, group.name):
+                modules.append([getattr(block, name) for name in group.components])
+        return modules
+
+    def num_tokens(self, transformer: nn.Module, *, height: int, width: int, vae_scale_factor: int) -> int:
+        """Image tokens the transformer sees for an image of height x width pixels."""
+        raise NotImplementedError
+
+    def component_macs(
+        self, transformer: nn.Module, *, height: int, width: int, batch_size: int, text_len: int,
+        vae_scale_factor: int = 8,
+    ) -> np.ndarray:
+        """int64 [num_blocks, num_components]: MACs of each component for one transformer call."""
+        raise NotImplementedError
+
+    def other_macs(
+        self, transformer: nn.Module, *, height: int, width: int, batch_size: int, text_len: int,
+        vae_scale_factor: int = 8,
+    ) -> int:
+        """MACs outside the cacheable components (embeddings, AdaLN, final layer) per call."""
+        raise NotImplementedError
+
+    def text_len(self, pipe: Any) -> int:
+        """Text tokens the transformer sees per prompt when called through `pipe` (prompts are padded)."""
+        return int(self.pipeline_call_kwargs(pipe)["max_sequence_length"])
+
+    def transformer_batch(self, pipe: Any, num_images: int, *, guidance_scale: float,
+                          true_cfg: bool = False) -> tuple[int, int]:
+        """(batch_size per transformer call, transformer calls per step) for `num_images` images."""
+        return num_images, 1
+
+    def pipeline_call_kwargs(self, pipe: Any) -> dict[str, Any]:
+        """Extra keyword arguments for `pipe(...)` this family needs (e.g. PixArt binning off)."""
+        return {}
+
+
+def _tokenizer_max_length(tokenizer: Any, default: int) -> int:
+    """A padded prompt length: the pipeline's default unless the tokenizer allows fewer tokens."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < default:
+        return limit
+    return default
+
+
+def _dtype_device(module: nn.Module) -> tuple[torch.dtype, torch.device]:
+    p = next(module.parameters())
+    return p.dtype, p.device
