@@ -24,7 +24,9 @@ from pydantic import ValidationError  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response  # noqa: E402
-from starlette.routing import Route  # noqa: E402
+from starlette.responses import RedirectResponse  # noqa: E402
+from starlette.routing import Mount, Route  # noqa: E402
+from starlette.staticfiles import StaticFiles  # noqa: E402
 
 from ecad.deadline import DeadlineExceeded  # noqa: E402
 from ecad.serving import (  # noqa: E402
@@ -117,7 +119,22 @@ async def select_route(request: Request) -> Response:
         return _error(400, str(err), err.field)
 
 
-read_only_app = Starlette(routes=[Route("/schedules", schedules_route), Route("/select", select_route)])
+UI_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ui")
+
+
+async def root_route(request: Request) -> Response:
+    return RedirectResponse("/ui/")
+
+
+read_only_app = Starlette(
+    routes=[
+        Route("/", root_route),
+        Route("/schedules", schedules_route),
+        Route("/select", select_route),
+        # The playground page: plain files shipped in the repo, no CDN (works offline).
+        Mount("/ui", StaticFiles(directory=UI_DIR, html=True, check_dir=False), name="ui"),
+    ]
+)
 
 
 @bentoml.service(
