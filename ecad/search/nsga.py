@@ -1,0 +1,109 @@
+"""pymoo NSGA-II driven through ask/tell, rebuilt from the saved population every generation.
+
+Why rebuild: the run must continue identically after ``kill -9``. Instead of pickling pymoo's
+algorithm object, each generation constructs a fresh NSGA-II whose initial population is the
+saved one (with its known objectives) and whose random generator is seeded from
+``(seed, generation)``. An uninterrupted run does exactly the same, so interrupted and
+uninterrupted runs produce the same offspring, bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.problem import Problem
+from pymoo.operators.crossover.pntx import PointCrossover
+from pymoo.operators.mutation.bitflip import BitflipMutation
+from pymoo.problems.static import StaticProblem
+
+
+@dataclass(frozen=True)
+class GeneticSettings:
+    """NSGA-II operators. Defaults follow the ECAD paper (population 72, 4-point crossover 0.9)."""
+
+    population: int = 72
+    crossover_points: int = 4
+    crossover_prob: float = 0.9
+    #: chance that an offspring is mutated at all (pymoo's ``prob``)
+    mutation_prob: float = 1.0
+    #: chance per bit, given the offspring mutates; None = 1 / n_var (pymoo's default)
+    mutation_bit_prob: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class BitProblem(Problem):
+    """Only declares the variables; objectives are computed outside pymoo (ask/tell)."""
+
+    def __init__(self, n_var: int):
+        super().__init__(n_var=n_var, n_obj=2, xl=0, xu=1, vtype=bool)
+
+
+def generation_seed(seed: int, generation: int) -> int:
+    """A portable per-generation seed: no RNG state needs saving."""
+    return int(np.random.SeedSequence([int(seed), int(generation)]).generate_state(1)[0])
+
+
+def _nsga2(settings: GeneticSettings, sampling: np.ndarray) -> NSGA2:
+    mutation = (
+        BitflipMutation(prob=settings.mutation_prob)
+        if settings.mutation_bit_prob is None
+        else BitflipMutation(prob=settings.mutation_prob, prob_var=settings.mutation_bit_prob)
+    )
+    return NSGA2(
+        pop_size=settings.population,
+        # a bool array: an int 0/1 array makes BitflipMutation produce -1/-2
+        sampling=np.asarray(sampling, dtype=bool),
+        crossover=PointCrossover(n_points=settings.crossover_points, prob=settings.crossover_prob),
+        mutation=mutation,
+        eliminate_duplicates=True,
+    )
+
+
+class Generation:
+    """One NSGA-II step: ``offspring()`` to ask, ``survivors(F_offspring)`` to tell."""
+
+    def __init__(self, settings: GeneticSettings, bits: np.ndarray, F: np.ndarray, seed: int, generation: int):
+        self.problem = BitProblem(bits.shape[1])
+        self.algorithm = _nsga2(settings, bits)
+        self.algorithm.setup(self.problem, seed=generation_seed(seed, generation), termination=("n_gen", 1 << 30))
+        parents = self.algorithm.ask()
+        if len(parents) != len(bits):
+            raise ValueError("the saved population contains duplicates")
+        self._tell(parents, F)
+        self._offspring = None
+
+    def _tell(self, pop, F) -> None:
+        self.algorithm.evaluator.eval(StaticProblem(self.problem, F=np.asarray(F, dtype=float)), pop)
+        self.algorithm.tell(infills=pop)
+
+    def offspring(self) -> np.ndarray:
+        self._offspring = self.algorithm.ask()
+        return np.asarray(self._offspring.get("X"), dtype=bool)
+
+    def survivors(self, F_offspring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Indices into ``[parents..., offspring...]`` are not exposed by pymoo; return (bits, F)."""
+        self._tell(self._offspring, F_offspring)
+        pop = self.algorithm.pop
+        return np.asarray(pop.get("X"), dtype=bool), np.asarray(pop.get("F"), dtype=float)
+
+
+def select_initial(settings: GeneticSettings, bits: np.ndarray, F: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """NSGA-II survival over the evaluated initial candidates, down to the population size.
+
+    ``bits`` must be free of duplicates (the caller dedupes by schedule hash).
+    """
+    from pymoo.core.population import Population
+
+    problem = BitProblem(bits.shape[1])
+    algorithm = _nsga2(settings, bits)
+    algorithm.setup(problem, seed=generation_seed(seed, 0), termination=("n_gen", 1 << 30))
+    pop = Population.new(X=np.asarray(bits, dtype=bool))
+    algorithm.evaluator.eval(StaticProblem(problem, F=np.asarray(F, dtype=float)), pop)
+    survivors = algorithm.survival.do(
+        problem, pop, n_survive=min(len(pop), settings.population), random_state=algorithm.random_state, algorithm=algorithm
+    )
+    return np.asarray(survivors.get("X"), dtype=bool), np.asarray(survivors.get("F"), dtype=float)

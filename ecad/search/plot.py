@@ -1,0 +1,56 @@
+"""Pareto plot of a run: every evaluated candidate, the front, the seeded heuristics, no-cache."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from ecad.search.memo import MemoRecord
+from ecad.search.run_folder import atomic_write_bytes
+
+
+def plot_pareto(
+    path: Path,
+    *,
+    front: list[MemoRecord],
+    seeds: list[MemoRecord],
+    evaluated: list[MemoRecord],
+    title: str,
+    cost_label: str = "cost",
+    quality_label: str = "quality",
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    ax.scatter(
+        [r.result.cost for r in evaluated], [r.result.quality for r in evaluated],
+        s=6, c="0.8", label=f"evaluated ({len(evaluated)})",
+    )
+    ax.plot(
+        [r.result.cost for r in front], [r.result.quality for r in front],
+        "o-", c="tab:red", ms=4, lw=1.2, label=f"ECAD front ({len(front)})", drawstyle="steps-post",
+    )
+    heuristics = [r for r in seeds if r.label != "no-cache"]
+    ax.scatter(
+        [r.result.cost for r in heuristics], [r.result.quality for r in heuristics],
+        marker="x", c="tab:blue", s=30, label="heuristics",
+    )
+    for r in heuristics:
+        ax.annotate(r.label, (r.result.cost, r.result.quality), fontsize=6, color="tab:blue",
+                    xytext=(2, 2), textcoords="offset points")
+    for r in seeds:
+        if r.label == "no-cache":
+            ax.scatter([r.result.cost], [r.result.quality], marker="*", c="k", s=120, label="no-cache", zorder=5)
+    ax.set_xlabel(cost_label)
+    ax.set_ylabel(f"{quality_label} (higher is better)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())

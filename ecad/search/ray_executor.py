@@ -1,0 +1,138 @@
+"""Ray backend: one long-lived actor per GPU (or per CPU worker) holding pipeline and scorer.
+
+Each actor builds its evaluator from the same :class:`EvaluatorSpec` as the in-process executor,
+so both produce the same numbers. Each actor has at most one candidate in flight; when an actor
+dies (OOM, node lost, segfault) it is replaced by a fresh one and its candidate is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from ecad.search.evaluation import CandidateResult, EvaluatorSpec
+from ecad.search.executors import Executor
+
+log = logging.getLogger(__name__)
+
+
+class _EvaluatorActor:
+    """Body of the Ray actor (wrapped with ray.remote at runtime, so ray stays optional)."""
+
+    def __init__(self, spec: dict, num_threads: int | None, device: str | None):
+        if num_threads:
+            import torch
+
+            torch.set_num_threads(num_threads)
+        kwargs = dict(spec.get("kwargs") or {})
+        if device and "device" in kwargs:
+            # Ray sets CUDA_VISIBLE_DEVICES per actor: the actor's GPU is always "cuda".
+            kwargs["device"] = device
+        self.evaluator = EvaluatorSpec(spec["factory"], kwargs).build()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def compute_references(self):
+        return self.evaluator.compute_references()
+
+    def set_references(self, references) -> bool:
+        self.evaluator.set_references(references)
+        return True
+
+    def evaluate(self, bits) -> dict:
+        return self.evaluator.evaluate(bits).to_dict()
+
+
+class RayExecutor(Executor):
+    def __init__(
+        self,
+        spec: EvaluatorSpec,
+        *,
+        address: str = "auto",
+        num_workers: int | None = None,
+        gpus_per_worker: float | None = None,
+        cpus_per_worker: float = 1.0,
+        num_threads: int | None = 1,
+        max_retries: int = 3,
+        init_kwargs: dict[str, Any] | None = None,
+    ):
+        import ray
+
+        self.ray = ray
+        if not ray.is_initialized():
+            if address == "local":
+                ray.init(include_dashboard=False, **(init_kwargs or {}))
+            else:
+                ray.init(address=address, **(init_kwargs or {}))
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        if gpus_per_worker is None:
+            gpus_per_worker = 1.0 if gpus else 0.0
+        if num_workers is None:
+            num_workers = gpus if gpus_per_worker else max(1, int(resources.get("CPU", 1) // cpus_per_worker))
+        self.num_workers = num_workers
+        self.spec = spec
+        self.max_retries = max_retries
+        self._actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(
+            _EvaluatorActor
+        )
+        self._actor_args = (spec.to_dict(), num_threads, "cuda" if gpus_per_worker else None)
+        self._references_ref = None
+        self.actors = [self._new_actor() for _ in range(num_workers)]
+        self.replaced_actors = 0
+
+    def _new_actor(self):
+        actor = self._actor_class.remote(*self._actor_args)
+        if self._references_ref is not None:
+            actor.set_references.remote(self._references_ref)
+        return actor
+
+    def compute_references(self):
+        return self.ray.get(self.actors[0].compute_references.remote())
+
+    def set_references(self, references):
+        self._references_ref = self.ray.put(references)
+        self.ray.get([actor.set_references.remote(self._references_ref) for actor in self.actors])
+
+    def evaluate(self, jobs, on_result):
+        ray = self.ray
+        pending = list(jobs)[::-1]  # pop() from the end keeps submission order
+        attempts: dict[str, int] = {}
+        in_flight: dict[Any, tuple[int, str, Any]] = {}  # object ref -> (actor index, key, bits)
+        idle = list(range(len(self.actors)))[::-1]
+        while pending or in_flight:
+            while pending and idle:
+                index = idle.pop()
+                key, bits = pending.pop()
+                ref = self.actors[index].evaluate.remote(bits)
+                in_flight[ref] = (index, key, bits)
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in done:
+                index, key, bits = in_flight.pop(ref)
+                try:
+                    result = CandidateResult.from_dict(ray.get(ref))
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
+                    attempts[key] = attempts.get(key, 0) + 1
+                    if attempts[key] > self.max_retries:
+                        raise RuntimeError(f"candidate {key[:12]} killed {attempts[key]} actors; giving up") from err
+                    log.warning("Ray actor %d died (%s); replacing it and retrying %s", index, type(err).__name__, key[:12])
+                    try:
+                        ray.kill(self.actors[index])
+                    except Exception:  # already gone
+                        pass
+                    self.actors[index] = self._new_actor()
+                    self.replaced_actors += 1
+                    pending.append((key, bits))
+                else:
+                    on_result(key, result)
+                idle.append(index)
+
+    def close(self):
+        for actor in self.actors:
+            try:
+                self.ray.kill(actor)
+            except Exception:
+                pass
+        self.actors = []

@@ -1,0 +1,148 @@
+"""The run folder: everything a calibration run needs to continue after ``kill -9``.
+
+::
+
+    <run>/config.json              what is being searched (fixed for the run's life)
+    <run>/state.json               population + objectives after the last finished generation
+    <run>/memo.jsonl               every evaluated candidate (see memo.py)
+    <run>/references.safetensors   uncached images the fidelity scorer compares against
+    <run>/pareto.png               the front so far, the seeded heuristics, no-cache
+
+Only JSON and safetensors, every file written to a temporary name then ``os.replace``-d, so a
+crash leaves the old or the new version of a file, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecad.search.memo import Memo
+from ecad.search.space import pack_bits, unpack_bits
+
+STATE_VERSION = 1
+
+
+class RunFolderError(RuntimeError):
+    pass
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+
+
+@dataclass
+class SearchState:
+    """Population after ``generation`` finished generations (0 = the initial population)."""
+
+    generation: int
+    population_keys: list[str]
+    population_bits: np.ndarray  # bool [pop, n_var]
+    F: np.ndarray  # float [pop, 2]: (−quality, cost)
+    normalization: tuple[list[float], list[float]]  # HV box, fixed at generation 0
+    history: list[dict[str, Any]] = field(default_factory=list)  # one log record per generation
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "generation": self.generation,
+            "population": [
+                {"key": key, "bits": pack_bits(bits), "F": [float(v) for v in f]}
+                for key, bits, f in zip(self.population_keys, self.population_bits, self.F)
+            ],
+            "normalization": {"lower": self.normalization[0], "upper": self.normalization[1]},
+            "history": self.history,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], n_var: int) -> "SearchState":
+        if data.get("version") != STATE_VERSION:
+            raise RunFolderError(f"state version {data.get('version')!r} is not {STATE_VERSION}")
+        population = data["population"]
+        return cls(
+            generation=int(data["generation"]),
+            population_keys=[p["key"] for p in population],
+            population_bits=np.array([unpack_bits(p["bits"], n_var) for p in population], dtype=bool).reshape(
+                len(population), n_var
+            ),
+            F=np.array([p["F"] for p in population], dtype=float).reshape(len(population), 2),
+            normalization=(data["normalization"]["lower"], data["normalization"]["upper"]),
+            history=list(data.get("history", [])),
+        )
+
+
+class RunFolder:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.json")
+    state_path = property(lambda self: self.path / "state.json")
+    memo_path = property(lambda self: self.path / "memo.jsonl")
+    references_path = property(lambda self: self.path / "references.safetensors")
+    plot_path = property(lambda self: self.path / "pareto.png")
+
+    def bind_config(self, config: dict[str, Any], *, mutable_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Write config.json on first use; afterwards refuse a different one.
+
+        ``mutable_keys`` (e.g. the generation budget) may change between invocations: that is
+        how ``--generations N`` extends a finished run.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.config_path.exists():
+            stored = json.loads(self.config_path.read_text())
+            fixed_now = {k: v for k, v in config.items() if k not in mutable_keys}
+            fixed_then = {k: v for k, v in stored.items() if k not in mutable_keys}
+            # round-trip through JSON so tuples/lists compare equal
+            fixed_now = json.loads(json.dumps(fixed_now, sort_keys=True))
+            if fixed_now != fixed_then:
+                changed = sorted(k for k in set(fixed_now) | set(fixed_then) if fixed_now.get(k) != fixed_then.get(k))
+                raise RunFolderError(
+                    f"{self.path} holds a run with different settings ({', '.join(changed)}); "
+                    "use a new --run-dir, or repeat the original settings to resume it"
+                )
+        atomic_write_json(self.config_path, config)
+        return config
+
+    def memo(self, n_var: int) -> Memo:
+        return Memo(self.memo_path, n_var)
+
+    def load_state(self, n_var: int) -> SearchState | None:
+        if not self.state_path.exists():
+            return None
+        return SearchState.from_dict(json.loads(self.state_path.read_text()), n_var)
+
+    def save_state(self, state: SearchState) -> None:
+        atomic_write_json(self.state_path, state.to_dict())
+
+    def load_references(self) -> dict[str, Any] | None:
+        if not self.references_path.exists():
+            return None
+        from safetensors.torch import load_file
+
+        return load_file(str(self.references_path))
+
+    def save_references(self, references: dict[str, Any]) -> None:
+        from safetensors.torch import save
+
+        atomic_write_bytes(self.references_path, save({k: v.contiguous() for k, v in references.items()}))
