@@ -1,0 +1,77 @@
+"""Cost of a schedule: analytic MACs (a sum over recomputed components), and latency helpers.
+
+MACs are per denoising run: every step pays the "other" MACs (embeddings, AdaLN, final layer)
+plus the MACs of the components it recomputes, times the transformer calls per step.
+`batch_size` is the batch one transformer call sees (PixArt with CFG: 2 x images; the adapters'
+`transformer_batch(pipe, num_images, ...)` gives it); `text_len` the padded prompt length.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from .adapters import get_adapter
+from .schedule import CacheSchedule
+
+
+def _transformer_and_vae_factor(model: Any, vae_scale_factor: int | None) -> tuple[Any, int]:
+    transformer = getattr(model, "transformer", model)
+    if vae_scale_factor is None:
+        vae_scale_factor = int(getattr(model, "vae_scale_factor", 8))
+    return transformer, vae_scale_factor
+
+
+def macs_table(model: Any, *, height: int, width: int, batch_size: int, text_len: int,
+               vae_scale_factor: int | None = None) -> tuple[np.ndarray, int]:
+    """(component MACs [blocks, components], other MACs) for one transformer call.
+
+    `model` is a transformer or a pipeline (then its `vae_scale_factor` is used).
+    """
+    transformer, vsf = _transformer_and_vae_factor(model, vae_scale_factor)
+    adapter = get_adapter(transformer)
+    kw = dict(height=height, width=width, batch_size=batch_size, text_len=text_len, vae_scale_factor=vsf)
+    return adapter.component_macs(transformer, **kw), adapter.other_macs(transformer, **kw)
+
+
+def schedule_macs(schedule: CacheSchedule, model: Any, *, height: int, width: int, batch_size: int,
+                  text_len: int, calls_per_step: int = 1, vae_scale_factor: int | None = None) -> int:
+    """Transformer MACs of a whole denoising run under `schedule`."""
+    component, other = macs_table(model, height=height, width=width, batch_size=batch_size,
+                                  text_len=text_len, vae_scale_factor=vae_scale_factor)
+    if component.shape != schedule.mask.shape[1:]:
+        raise ValueError(f"schedule grid {schedule.mask.shape[1:]} does not match the model's {component.shape}")
+    recomputed = int((schedule.mask * component[None]).sum())
+    return calls_per_step * (recomputed + schedule.num_steps * other)
+
+
+def macs_speedup(schedule: CacheSchedule, model: Any, **shape: Any) -> float:
+    """MACs of no caching / MACs of `schedule` (same shape arguments as `schedule_macs`)."""
+    full = CacheSchedule.full(schedule.layout, schedule.num_steps)
+    return schedule_macs(full, model, **shape) / schedule_macs(schedule, model, **shape)
+
+
+def measure_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1) -> dict[str, list[float]]:
+    """Time each function `repeats` times, interleaved (A B C A B C ...), after `warmup` rounds.
+
+    Interleaving spreads slow drifts of a shared machine evenly over the variants. Returns
+    seconds per run for each name; compare with `median_ratio`.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """median(times[numerator]) / median(times[denominator])."""
+    return statistics.median(times[numerator]) / statistics.median(times[denominator])

@@ -1,0 +1,72 @@
+"""One code path from prompts to images, shared by the CLI, calibration, the server and benchmarks."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import torch
+
+from .adapters import get_adapter
+from .hooks import cache_schedule
+from .schedule import CacheSchedule, ScheduleError
+
+
+def load_pipeline(model_id_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+                  dtype: torch.dtype = torch.float32, **kwargs: Any):
+    """Load a diffusers pipeline (a local folder works offline) and check ecad supports its transformer.
+
+    Extra kwargs go to `DiffusionPipeline.from_pretrained`. The progress bar is disabled.
+    """
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(str(model_id_or_path), dtype=dtype, **kwargs)
+    get_adapter(pipe)  # fail now, naming the supported transformers, rather than at the first request
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _as_list(value: str | Sequence[str] | None, n: int, what: str) -> list[str] | None:
+    if value is None or isinstance(value, str):
+        return None if value is None else [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise ValueError(f"got {len(value)} {what} for {n} prompts")
+    return value
+
+
+@torch.inference_mode()
+def generate(pipe: Any, prompts: str | Sequence[str], seeds: int | Sequence[int], *, num_inference_steps: int,
+             guidance_scale: float, height: int, width: int, schedule: CacheSchedule | None = None,
+             negative_prompt: str | Sequence[str] | None = None, **pipeline_kwargs: Any) -> torch.Tensor:
+    """Images for `prompts` (one per prompt, image i from `seeds[i]`) as float [N, 3, H, W] in [0, 1].
+
+    Each image gets its own `torch.Generator`, so the initial noise of image i depends only on
+    its seed. `schedule` (steps must equal `num_inference_steps`; see `CacheSchedule.resample`) is
+    applied for this call only. `guidance_scale` is passed as is (PixArt: CFG; FLUX: the distilled
+    guidance embedding); extra kwargs go to the pipeline, e.g. FLUX `true_cfg_scale=4.0` with a
+    `negative_prompt`.
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+    if schedule is not None and schedule.num_steps != num_inference_steps:
+        raise ScheduleError(
+            f"schedule has {schedule.num_steps} steps but num_inference_steps={num_inference_steps}; "
+            f"use schedule.resample({num_inference_steps})"
+        )
+    device = getattr(pipe, "_execution_device", None) or pipe.device
+    generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    kwargs = {**get_adapter(pipe).pipeline_call_kwargs(pipe), **pipeline_kwargs}
+    negative = _as_list(negative_prompt, len(prompts), "negative prompts")
+    if negative is not None:
+        kwargs["negative_prompt"] = negative
+    with cache_schedule(pipe, schedule):
+        out = pipe(
+            prompt=prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            height=height, width=width, generator=generators, num_images_per_prompt=1,
+            output_type="pt", **kwargs,
+        )
+    return out.images.float()
