@@ -59,7 +59,7 @@ def _clone(output):
     return tuple(o.clone() for o in output) if isinstance(output, tuple) else output.clone()
 
 
-def reference_run(pipe, mask: np.ndarray, calls_per_step: int = 1, **run_kw):
+def reference_run(pipe, mask: np.ndarray, calls_per_step: int = 1, shared_branches: bool = False, **run_kw):
     """Images under `mask` computed by hand: plain torch forward hooks on a full forward pass
     replace a component's output by a saved copy wherever the mask says reuse."""
     transformer = pipe.transformer
@@ -70,6 +70,7 @@ def reference_run(pipe, mask: np.ndarray, calls_per_step: int = 1, **run_kw):
         for c, module in enumerate(modules):
             def hook(module, args, output, b=b, c=c):
                 step, branch = divmod(calls["n"], calls_per_step)
+                branch = 0 if shared_branches else branch
                 if mask[step, b, c]:
                     saved[branch, b, c] = _clone(output)
                     return None
