@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from ecad.heuristics import component_fora, delta_dit, fora, heuristic_suite, no_cache, tgate
+from ecad.schedule import BlockGroup, BlockLayout
+
+PIXART = BlockLayout((BlockGroup("transformer_blocks", 6, ("attn1", "attn2", "ff")),))
+FLUX = BlockLayout((BlockGroup("transformer_blocks", 2, ("attn", "ff", "ff_context")),
+                    BlockGroup("single_transformer_blocks", 4, ("attn", "proj_mlp", "proj_out"))))
+
+
+@pytest.mark.parametrize("layout", [PIXART, FLUX])
+@pytest.mark.parametrize("steps", [5, 20])
+def test_suite_is_valid_and_unique(layout, steps):
+    suite = heuristic_suite(layout, steps)
+    assert "no-cache" in suite and "fora-2" in suite
+    assert len({s.hash for s in suite.values()}) == len(suite)
+    for s in suite.values():
+        s.validate(layout=layout, num_steps=steps)
+    assert any(name.startswith("tgate") for name in suite) == (layout is PIXART)
+
+
+def test_fora_pattern():
+    assert no_cache(PIXART, 4).mask.all()
+    m = fora(PIXART, 7, 3).mask
+    assert m[:, 2, 1].tolist() == [True, False, False, True, False, False, True]
+    assert (m == m[:, :1, :1]).all()
+
+
+def test_component_fora_only_touches_named_components():
+    m = component_fora(FLUX, 6, 2, ["attn"]).mask
+    assert m[:, :, 1:].all()  # ff, ff_context, proj_mlp, proj_out: every step
+    assert m[:, :, 0].T.tolist() == [[True, False] * 3] * FLUX.num_blocks
+    with pytest.raises(ValueError, match="none of"):
+        component_fora(FLUX, 6, 2, ["attn2"])
+
+
+def test_delta_dit_caches_back_blocks_early_front_blocks_late():
+    m = delta_dit(PIXART, 8, boundary=4, num_cached_blocks=2, interval=2).mask
+    assert m[0].all()
+    early, late = m[1:4], m[4:]
+    assert early[:, :4].all() and not early[:, 4:].all()  # back blocks cached before the boundary
+    assert late[:, 2:].all() and not late[:, :2].all()    # front blocks cached after it
+    assert m[:, 5, 0].tolist() == [True, False, True, False, True, True, True, True]
+
+
+def test_tgate_freezes_cross_attention_after_gate():
+    m = tgate(PIXART, 6, gate_step=2).mask
+    assert m[:, :, [0, 2]].all()
+    assert m[:, 0, 1].tolist() == [True, True, False, False, False, False]
+    with pytest.raises(ValueError, match="cross-attention"):
+        tgate(FLUX, 6, 2)
