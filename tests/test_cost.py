@@ -1,0 +1,72 @@
+"""Analytic MACs against torch's flop counter, and the schedule cost arithmetic."""
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from engine_helpers import run, tiny_pipe  # noqa: F401
+from ecad.adapters import get_adapter
+from ecad.cost import macs_speedup, macs_table, measure_interleaved, median_ratio, schedule_macs
+from ecad.heuristics import fora
+from ecad.schedule import CacheSchedule
+
+
+def first_transformer_call(pipe, **kw):
+    """Positional and keyword arguments of the first transformer call of a pipeline run."""
+    captured = []
+    handle = pipe.transformer.register_forward_pre_hook(
+        lambda m, args, kwargs: captured.append((args, kwargs)) if not captured else None, with_kwargs=True)
+    try:
+        run(pipe, steps=2, **kw)
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+@pytest.mark.parametrize("true_cfg", [False, True])
+def test_no_cache_macs_match_flop_counter(tiny_pipe, true_cfg):
+    pipe = tiny_pipe
+    flux = "Flux" in type(pipe).__name__
+    if true_cfg and not flux:
+        pytest.skip("true CFG is FLUX-only")
+    kw = {"negative_prompt": ["a dog"], "true_cfg_scale": 2.0} if true_cfg else {}
+    args, kwargs = first_transformer_call(pipe, **kw)
+    adapter = get_adapter(pipe)
+    batch, calls = adapter.transformer_batch(pipe, 1, guidance_scale=4.5, true_cfg=true_cfg)
+    assert (args[0] if args else kwargs["hidden_states"]).shape[0] == batch
+    # The math backend runs attention as matmuls the flop counter sees (the fused CPU kernel is not counted).
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+        pipe.transformer(*args, **kwargs)
+    measured = counter.get_total_flops() / 2  # FLOPs = 2 x MACs
+    text_len = adapter.text_len(pipe)
+    predicted = schedule_macs(CacheSchedule.full(adapter.layout(pipe.transformer), 1), pipe, height=32, width=32,
+                              batch_size=batch, text_len=text_len)
+    assert abs(predicted - measured) <= 0.05 * measured
+
+
+def test_schedule_macs_is_a_sum(tiny_pipe):
+    pipe = tiny_pipe
+    lay = get_adapter(pipe).layout(pipe.transformer)
+    shape = dict(height=32, width=32, batch_size=2, text_len=16)
+    component, other = macs_table(pipe, **shape)
+    assert component.shape == (lay.num_blocks, lay.num_components) and (component > 0).all()
+    full = schedule_macs(CacheSchedule.full(lay, 6), pipe, **shape)
+    assert full == 6 * (component.sum() + other)
+    f2 = schedule_macs(fora(lay, 6, 2), pipe, **shape)
+    assert f2 == 3 * component.sum() + 6 * other
+    assert schedule_macs(fora(lay, 6, 2), pipe, calls_per_step=2, **shape) == 2 * f2
+    assert macs_speedup(fora(lay, 6, 2), pipe, **shape) == pytest.approx(full / f2)
+    mask = np.ones((6, lay.num_blocks, lay.num_components), bool)
+    mask[1:, 0, 0] = False
+    one = schedule_macs(CacheSchedule(mask, lay), pipe, **shape)
+    assert full - one == 5 * component[0, 0]
+
+
+def test_measure_interleaved_order_and_counts():
+    order = []
+    times = measure_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=1)
+    assert order == ["a", "b"] * 4
+    assert [len(v) for v in times.values()] == [3, 3]
+    assert median_ratio(times, "a", "a") == 1.0
