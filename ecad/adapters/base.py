@@ -77,6 +77,10 @@ class TransformerAdapter:
         """Image tokens the transformer sees for an image of height x width pixels."""
         raise NotImplementedError
 
+    def spatial_multiple(self, pipe: Any) -> int:
+        """Image width and height must be multiples of this many pixels (VAE factor x patch)."""
+        raise NotImplementedError
+
     def component_macs(
         self, transformer: nn.Module, *, height: int, width: int, batch_size: int, text_len: int,
         vae_scale_factor: int = 8,

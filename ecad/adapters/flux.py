@@ -47,6 +47,9 @@ class FluxAdapter(TransformerAdapter):
         # The pipeline packs 2x2 latent patches into one token.
         return (height // vae_scale_factor // 2) * (width // vae_scale_factor // 2)
 
+    def spatial_multiple(self, pipe: Any) -> int:
+        return int(pipe.vae_scale_factor) * 2  # 2x2 latent packing
+
     def component_macs(self, transformer, *, height, width, batch_size, text_len, vae_scale_factor=8) -> np.ndarray:
         n = self.num_tokens(transformer, height=height, width=width, vae_scale_factor=vae_scale_factor)
         b, seq = batch_size, n + text_len

@@ -46,6 +46,9 @@ class PixArtAdapter(TransformerAdapter):
         p = transformer.config.patch_size
         return (height // vae_scale_factor // p) * (width // vae_scale_factor // p)
 
+    def spatial_multiple(self, pipe: Any) -> int:
+        return int(pipe.vae_scale_factor) * int(pipe.transformer.config.patch_size)
+
     def component_macs(self, transformer, *, height, width, batch_size, text_len, vae_scale_factor=8) -> np.ndarray:
         n = self.num_tokens(transformer, height=height, width=width, vae_scale_factor=vae_scale_factor)
         out = np.zeros((len(transformer.transformer_blocks), 3), dtype=np.int64)
