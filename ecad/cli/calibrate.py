@@ -1,0 +1,176 @@
+"""ecad-calibrate: search the Pareto front of cache schedules for a model and write a bank.
+
+Thin shell over ecad.search: parse arguments, build the task and executor, run, write the bank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = REPO_ROOT / "models" / "ecad-scenes"
+
+EPILOG = """\
+examples:
+  # the bundled model, paper defaults (population 72), 10 generations
+  ecad-calibrate
+  # resume after an interruption (kill -9 is fine): repeat the same command
+  # extend a finished run by 10 more generations
+  ecad-calibrate --generations 20
+  # a Ray cluster (one actor per GPU, or per CPU worker): see docs/calibration.md
+  ecad-calibrate --model PixArt-alpha/PixArt-XL-2-512x512 --scorer image-reward \\
+      --scorer-arg model=/models/ImageReward --scorer-arg tokenizer=/models/bert-base-uncased \\
+      --height 512 --width 512 --ray auto
+
+The run folder (--run-dir) keeps config, state after each generation, the evaluation memo,
+reference images and a Pareto plot; the bank (--out) is what ecad-profile and the server read.
+"""
+
+
+def _scorer_arg(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--scorer-arg wants KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ecad-calibrate",
+        description=(
+            "Find the quality-vs-cost Pareto front of cache schedules for a diffusers DiT with "
+            "NSGA-II (ECAD), resumably, in-process or on Ray, and write it as a schedule bank."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    m = p.add_argument_group("model and setting")
+    m.add_argument("--model", default=str(DEFAULT_MODEL), help="diffusers folder or hub id (default: the bundled %(default)s)")
+    m.add_argument("--steps", type=int, default=20, help="denoising steps (default %(default)s)")
+    m.add_argument("--guidance", type=float, default=4.5, help="guidance scale (default %(default)s)")
+    m.add_argument("--height", type=int, help="image height (default: the model's native size)")
+    m.add_argument("--width", type=int, help="image width (default: the model's native size)")
+    m.add_argument("--device", default="cpu", help="torch device for evaluation (default %(default)s)")
+    m.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    q = p.add_argument_group("quality objective")
+    q.add_argument(
+        "--scorer", default="auto",
+        help="scorer name: combined, fidelity, scenes-reward, clip, image-reward. 'auto' (default): "
+        "on the bundled model 'combined' (scenes reward + SSIM to the uncached image, which sees "
+        "caching damage), else 'fidelity' (PSNR to the uncached image)",
+    )
+    q.add_argument("--scorer-arg", type=_scorer_arg, action="append", default=[], metavar="KEY=VALUE",
+                   help="scorer constructor argument (JSON value or string), repeatable, e.g. metric=ssim")
+    q.add_argument("--prompts", help="file with one calibration prompt per line (default: built-in set)")
+    q.add_argument("--num-prompts", type=int, default=8, help="built-in prompts to use (default %(default)s)")
+    q.add_argument("--seeds", default="0,1", help="image seeds shared by every candidate (default %(default)s)")
+    q.add_argument("--batch-size", type=int, help="images per pipeline call (default: all prompts x seeds)")
+    c = p.add_argument_group("cost objective")
+    c.add_argument("--cost", choices=["macs", "latency"], default="macs",
+                   help="analytic transformer MACs relative to no-cache (default, deterministic) or measured seconds per image")
+    s = p.add_argument_group("search")
+    s.add_argument("--generations", type=int, default=10, help="total generations; more on an existing run extends it (default %(default)s)")
+    s.add_argument("--population", type=int, default=72, help="population size (paper: 72)")
+    s.add_argument("--crossover-points", type=int, default=4, help="k-point crossover (paper: 4)")
+    s.add_argument("--crossover-prob", type=float, default=0.9, help="crossover probability (paper: 0.9)")
+    s.add_argument("--mutation-prob", type=float, default=1.0, help="chance an offspring is mutated (default %(default)s)")
+    s.add_argument("--mutation-bit-prob", type=float, help="per-bit flip probability (default 1/bits)")
+    s.add_argument("--seed", type=int, default=0, help="search seed (default %(default)s)")
+    r = p.add_argument_group("execution")
+    r.add_argument("--ray", metavar="ADDRESS", help="evaluate on Ray: 'auto' (running cluster), 'local' (start one here) or ray://host:port")
+    r.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else one per CPU)")
+    r.add_argument("--threads", type=int, default=1, help="torch threads per evaluator (default %(default)s)")
+    o = p.add_argument_group("output")
+    o.add_argument("--run-dir", help="run folder (default runs/calibrate/<model>/<setting>-<scorer>-s<seed>)")
+    o.add_argument("--out", help="bank file (default schedules/<model>/<setting>.json)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+    o.add_argument("--no-plot", action="store_true", help="do not write pareto.png")
+    o.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def resolve_scorer(args) -> tuple[str, dict]:
+    from ecad.search.prompts import is_scenes_model
+
+    kwargs = dict(args.scorer_arg)
+    scenes = is_scenes_model(args.model)
+    name = args.scorer
+    if name == "auto":
+        name = "combined" if scenes else "fidelity"
+    if scenes and name == "combined":
+        kwargs.setdefault("component_kwargs", {"scenes-reward": {"model_dir": str(args.model)}})
+    if scenes and name == "scenes-reward":
+        kwargs.setdefault("model_dir", str(args.model))
+    return name, kwargs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log = logging.getLogger("ecad.calibrate")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from ecad.search.bank_output import write_bank
+    from ecad.search.executors import make_executor
+    from ecad.search.loop import run_search
+    from ecad.search.model_task import build_model_task, model_name, setting_name
+    from ecad.search.nsga import GeneticSettings
+    from ecad.search.prompts import default_resolution, prompt_set, read_prompt_file
+
+    if not Path(args.model).exists() and "/" not in args.model:
+        print(f"ecad-calibrate: model {args.model!r} not found", file=sys.stderr)
+        return 2
+    size = None
+    if args.height is None or args.width is None:
+        size = default_resolution(args.model)
+    height, width = args.height or size, args.width or size
+    prompts = read_prompt_file(args.prompts) if args.prompts else prompt_set(args.model, args.num_prompts)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    scorer, scorer_kwargs = resolve_scorer(args)
+    task = build_model_task(
+        model=str(args.model), scorer=scorer, scorer_kwargs=scorer_kwargs, prompts=prompts, seeds=seeds,
+        num_inference_steps=args.steps, guidance_scale=args.guidance, height=height, width=width,
+        cost=args.cost, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+        num_threads=args.threads,
+    )
+    setting = setting_name(height, width, args.steps)
+    run_dir = Path(args.run_dir or Path("runs") / "calibrate" / model_name(args.model) / f"{setting}-{scorer}-s{args.seed}")
+    out = Path(args.out or REPO_ROOT / "schedules" / model_name(args.model) / f"{setting}.json")
+    settings = GeneticSettings(
+        population=args.population, crossover_points=args.crossover_points, crossover_prob=args.crossover_prob,
+        mutation_prob=args.mutation_prob, mutation_bit_prob=args.mutation_bit_prob,
+    )
+    log.info("calibrating %s at %s: %d bits, scorer %s, %d prompts x %d seeds, run folder %s",
+             args.model, setting, task.space.n_var, scorer, len(prompts), len(seeds), run_dir)
+    executor = make_executor(task.evaluator, ray_address=args.ray, num_workers=args.workers, num_threads=args.threads) \
+        if args.ray else make_executor(task.evaluator)
+    with executor:
+        result = run_search(
+            task, run_dir, executor, generations=args.generations, settings=settings, seed=args.seed,
+            progress=not args.no_progress, plot=not args.no_plot,
+            extra_config={"execution": {"ray": args.ray, "workers": args.workers}},
+        )
+    calibration = {
+        "prompts": prompts, "seeds": seeds, "scorer_kwargs": scorer_kwargs, "cost": args.cost,
+        "generations": result.state.generation, "population": args.population, "search_seed": args.seed,
+        "evaluations": len(result.memo), "hypervolume": result.state.history[-1]["hypervolume"],
+        "run_dir": str(run_dir), "warnings": result.warnings,
+    }
+    write_bank(task, result, out, calibration=calibration)
+    log.info("front of %d schedules written to %s (plot: %s)", len(result.front), out, run_dir / "pareto.png")
+    for warning in result.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The search machinery on a synthetic problem with a known Pareto front (no model needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecad.search.evaluation import CandidateResult, EvaluatorSpec
+from ecad.search.executors import LocalExecutor
+from ecad.search.hypervolume import hypervolume, nondominated_mask
+from ecad.search.loop import archive_front, run_search, scorer_spread_warning
+from ecad.search.memo import Memo
+from ecad.search.nsga import GeneticSettings
+from ecad.search.run_folder import RunFolderError
+from ecad.search.space import BitSpace, pack_bits, unpack_bits
+from ecad.search.synthetic import synthetic_task, true_front
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = GeneticSettings(population=12)
+
+
+def front_F(result) -> np.ndarray:
+    return np.array([[-r.result.quality, r.result.cost] for r in result.front])
+
+
+def comparable_state(run_dir: Path) -> dict:
+    state = json.loads((run_dir / "state.json").read_text())
+    for record in state["history"]:
+        record.pop("seconds")
+        record.pop("evaluated")  # new evaluations in that invocation: fewer after a resume
+    return state
+
+
+def memo_keys(run_dir: Path) -> list[str]:
+    return [json.loads(line)["key"] for line in (run_dir / "memo.jsonl").read_text().splitlines()]
+
+
+class CountingEvaluator:
+    def __init__(self, spec: EvaluatorSpec):
+        self.inner = spec.build()
+        self.calls = 0
+
+    def compute_references(self):
+        return None
+
+    def set_references(self, references):
+        pass
+
+    def evaluate(self, bits):
+        self.calls += 1
+        return self.inner.evaluate(bits)
+
+
+def test_space_fixes_step_zero_and_round_trips():
+    space = BitSpace((4, 3, 2))
+    assert space.n_var == 3 * 3 * 2
+    rng = np.random.default_rng(0)
+    bits = rng.random(space.n_var) < 0.5
+    mask = space.bits_to_mask(bits)
+    assert mask.shape == (4, 3, 2) and mask[0].all()
+    assert np.array_equal(space.mask_to_bits(mask), bits)
+    assert np.array_equal(unpack_bits(pack_bits(bits), space.n_var), bits)
+    with pytest.raises(ValueError):
+        space.bits_to_mask(bits[:-1])
+
+
+def test_nondominated_and_hypervolume():
+    F = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.5, 0.5]])
+    assert nondominated_mask(F).tolist() == [True, True, False, True]
+    assert hypervolume(F[[0, 1]], [0, 0], [1, 1], reference=2.0) == pytest.approx(3.0)
+
+
+def test_found_front_reaches_the_true_front(tmp_path):
+    task = synthetic_task(shape=(4, 2, 2))
+    result = run_search(task, tmp_path, LocalExecutor(task.evaluator), generations=30,
+                        settings=GeneticSettings(population=24), seed=0, progress=False, plot=False)
+    expected = true_front(np.array(task.evaluator.kwargs["weights"]))
+    found = front_F(result)
+    assert len(found) == len(expected)
+    assert np.allclose(found[np.argsort(found[:, 1])], expected[np.argsort(expected[:, 1])])
+    hv = [h["hypervolume"] for h in result.state.history]
+    assert all(b >= a - 1e-12 for a, b in zip(hv, hv[1:])), "archive hypervolume never decreases"
+    assert hv[-1] > hv[0]
+
+
+def test_extending_a_run_equals_running_longer_and_never_reevaluates(tmp_path):
+    task = synthetic_task(shape=(4, 2, 2))
+    direct = run_search(task, tmp_path / "direct", LocalExecutor(task.evaluator), generations=6,
+                        settings=SMALL, seed=3, progress=False, plot=False)
+
+    counting = CountingEvaluator(task.evaluator)
+    executor = LocalExecutor(task.evaluator, evaluator=counting)
+    run_search(task, tmp_path / "ext", executor, generations=3, settings=SMALL, seed=3, progress=False, plot=False)
+    first_calls = counting.calls
+    run_search(task, tmp_path / "ext", executor, generations=3, settings=SMALL, seed=3, progress=False, plot=False)
+    assert counting.calls == first_calls, "rerunning a finished run evaluates nothing"
+    extended = run_search(task, tmp_path / "ext", executor, generations=6, settings=SMALL, seed=3,
+                          progress=False, plot=False)
+
+    assert counting.calls == len(extended.memo) == len(direct.memo)
+    assert comparable_state(tmp_path / "ext") == comparable_state(tmp_path / "direct")
+    assert np.array_equal(front_F(extended), front_F(direct))
+
+
+def test_other_settings_in_an_existing_run_folder_are_refused(tmp_path):
+    task = synthetic_task(shape=(4, 2, 2))
+    run_search(task, tmp_path, LocalExecutor(task.evaluator), generations=1, settings=SMALL, seed=0,
+               progress=False, plot=False)
+    with pytest.raises(RunFolderError, match="different settings"):
+        run_search(task, tmp_path, LocalExecutor(task.evaluator), generations=1, settings=SMALL, seed=1,
+                   progress=False, plot=False)
+
+
+def test_memo_ignores_a_torn_last_line(tmp_path):
+    path = tmp_path / "memo.jsonl"
+    memo = Memo(path, 4)
+    from ecad.search.memo import MemoRecord
+
+    memo.add(MemoRecord("k1", np.array([1, 0, 1, 0], bool), CandidateResult(0.5, 0.5), 0))
+    with open(path, "a") as handle:
+        handle.write('{"key": "k2", "bi')  # killed mid-write
+    reloaded = Memo(path, 4)
+    assert list(reloaded.records) == ["k1"]
+    reloaded.add(MemoRecord("k3", np.array([1, 1, 1, 0], bool), CandidateResult(0.7, 0.7), 1))
+    assert [json.loads(l)["key"] for l in path.read_text().splitlines()] == ["k1", "k3"]
+
+
+def test_blind_scorer_is_reported():
+    from ecad.search.memo import MemoRecord
+
+    def record(label, quality):
+        return MemoRecord(label, np.zeros(2, bool), CandidateResult(quality, 0.5), 0, label)
+
+    flat = [record("no-cache", 0.9), record("fora-2", 0.900), record("fora-6", 0.901)]
+    assert "barely varies" in scorer_spread_warning(flat)
+    assert scorer_spread_warning([record("fora-2", 0.9), record("fora-6", 0.6)]) is None
+
+
+RUNNER = textwrap.dedent(
+    """
+    import sys
+    from ecad.search.executors import LocalExecutor
+    from ecad.search.loop import run_search
+    from ecad.search.nsga import GeneticSettings
+    from ecad.search.synthetic import synthetic_task
+
+    task = synthetic_task(shape=(4, 2, 2), delay=float(sys.argv[2]))
+    run_search(task, sys.argv[1], LocalExecutor(task.evaluator), generations=6,
+               settings=GeneticSettings(population=12), seed=5, progress=False, plot=False)
+    """
+)
+
+
+def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # same evaluator recipe in both folders: the delay is part of the run's config
+    subprocess.run([sys.executable, str(script), str(tmp_path / "straight"), "0.02"], env=env, check=True, timeout=120)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, str(script), str(killed), "0.02"], env=env)
+    memo = killed / "memo.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline:  # kill in the middle of generation 2's evaluations
+        if memo.exists() and len(memo.read_text().splitlines()) >= 30:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    state = json.loads((killed / "state.json").read_text())
+    assert state["generation"] < 6, "the run was killed before finishing"
+
+    subprocess.run([sys.executable, str(script), str(killed), "0.02"], env=env, check=True, timeout=120)
+    assert comparable_state(killed) == comparable_state(tmp_path / "straight")
+    keys = memo_keys(killed)
+    assert len(keys) == len(set(keys)), "no candidate evaluated twice"
+    assert set(keys) == set(memo_keys(tmp_path / "straight"))
