@@ -102,15 +102,15 @@ class LatencyCorrector:
     """
 
     def __init__(self, smoothing: float = 0.2, max_ratio: float = 20.0) -> None:
-        if not 0.0 < smoothing <= 1.0:
-            raise ValueError("smoothing must be in (0, 1]")
+        if not 0.0 <= smoothing <= 1.0:
+            raise ValueError("smoothing must be in [0, 1] (0 turns learning off)")
         self.smoothing = smoothing
         self.max_ratio = max_ratio
         self._ratios: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def observe(self, entry_id: str, predicted_ms: float, actual_ms: float) -> None:
-        if not (predicted_ms > 0 and math.isfinite(actual_ms) and actual_ms > 0):
+        if not (self.smoothing > 0 and predicted_ms > 0 and math.isfinite(actual_ms) and actual_ms > 0):
             return
         ratio = min(max(actual_ms / predicted_ms, 1.0 / self.max_ratio), self.max_ratio)
         with self._lock:

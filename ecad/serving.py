@@ -146,6 +146,7 @@ class ServingConfig:
     profile_repeats: int = 3
     profile_time_budget_s: float = 120.0
     persist_profile: bool = False  # write a new profile back into the bank file
+    latency_learning_rate: float = 0.2  # EMA weight of each observed latency; 0 = trust the profile
 
     @classmethod
     def from_env(cls) -> "ServingConfig":
@@ -161,6 +162,7 @@ class ServingConfig:
             max_queue=int(env.get("ECAD_MAX_QUEUE", 8)),
             profile_time_budget_s=float(env.get("ECAD_PROFILE_BUDGET_S", 120)),
             persist_profile=env.get("ECAD_PERSIST_PROFILE", "0") == "1",
+            latency_learning_rate=float(env.get("ECAD_LATENCY_LEARNING_RATE", 0.2)),
         )
 
 
@@ -198,7 +200,7 @@ class ScheduleServer:
         self.spatial_multiple = int(self.adapter.spatial_multiple(self.pipe))
         self.schedules = {entry.id: entry.cache_schedule() for entry in self.bank.entries}
         self.quality = {entry.id: entry.quality[self.bank.quality_metric] for entry in self.bank.entries}
-        self.corrector = LatencyCorrector()
+        self.corrector = LatencyCorrector(smoothing=self.config.latency_learning_rate)
         self._lock = threading.Lock()
         self._waiting = 0
         self._waiting_lock = threading.Lock()

@@ -5,7 +5,9 @@ import threading
 import pytest
 import torch
 
-from ecad.bank import BankError, ScheduleBank
+from datetime import datetime, timezone
+
+from ecad.bank import BankError, HardwareProfile, ScheduleBank, device_name, hardware_key
 from ecad.deadline import DeadlineExceeded
 from ecad.generate import generate, load_pipeline
 from ecad.serving import GenerateRequest, Overloaded, RequestError, ScheduleServer, ServingConfig
@@ -27,15 +29,29 @@ def tiny_setup(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_setup):
+def server(tiny_setup, tmp_path_factory):
+    """A server whose profile is synthetic (ms proportional to MACs) and that does not learn, so
+    selection is deterministic: a tiny model's real timings are noise."""
     model, bank_path, pipe = tiny_setup
-    return ScheduleServer(ServingConfig(model=str(model), bank=str(bank_path), profile_repeats=1), pipe=pipe)
+    bank = ScheduleBank.load(bank_path)
+    profile = HardwareProfile(
+        key=hardware_key("cpu", "float32", 1, torch.get_num_threads()), device="cpu", device_name=device_name("cpu"),
+        dtype="float32", batch_size=1, num_threads=torch.get_num_threads(), measured_at=datetime.now(timezone.utc),
+        repeats=1, latency_ms={e.id: e.macs / 1e5 for e in bank.entries},
+    )
+    path = bank.with_profile(profile).save(tmp_path_factory.mktemp("profiled") / "bank.json")
+    return ScheduleServer(ServingConfig(model=str(model), bank=str(path), latency_learning_rate=0.0), pipe=pipe)
 
 
-def test_startup_profiles_unprofiled_hardware_without_touching_the_file(server, tiny_setup):
-    _, bank_path, _ = tiny_setup
-    assert set(server.profile.latency_ms) == {"no-cache", "fora-2", "fora-3", "fora-4"}
+def test_startup_profiles_unprofiled_hardware_without_touching_the_file(tiny_setup):
+    model, bank_path, pipe = tiny_setup
+    fresh = ScheduleServer(ServingConfig(model=str(model), bank=str(bank_path), profile_repeats=1), pipe=pipe)
+    assert set(fresh.profile.latency_ms) == {"no-cache", "fora-2", "fora-3", "fora-4"}
+    assert all(ms > 0 for ms in fresh.profile.latency_ms.values())
     assert ScheduleBank.load(bank_path).profiles == []  # persist_profile is off by default
+    persisted = ScheduleServer(ServingConfig(model=str(model), bank=str(bank_path), profile_repeats=1,
+                                             persist_profile=True), pipe=pipe)
+    assert ScheduleBank.load(bank_path).profile(persisted.profile.key) == persisted.profile
 
 
 def test_stored_profile_is_reused(tiny_setup, server, tmp_path):
@@ -43,6 +59,18 @@ def test_stored_profile_is_reused(tiny_setup, server, tmp_path):
     path = server.bank.save(tmp_path / "profiled.json")
     again = ScheduleServer(ServingConfig(model=str(model), bank=str(path)), pipe=pipe)
     assert again.profile == server.profile
+
+
+def test_observed_latencies_correct_predictions(tiny_setup, server):
+    model, _, pipe = tiny_setup
+    learning = ScheduleServer(ServingConfig(model=str(model), bank=str(server.bank_path), latency_learning_rate=0.5),
+                              pipe=pipe)
+    request = learning.resolve(GenerateRequest(prompt="a", seed=1))
+    before = learning.plan(request).choice.predicted_ms
+    result = learning.generate(request)
+    after = learning.plan(request).choice.predicted_ms
+    # The synthetic profile is far from reality; one observation moves the prediction halfway.
+    assert after == pytest.approx(0.5 * before + 0.5 * result.actual_ms, rel=1e-6)
 
 
 def test_mismatched_bank_is_refused(tmp_path_factory, tiny_setup):
