@@ -1,0 +1,285 @@
+"""End-to-end test of the playground page: the real BentoML server, a tiny pipeline, headless Chromium.
+
+Starts `bentoml serve server.service:ECAD` on a free 127.0.0.1 port with a tiny random PixArt
+pipeline and a small bank for it, loads /ui/ in Debian's Chromium (driven by the `playwright`
+Python package with `executable_path`, so Playwright downloads no browser of its own), moves the
+latency slider, checks the page shows exactly what `GET /select` answers for that budget, clicks
+Generate, checks the image and the schedule id, and saves a screenshot
+(`docs/images/playground.png` when ECAD_UI_SCREENSHOT is set to that path, otherwise in tmp).
+
+Needs: /usr/bin/chromium and the `playwright` package (scripts/install-browser.sh installs both);
+skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("ECAD_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+STEPS = 8
+SCREENSHOT_VIEWPORT = {"width": 1360, "height": 860}
+READY_TIMEOUT_S = 150  # server start: imports (~10 s) + loading + profiling the bank
+
+
+# -- a small bank for the tiny pipeline ------------------------------------------------------
+
+
+def build_bank(model_dir: Path, bank_path: Path) -> Path:
+    """no-cache, a few heuristics and two made-up "ecad" entries, with a made-up quality score.
+
+    The score grows with the fraction of recomputed components (no-cache is the best); the ecad
+    entries get a small bonus so the front has both kinds. No latency profile: the server
+    profiles the bank on this machine when it starts, as it would on new hardware.
+    """
+    from ecad.adapters import get_adapter
+    from ecad.bank import BankEntry, ScheduleBank
+    from ecad.cost import schedule_macs
+    from ecad.generate import load_pipeline
+    from ecad.schedule import CacheSchedule
+    from ecad.testing import heuristic_bank
+    from ecad.tiny import TINY_IMAGE_SIZE
+
+    pipe = load_pipeline(model_dir)
+    setting = dict(height=TINY_IMAGE_SIZE, width=TINY_IMAGE_SIZE, num_inference_steps=STEPS, guidance_scale=4.5)
+    base = heuristic_bank(pipe, str(model_dir), names=("no-cache", "fora-2", "fora-3", "fora-5", "tgate-4"), **setting)
+    adapter = get_adapter(pipe)
+    layout = adapter.layout(pipe.transformer)
+    batch, calls = adapter.transformer_batch(pipe, 1, guidance_scale=4.5)
+    rng = np.random.default_rng(0)
+    made_up = []
+    for i, keep in enumerate((0.75, 0.45)):
+        mask = rng.random(CacheSchedule.full(layout, STEPS).mask.shape) < keep
+        mask[0] = True
+        schedule = CacheSchedule(mask, layout)
+        macs = schedule_macs(schedule, pipe, height=TINY_IMAGE_SIZE, width=TINY_IMAGE_SIZE, batch_size=batch,
+                             text_len=adapter.text_len(pipe), calls_per_step=calls)
+        made_up.append(BankEntry(id=f"ecad-demo-{i + 1}", schedule=schedule.to_dict(), macs=macs, quality={}, source="ecad"))
+    entries = []
+    for entry in [*base.entries, *made_up]:
+        fraction = float(entry.cache_schedule().mask.mean())
+        score = 0.55 + 0.35 * fraction + (0.04 if entry.source == "ecad" else 0.0)
+        entries.append(entry.model_copy(update={"quality": {"synthetic": round(score, 4)}}))
+    bank = ScheduleBank(**{
+        **base.model_dump(exclude={"entries", "scorer", "quality_metric", "created_at"}),
+        "entries": entries, "scorer": "synthetic (test bank: score rises with recomputed work)",
+        "quality_metric": "synthetic",
+    })
+    return bank.save(bank_path)
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 10.0):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def wait_ready(base: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"server not ready after {READY_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop the server's whole process group (bentoml serve starts worker processes)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser_ready():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found; run scripts/install-browser.sh (Debian chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("Python package 'playwright' not installed; run scripts/install-browser.sh")
+
+
+@pytest.fixture(scope="module")
+def server(browser_ready, tmp_path_factory):
+    from ecad.tiny import build_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("ui-e2e")
+    if os.environ.get("ECAD_UI_MODEL"):  # e.g. the bundled model and its bank, for a docs screenshot
+        model_dir, bank_path = os.environ["ECAD_UI_MODEL"], os.environ.get("ECAD_UI_BANK", "")
+    else:
+        scale = os.environ.get("ECAD_UI_SCALE", "tiny")
+        model_dir = build_tiny_pipeline("pixart-alpha", root / f"pixart-alpha-{scale}", scale=scale)
+        bank_path = build_bank(Path(model_dir), root / "bank.json")
+    port = free_port()
+    log = root / "server.log"
+    env = {
+        **os.environ,
+        "BENTOML_DO_NOT_TRACK": "true",
+        "BENTOML_HOME": str(root / "bentoml"),
+        "ECAD_MODEL": str(model_dir),
+        "ECAD_BANK": str(bank_path),  # empty: the server's default bank for the model
+        "ECAD_NUM_THREADS": "1",
+        "ECAD_PROFILE_BUDGET_S": os.environ.get("ECAD_PROFILE_BUDGET_S", "30"),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    bentoml = Path(sys.executable).with_name("bentoml")
+    command = [str(bentoml) if bentoml.exists() else "bentoml", "serve", "server.service:ECAD",
+               "--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc, log)
+        yield base
+    finally:
+        stop(proc)
+
+
+# -- the test --------------------------------------------------------------------------------
+
+
+def safe_budget(entries: list[dict]) -> float:
+    """A budget in the middle of the widest gap between two entries' predicted latencies.
+
+    Far from every entry's prediction, so the few ms a request spends queued, or rounding to the
+    slider's step, cannot change which entry fits.
+    """
+    ms = sorted(e["predicted_ms"] for e in entries)
+    gaps = [(b - a, (a + b) / 2) for a, b in zip(ms, ms[1:])]
+    return max(gaps)[1]
+
+
+def test_playground_end_to_end(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    bank = get_json(f"{server}/schedules")
+    assert len(bank["entries"]) >= 3
+    target = safe_budget(bank["entries"])
+    screenshot = Path(os.environ.get("ECAD_UI_SCREENSHOT", tmp_path / "playground.png"))
+    errors: list[str] = []
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_ARGS, viewport=SCREENSHOT_VIEWPORT,
+        )
+        try:
+            page = context.new_page()
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            # (A refused request also logs "Failed to load resource" to the console: expected.)
+            page.on("console", lambda msg: errors.append(msg.text)
+                    if msg.type == "error" and "Failed to load resource" not in msg.text else None)
+            page.goto(f"{server}/")  # redirects to /ui/
+            assert page.url.endswith("/ui/")
+            selection = page.locator("#selection")
+            expect(selection).to_have_attribute("data-state", "ready", timeout=15_000)
+            expect(page.locator("#plot .pt")).to_have_count(len(bank["entries"]))
+            expect(page.locator("#plot .pt.nocache")).to_have_count(1)
+
+            # Move the slider: click on its track where the target budget lies.
+            slider = page.locator("#budget")
+            lo, hi = float(slider.get_attribute("min")), float(slider.get_attribute("max"))
+            box = slider.bounding_box()
+            thumb = 18
+            fx = (target - lo) / (hi - lo)
+            page.mouse.click(box["x"] + thumb / 2 + fx * (box["width"] - thumb), box["y"] + box["height"] / 2)
+            budget = slider.input_value()
+            assert abs(float(budget) - target) < (hi - lo) * 0.05, (budget, target)
+            expect(selection).to_have_attribute("data-budget", budget, timeout=10_000)
+            expect(selection).to_have_attribute("data-state", "ready")
+            expected = get_json(f"{server}/select?latency_ms={budget}")
+            assert page.locator("#selected-id").inner_text() == expected["schedule_id"]
+            assert page.locator(f"#plot .pt.selected[data-id='{expected['schedule_id']}']").count() == 1
+
+            # Hovering a point names the entry.
+            no_cache = page.locator("#plot .pt.nocache")
+            no_cache.locator(".hit").hover()
+            expect(page.locator("#tooltip .tip-id")).to_have_text(no_cache.get_attribute("data-id"))
+            page.mouse.move(5, 5)
+
+            # Generate with that budget.
+            page.fill("#prompt", "a small red house in a green field at sunset")
+            page.fill("#seed", "7")
+            page.click("#generate")
+            result = page.locator(".result-main")
+            expect(result).to_have_attribute("data-loaded", "true", timeout=30_000)
+            assert result.locator(".result-id").inner_text() == expected["schedule_id"]
+            assert result.locator("img").evaluate("img => img.naturalWidth") == bank["width"]
+            assert result.locator(".m-budget").get_attribute("data-met") in ("true", "false")
+            # After a generation the page re-reads the server's (corrected) choice for the budget.
+            expect(selection).to_have_attribute("data-state", "ready", timeout=10_000)
+            now = get_json(f"{server}/select?latency_ms={budget}")
+            assert page.locator("#selected-id").inner_text() == now["schedule_id"]
+
+            # API errors are shown, readably: a blank prompt is refused by the server.
+            page.fill("#prompt", "   ")
+            page.click("#generate")
+            error = page.locator("#errors .error")
+            expect(error).to_contain_text("prompt", timeout=10_000)
+            expect(error).to_contain_text("HTTP 400")
+            page.click("#errors .error-close")
+            page.fill("#prompt", "a small red house in a green field at sunset")
+            # ... and so is a negative seed (by BentoML's own input validation: another error shape).
+            page.fill("#seed", "-1")
+            page.click("#generate")
+            expect(error).to_contain_text("seed", timeout=10_000)
+            expect(page.locator("#seed")).to_have_class("invalid")
+            page.click("#errors .error-close")
+            page.fill("#seed", "7")
+
+            # Compare: the same prompt and seed without a budget (the bank's best-quality entry).
+            page.click("#compare")
+            reference = page.locator(".result-ref")
+            expect(reference).to_have_attribute("data-loaded", "true", timeout=30_000)
+            expect(page.locator(".result-main")).to_have_attribute("data-loaded", "true")
+            assert reference.locator(".result-id").inner_text() == get_json(f"{server}/select")["schedule_id"]
+            expect(selection).to_have_attribute("data-state", "ready", timeout=10_000)
+            assert not page.locator("#errors .error").count()
+
+            page.evaluate("window.scrollTo(0, 0)")
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            context.close()
+    assert screenshot.stat().st_size > 10_000
+    assert not errors, errors
