@@ -47,3 +47,22 @@ def heuristic_bank(
         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, scorer="none (test bank)",
         quality_metric="recompute_fraction", entries=entries,
     )
+
+
+def synthetic_profile(bank: ScheduleBank, *, ms_per_gmac: float = 10.0, num_threads: int | None = None):
+    """A hardware profile for this machine with latency proportional to MACs (deterministic).
+
+    Tests use it so that selection does not depend on a tiny model's noisy timings.
+    """
+    from datetime import datetime, timezone
+
+    import torch
+
+    from ecad.bank import HardwareProfile, device_name, hardware_key
+
+    threads = num_threads or torch.get_num_threads()
+    return HardwareProfile(
+        key=hardware_key("cpu", "float32", 1, threads), device="cpu", device_name=device_name("cpu"),
+        dtype="float32", batch_size=1, num_threads=threads, measured_at=datetime.now(timezone.utc), repeats=1,
+        latency_ms={entry.id: entry.macs / 1e9 * ms_per_gmac for entry in bank.entries},
+    )

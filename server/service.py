@@ -150,10 +150,12 @@ class ECAD:
         logger.info("serving %s with bank %s (%d schedules, profile %s)", self.server.config.model,
                     self.server.bank_path, len(self.server.schedules), self.server.profile.key)
 
-    async def _run(self, fields: dict) -> GenerationResult | Response:
+    async def _run(self, body: object) -> GenerationResult | Response:
         arrival = time.monotonic()
+        if not isinstance(body, dict):
+            return _error(400, "the body must be a JSON object with at least a 'prompt'")
         try:
-            request = self.server.resolve(GenerateRequest(**fields))
+            request = self.server.resolve(GenerateRequest.model_validate(body))
         except ValidationError as err:
             return _validation_error(err)
         except RequestError as err:
@@ -174,21 +176,26 @@ class ECAD:
             BUDGET.labels(met=str(result.budget_met).lower()).inc()
         return result
 
-    @bentoml.api(route="/generate", input_spec=GenerateRequest)
-    async def generate(self, **fields) -> dict:
-        """Generate images; JSON envelope with base64 PNGs and the schedule decision."""
-        result = await self._run(fields)
+    # The body is taken whole (positional-only parameter) and validated by GenerateRequest here, so
+    # errors name the field in our format rather than BentoML's generic one.
+    @bentoml.api(route="/generate")
+    async def generate(self, body: dict, /) -> dict:
+        """Generate images; JSON envelope with base64 PNGs and the schedule decision.
+
+        Body: GenerateRequest (prompt, latency_ms, seed, negative_prompt, num_images, width, height,
+        num_inference_steps, guidance_scale)."""
+        result = await self._run(body)
         if isinstance(result, Response):
             return result
         body = {**result.summary(), "images": [base64.b64encode(p).decode() for p in result.png_bytes()]}
         return JSONResponse(body, headers=_headers(result))
 
-    @bentoml.api(route="/generate/png", input_spec=GenerateRequest)
-    async def generate_png(self, **fields) -> dict:
+    @bentoml.api(route="/generate/png")
+    async def generate_png(self, body: dict, /) -> dict:
         """Generate one image; the PNG is the body and the decision is in X-ECAD-* headers."""
-        if fields.get("num_images", 1) != 1:
+        if isinstance(body, dict) and body.get("num_images", 1) != 1:
             return _error(400, "num_images must be 1 for /generate/png; use /generate for several", "num_images")
-        result = await self._run(fields)
+        result = await self._run(body)
         if isinstance(result, Response):
             return result
         return Response(result.png_bytes()[0], media_type="image/png", headers=_headers(result))
