@@ -1,0 +1,73 @@
+"""ecad-calibrate end to end on a tiny random pipeline: a valid bank, a resumable run folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ecad.bank import ScheduleBank, fingerprint
+from ecad.cli.calibrate import build_parser, main
+from ecad.tiny import build_tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny_pipeline("pixart-alpha", tmp_path_factory.getbasetemp() / "ecad-tiny" / "pixart-alpha")
+
+
+def common(model, tmp_path, *extra):
+    return [
+        "--model", str(model), "--steps", "4", "--num-prompts", "2", "--seeds", "0",
+        "--population", "8", "--scorer", "fidelity", "--run-dir", str(tmp_path / "run"),
+        "--out", str(tmp_path / "bank.json"), "--no-progress", *extra,
+    ]
+
+
+def memo_records(run):
+    return [json.loads(line) for line in (run / "memo.jsonl").read_text().splitlines()]
+
+
+def test_help_explains_the_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("Pareto", "--generations", "--ray", "--cost", "resume", "--scorer"):
+        assert word in text
+
+
+def test_calibration_writes_a_valid_bank_and_extends_without_reevaluating(tiny_model, tmp_path):
+    assert main(common(tiny_model, tmp_path, "--generations", "1", "--scorer-arg", "max_psnr=150")) == 0
+    bank = ScheduleBank.load(tmp_path / "bank.json")
+    transformer_config = json.loads((tiny_model / "transformer" / "config.json").read_text())
+    assert bank.model_fingerprint == fingerprint(transformer_config)
+    assert (bank.height, bank.width, bank.num_inference_steps, bank.scorer) == (32, 32, 4, "fidelity")
+    assert bank.no_cache_entry().id == "no-cache"
+    assert bank.no_cache_entry().quality["fidelity"] == pytest.approx(150.0)
+    macs = [entry.macs for entry in bank.entries]
+    assert macs == sorted(macs) and macs[-1] == bank.no_cache_entry().macs
+    for entry in bank.entries:
+        mask = entry.cache_schedule().mask
+        assert mask[0].all(), "step 0 always recomputes"
+        assert {"psnr", "ssim", "fidelity"} <= set(entry.quality)
+    assert len(bank.entries) >= 2, "a front beyond no-cache"
+    run = tmp_path / "run"
+    for name in ("config.json", "state.json", "memo.jsonl", "references.safetensors", "pareto.png"):
+        assert (run / name).is_file(), name
+
+    before = memo_records(run)
+    assert main(common(tiny_model, tmp_path, "--generations", "2", "--scorer-arg", "max_psnr=150")) == 0
+    after = memo_records(run)
+    assert after[: len(before)] == before, "earlier evaluations kept, none repeated"
+    assert {r["generation"] for r in after[len(before):]} == {2}
+    state = json.loads((run / "state.json").read_text())
+    assert state["generation"] == 2 and len(state["history"]) == 3
+    assert ScheduleBank.load(tmp_path / "bank.json").calibration["generations"] == 2
+
+
+def test_a_blind_scorer_is_warned_about(tiny_model, tmp_path, capsys):
+    # a random tiny model changes by < 1e-6 under caching: PSNR capped at 60 dB cannot see it
+    assert main(common(tiny_model, tmp_path, "--generations", "0", "--no-plot")) == 0
+    assert "barely varies" in capsys.readouterr().err
