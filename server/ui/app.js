@@ -6,7 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const SVG_NS = "http://www.w3.org/2000/svg";
   const SELECT_DEBOUNCE_MS = 150;
-  const PLOT_MARGIN = { left: 64, right: 22, top: 18, bottom: 48 };
+  const PLOT_MARGIN = { left: 64, right: 22, top: 24, bottom: 48 };
   const THUMB = 18; // px, keep in sync with style.css (input[type=range] thumb)
 
   const state = {
@@ -136,6 +136,19 @@
     return `${ms.toFixed(2)} ms`;
   }
 
+  // A budget exactly as sent (the slider's value), not rounded like other latencies.
+  function fmtBudget(ms) {
+    return ms >= 10000 ? fmtMs(ms) : `${+Number(ms).toFixed(3)} ms`;
+  }
+
+  function fmtMacs(n) {
+    if (!isFinite(n)) return "–";
+    for (const [unit, size] of [["T", 1e12], ["G", 1e9], ["M", 1e6], ["k", 1e3]]) {
+      if (n >= size) return `${(n / size).toFixed(n / size >= 100 ? 0 : n / size >= 10 ? 1 : 2)} ${unit}`;
+    }
+    return String(n);
+  }
+
   function fmtQ(q) {
     if (q === null || q === undefined || !isFinite(q)) return "–";
     const a = Math.abs(q);
@@ -199,7 +212,7 @@
         tr.dataset.id = e.id;
         const cells = [
           e.id, e.source, fmtQ(quality(e)), fmtMs(e.predicted_ms),
-          `${Math.round(e.recompute_fraction * 100)}%`, (e.macs / 1e9).toFixed(e.macs >= 1e11 ? 0 : 2),
+          `${Math.round(e.recompute_fraction * 100)}%`, fmtMacs(e.macs),
         ];
         cells.forEach((text, i) => {
           const td = document.createElement("td");
@@ -279,7 +292,8 @@
 
   function updateBudgetLabel() {
     const slider = $("budget");
-    $("budget-value").textContent = fmtMs(Number(slider.value));
+    // The exact value sent to /select and /generate (not rounded for display).
+    $("budget-value").textContent = fmtBudget(Number(slider.value));
     slider.setAttribute("aria-valuetext", fmtMs(Number(slider.value)));
     const pct = ((slider.value - slider.min) / (slider.max - slider.min)) * 100;
     slider.style.setProperty("--fill", `${pct}%`);
@@ -464,9 +478,10 @@
 
     // budget line
     svg("line", { x1: bx, x2: bx, y1: m.top, y2: m.top + ih, class: "budget-line" }, body);
-    const bl = svg("text", { x: Math.min(bx + 6, m.left + iw - 4), y: m.top + 14, class: "budget-text", "text-anchor": bx + 90 > m.left + iw ? "end" : "start" }, plot);
-    if (bx + 90 > m.left + iw) bl.setAttribute("x", bx - 6);
-    bl.textContent = `budget ${fmtMs(budget)}`;
+    // its label sits above the frame, where no point can be
+    const labelRight = bx + 100 <= m.left + iw;
+    const bl = svg("text", { x: labelRight ? bx + 4 : bx - 4, y: m.top - 7, class: "budget-text", "text-anchor": labelRight ? "start" : "end" }, plot);
+    bl.textContent = `budget ${fmtBudget(budget)}`;
 
     // last run: predicted -> actual
     const run = state.lastRun;
@@ -499,8 +514,11 @@
       hit.addEventListener("mouseleave", hideTooltip);
       hit.addEventListener("click", () => setBudget(e.predicted_ms));
       if (isNoCache || e.id === selected) {
-        const right = px > m.left + iw * 0.75;
-        const label = svg("text", { x: px + (right ? -12 : 12), y: py + (isNoCache && e.id !== selected ? -10 : 4), class: `pt-label${e.id === selected ? " sel" : ""}`, "text-anchor": right ? "end" : "start" }, g);
+        // Above the point: the front's step line and the last run's link run level with it.
+        const right = px > m.left + iw * 0.8;
+        const left = px < m.left + iw * 0.12;
+        const anchor = right ? "end" : left ? "start" : "middle";
+        const label = svg("text", { x: px + (right ? 6 : left ? -6 : 0), y: py - 13, class: `pt-label${e.id === selected ? " sel" : ""}`, "text-anchor": anchor }, g);
         label.textContent = e.id;
       }
     }
@@ -526,7 +544,7 @@
       `<tr><td>predicted</td><td>${fmtMs(e.predicted_ms)}</td></tr>` +
       `<tr><td>profiled</td><td>${fmtMs(e.profiled_ms)}</td></tr>` +
       `<tr><td>recompute</td><td>${Math.round(e.recompute_fraction * 100)}%</td></tr>` +
-      `<tr><td>MACs</td><td>${(e.macs / 1e9).toFixed(2)} G</td></tr>` +
+      `<tr><td>MACs</td><td>${fmtMacs(e.macs)}</td></tr>` +
       `</table>${speed}<div class="tip-hint">click to set the budget here</div>`;
     tip.hidden = false;
     const wrap = $("plot-wrap");
@@ -588,7 +606,7 @@
     const withBudget = readForm(true);
     let cached = null;
     let reference = null;
-    setBusy(true, compare ? `Generating with a ${fmtMs(Number(budgetText))} budget…` : `Generating with a ${fmtMs(Number(budgetText))} budget…`);
+    setBusy(true, `Generating with a ${fmtBudget(Number(budgetText))} budget…`);
     try {
       cached = await postGenerate(withBudget);
       if (compare) {
@@ -638,7 +656,7 @@
     if (result.latency_ms === null || result.latency_ms === undefined) {
       budgetDd.textContent = "none";
     } else {
-      budgetDd.innerHTML = `${escapeHtml(fmtMs(result.latency_ms))} <span class="badge ${result.budget_met ? "ok" : "bad"}">${result.budget_met ? "met" : "missed"}</span>`;
+      budgetDd.innerHTML = `${escapeHtml(fmtBudget(result.latency_ms))} <span class="badge ${result.budget_met ? "ok" : "bad"}">${result.budget_met ? "met" : "missed"}</span>`;
       budgetDd.dataset.met = String(result.budget_met);
     }
     const notes = [`seed ${result.seed}`, `${result.width}×${result.height}`, `${result.num_inference_steps} steps`, ...(result.notes || [])];
@@ -685,6 +703,12 @@
       run(false);
     });
     $("compare").addEventListener("click", () => run(true));
+    $("prompt").addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
+        ev.preventDefault();
+        run(false);
+      }
+    });
     $("seed-random").addEventListener("click", () => {
       const a = new Uint32Array(1);
       crypto.getRandomValues(a);
