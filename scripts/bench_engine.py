@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Cache-engine benchmark: hook overhead and realized vs predicted speedup (not a test).
+
+For each pipeline, runs interleaved (unhooked, all-recompute hooked, FORA n=2, FORA n=3, ...)
+through `ecad.generate.generate` and reports medians of the whole call and of the time spent
+inside the transformer (torch forward pre/post hooks around `pipe.transformer`, identical for
+every variant).
+
+- overhead = transformer time, all-recompute hooked / unhooked (target <= 1.03)
+- realized = transformer time, unhooked / FORA n; predicted = MACs ratio (`macs_speedup`);
+  efficiency = realized / predicted (target >= 0.9)
+
+    python scripts/bench_engine.py                      # tiny + small random pipelines
+    python scripts/bench_engine.py --model models/ecad-scenes --steps 20 --repeats 7
+
+Tiny pipelines are dominated by Python overhead, so their efficiency says little; the "small"
+random PixArt (8 blocks, width 256, 256 image tokens) is a fairer stand-in for a real model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", default=[], help="diffusers folder (repeatable); "
+                   "default: the tiny and small random pipelines")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=1, help="images per call")
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--guidance-scale", type=float, default=4.5)
+    p.add_argument("--fora", type=int, nargs="+", default=[2, 3], help="FORA intervals (default 2 3)")
+    return p.parse_args(argv)
+
+
+class TransformerTimer:
+    """Wall time spent inside `transformer` (all its calls) since the last `reset()`."""
+
+    def __init__(self, transformer):
+        self.total = 0.0
+        self._start = 0.0
+        self._handles = [transformer.register_forward_pre_hook(self._pre),
+                         transformer.register_forward_hook(self._post)]
+
+    def _pre(self, module, args):
+        self._start = time.perf_counter()
+
+    def _post(self, module, args, output):
+        self.total += time.perf_counter() - self._start
+
+    def remove(self):
+        for h in self._handles:
+            h.remove()
+
+
+def bench(name: str, path: str, args) -> list[dict]:
+    from ecad.adapters import get_adapter
+    from ecad.cost import macs_speedup, measure_interleaved
+    from ecad.generate import generate, load_pipeline
+    from ecad.heuristics import fora, no_cache
+
+    pipe = load_pipeline(path)
+    adapter = get_adapter(pipe)
+    layout = adapter.layout(pipe.transformer)
+    sample = pipe.transformer.config.get("sample_size") or getattr(pipe, "default_sample_size", 64)
+    height = args.height or int(sample) * pipe.vae_scale_factor
+    width = args.width or int(sample) * pipe.vae_scale_factor
+    prompts = ["a red house on a green field"] * args.batch_size
+    seeds = list(range(args.batch_size))
+    variants = {"unhooked": None, "no-cache": no_cache(layout, args.steps)}
+    variants.update({f"fora-{n}": fora(layout, args.steps, n) for n in args.fora})
+
+    timer = TransformerTimer(pipe.transformer)
+    transformer_times: dict[str, list[float]] = {k: [] for k in variants}
+
+    def runner(key, schedule):
+        def fn():
+            timer.total = 0.0
+            generate(pipe, prompts, seeds, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
+                     height=height, width=width, schedule=schedule)
+            transformer_times[key].append(timer.total)
+        return fn
+
+    call_times = measure_interleaved({k: runner(k, s) for k, s in variants.items()},
+                                     repeats=args.repeats, warmup=args.warmup)
+    timer.remove()
+    batch, calls = adapter.transformer_batch(pipe, args.batch_size, guidance_scale=args.guidance_scale)
+    shape = dict(height=height, width=width, batch_size=batch, text_len=adapter.text_len(pipe),
+                 calls_per_step=calls)
+    med = {k: statistics.median(v[args.warmup:]) for k, v in transformer_times.items()}
+    rows = []
+    for key, schedule in variants.items():
+        row = {"model": name, "variant": key, "call_ms": 1e3 * statistics.median(call_times[key]),
+               "transformer_ms": 1e3 * med[key]}
+        if key == "no-cache":
+            row["overhead"] = med[key] / med["unhooked"]
+        if key.startswith("fora"):
+            row["predicted"] = macs_speedup(schedule, pipe, **shape)
+            row["realized"] = med["unhooked"] / med[key]
+            row["efficiency"] = row["realized"] / row["predicted"]
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from ecad.tiny import build_tiny_pipeline
+
+    models = [(Path(m).name, m) for m in args.model]
+    if not models:
+        root = Path(tempfile.gettempdir()) / "ecad-bench-pipelines"
+        for kind, scale in [("pixart-alpha", "tiny"), ("pixart-sigma", "tiny"), ("flux", "tiny"),
+                            ("pixart-sigma", "small"), ("flux", "small")]:
+            models.append((f"{kind}/{scale}", str(build_tiny_pipeline(kind, root / f"{kind}-{scale}", scale=scale))))
+    print(f"steps={args.steps} batch={args.batch_size} repeats={args.repeats} threads={args.threads}", flush=True)
+    header = f"{'model':<20} {'variant':<9} {'call ms':>9} {'transf. ms':>10} {'overhead':>8} " \
+             f"{'MACs x':>7} {'real x':>7} {'real/MACs':>9}"
+    print(header)
+    print("-" * len(header))
+    fmt = lambda row, k, spec: format(row[k], spec) if k in row else ""  # noqa: E731
+    for name, path in models:
+        for row in bench(name, path, args):
+            print(f"{row['model']:<20} {row['variant']:<9} {row['call_ms']:>9.1f} {row['transformer_ms']:>10.1f} "
+                  f"{fmt(row, 'overhead', '.3f'):>8} {fmt(row, 'predicted', '.2f'):>7} "
+                  f"{fmt(row, 'realized', '.2f'):>7} {fmt(row, 'efficiency', '.2f'):>9}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
