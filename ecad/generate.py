@@ -36,7 +36,7 @@ def _as_list(value: str | Sequence[str] | None, n: int, what: str) -> list[str] 
     return value
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def generate(pipe: Any, prompts: str | Sequence[str], seeds: int | Sequence[int], *, num_inference_steps: int,
              guidance_scale: float, height: int, width: int, schedule: CacheSchedule | None = None,
              negative_prompt: str | Sequence[str] | None = None, **pipeline_kwargs: Any) -> torch.Tensor:

@@ -135,7 +135,7 @@ class ComponentCacheHook(ModelHook):
             )
         self._last_call_id = state.call_id
         step = state.step
-        if self.recompute[step]:
+        if step < 0 or self.recompute[step]:  # step < 0: called outside a tracked transformer call
             output = self.fn_ref.original_forward(*args, **kwargs)
             if self.keep[step]:
                 state.store(self.key, output)
@@ -194,14 +194,12 @@ class StepTrackerHook(ModelHook):
         state = self.state
         hidden = self._arg("hidden_states", args, kwargs)
         shape = tuple(hidden.shape) if isinstance(hidden, torch.Tensor) else None
-        timestep = self._arg("timestep", args, kwargs)
-        t = float(timestep.flatten()[0]) if isinstance(timestep, torch.Tensor) else timestep
 
         pipe = self._pipeline() if self._pipeline is not None else None
         if pipe is not None:
-            step, new_call = self._pipeline_step(pipe.scheduler, t)
+            step, new_call = self._pipeline_step(pipe.scheduler, args, kwargs)
         else:
-            step, new_call = self._counted_step(t, shape)
+            step, new_call = self._counted_step(self._timestep(args, kwargs), shape)
 
         if new_call or step == 0 and state.step != 0:
             state.reset()
@@ -223,9 +221,13 @@ class StepTrackerHook(ModelHook):
             )
         state.step = step
         state.call_id += 1
-        self._last_timestep = t
 
-    def _pipeline_step(self, scheduler: Any, t: float | None) -> tuple[int, bool]:
+    def _timestep(self, args: tuple, kwargs: dict) -> float | None:
+        # Reading a tensor's value syncs with the device: only done when the scheduler cannot tell.
+        timestep = self._arg("timestep", args, kwargs)
+        return float(timestep.flatten()[0]) if isinstance(timestep, torch.Tensor) else timestep
+
+    def _pipeline_step(self, scheduler: Any, args: tuple, kwargs: dict) -> tuple[int, bool]:
         timesteps = scheduler.timesteps
         new_call = timesteps is not self._timesteps_ref
         if new_call:
@@ -239,7 +241,7 @@ class StepTrackerHook(ModelHook):
             index = scheduler.step_index
             step = 0 if index is None else int(index)
         else:
-            step = self._match_timestep(timesteps, t)
+            step = self._match_timestep(timesteps, self._timestep(args, kwargs))
         return step, new_call or step < self.state.step
 
     @staticmethod
@@ -262,6 +264,7 @@ class StepTrackerHook(ModelHook):
             or (t is not None and self._last_timestep is not None and t >= self._last_timestep)
             or state.branch_shapes.get(0, shape) != shape
         )
+        self._last_timestep = t
         return (0 if new_call else state.step + 1), new_call
 
     def _reset(self) -> None:

@@ -210,3 +210,22 @@ def test_flux_true_cfg_keeps_state_per_branch(tmp_path_factory):
 def test_unsupported_model_names_supported_ones():
     with pytest.raises(UnsupportedModelError, match="PixArtTransformer2DModel"):
         get_adapter(torch.nn.Linear(2, 2))
+
+
+def test_scheduler_without_step_index_matches_timesteps(tiny_pipe):
+    pipe = tiny_pipe
+    if family(pipe) == "flux":
+        pytest.skip("FLUX pipelines need a flow-matching scheduler")
+    from diffusers import DDIMScheduler
+
+    original = pipe.scheduler
+    pipe.scheduler = DDIMScheduler.from_config(original.config)
+    assert not hasattr(pipe.scheduler, "step_index")
+    try:
+        schedule = mixed_schedule(pipe, seed=6)
+        expected = reference_run(pipe, schedule.mask)
+        with cache_schedule(pipe, schedule):
+            assert torch.equal(run(pipe), expected)
+            assert torch.equal(run(pipe), expected)
+    finally:
+        pipe.scheduler = original
