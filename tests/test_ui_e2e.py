@@ -207,6 +207,9 @@ def test_playground_end_to_end(server, tmp_path):
         try:
             page = context.new_page()
             page.on("pageerror", lambda err: errors.append(str(err)))
+            # Fully offline: every request goes to this server (images arrive as data: URLs).
+            foreign: list[str] = []
+            page.on("request", lambda req: None if req.url.startswith((server + "/", "data:")) else foreign.append(req.url))
             # (A refused request also logs "Failed to load resource" to the console: expected.)
             page.on("console", lambda msg: errors.append(msg.text)
                     if msg.type == "error" and "Failed to load resource" not in msg.text else None)
@@ -284,3 +287,4 @@ def test_playground_end_to_end(server, tmp_path):
             context.close()
     assert screenshot.stat().st_size > 10_000
     assert not errors, errors
+    assert not foreign, f"the page fetched from elsewhere than its server: {foreign}"
