@@ -33,8 +33,13 @@ def module_state(pipe):
 def test_full_schedule_is_bit_identical_and_removal_restores(tiny_pipe):
     pipe = tiny_pipe
     before = module_state(pipe)
+    class_forward = type(pipe.transformer).forward
     reference = run(pipe)
     handle = apply_cache_schedule(pipe, CacheSchedule.full(layout(pipe), STEPS))
+    assert get_cache_handle(pipe) is handle and handle.active
+    # diffusers' hook registry, not patched classes
+    assert pipe.transformer._diffusers_hook.get_hook("ecad_step_tracker") is not None
+    assert type(pipe.transformer).forward is class_forward  # the class is not patched
     assert torch.equal(run(pipe), reference)
     assert handle.peak_bytes_held == 0  # nothing is reused, so nothing is kept
     remove_cache_schedule(pipe)
