@@ -206,7 +206,7 @@ def generate_eval(pipe, prompts, seed, steps=20, guidance=4.5, batch=64):
 
 
 def train_dit(out: Path, steps: int, batch: int, dataset_size: int, eval_every: int, log_file=None,
-              lr: float = 1.5e-3):
+              lr: float = 1.5e-3, ema_decay: float = 0.998):
     from diffusers import AutoencoderKL, DDPMScheduler, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
@@ -263,7 +263,7 @@ def train_dit(out: Path, steps: int, batch: int, dataset_size: int, eval_every: 
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        decay = min(0.999, (1 + step) / (10 + step))
+        decay = min(ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for name, live in (("transformer", transformer), ("text_encoder", text_encoder)):
                 for pe, p in zip(ema[name].parameters(), live.parameters()):
@@ -298,12 +298,14 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=Path("models/ecad-scenes"))
     p.add_argument("--stages", default="vae,reward,dit", help="comma-separated subset of vae,reward,dit")
     p.add_argument("--vae-steps", type=int, default=1500)
-    p.add_argument("--reward-steps", type=int, default=600)
-    p.add_argument("--dit-steps", type=int, default=4000)
+    p.add_argument("--reward-steps", type=int, default=250)
+    p.add_argument("--reward-batch", type=int, default=64)
+    p.add_argument("--dit-steps", type=int, default=1500)
     p.add_argument("--dit-batch", type=int, default=64)
     p.add_argument("--dit-lr", type=float, default=1.5e-3)
-    p.add_argument("--dataset-size", type=int, default=60000)
+    p.add_argument("--dataset-size", type=int, default=30000)
     p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--ema-decay", type=float, default=0.998)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--log", type=Path, default=None, help="JSON-lines log file")
     args = p.parse_args(argv)
@@ -314,10 +316,11 @@ def main(argv=None):
     if "vae" in stages:
         timings["vae_seconds"] = round(train_vae(args.out, args.vae_steps, 32, args.log))
     if "reward" in stages:
-        timings["reward_seconds"] = round(train_reward(args.out, args.reward_steps, 128, args.log))
+        timings["reward_seconds"] = round(train_reward(args.out, args.reward_steps, args.reward_batch, args.log))
     if "dit" in stages:
         timings["dit_seconds"] = round(train_dit(args.out, args.dit_steps, args.dit_batch, args.dataset_size,
-                                                 args.eval_every, args.log, lr=args.dit_lr))
+                                                 args.eval_every, args.log, lr=args.dit_lr,
+                                                 ema_decay=args.ema_decay))
     _log(args.log, stage="done", **timings)
 
 
