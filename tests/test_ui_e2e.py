@@ -53,7 +53,7 @@ def build_bank(model_dir: Path, bank_path: Path) -> Path:
     from ecad.cost import schedule_macs
     from ecad.generate import load_pipeline
     from ecad.schedule import CacheSchedule
-    from ecad.testing import heuristic_bank
+    from ecad.testing import heuristic_bank, synthetic_profile
     from ecad.tiny import TINY_IMAGE_SIZE
 
     pipe = load_pipeline(model_dir)
@@ -81,7 +81,9 @@ def build_bank(model_dir: Path, bank_path: Path) -> Path:
         "entries": entries, "scorer": "synthetic (test bank: score rises with recomputed work)",
         "quality_metric": "synthetic",
     })
-    return bank.save(bank_path)
+    # A stored profile (latency proportional to MACs) for a 1-thread server: the tiny model's real
+    # timings are noise on a busy machine, and the page must match a /select that stays put.
+    return bank.with_profile(synthetic_profile(bank, ms_per_gmac=10_000, num_threads=1)).save(bank_path)
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -142,12 +144,15 @@ def server(browser_ready, tmp_path_factory):
     from ecad.tiny import build_tiny_pipeline
 
     root = tmp_path_factory.mktemp("ui-e2e")
+    os_env_extra: dict[str, str] = {}
     if os.environ.get("ECAD_UI_MODEL"):  # e.g. the bundled model and its bank, for a docs screenshot
         model_dir, bank_path = os.environ["ECAD_UI_MODEL"], os.environ.get("ECAD_UI_BANK", "")
     else:
         scale = os.environ.get("ECAD_UI_SCALE", "tiny")
         model_dir = build_tiny_pipeline("pixart-alpha", root / f"pixart-alpha-{scale}", scale=scale)
         bank_path = build_bank(Path(model_dir), root / "bank.json")
+        # Deterministic selection: trust the stored profile instead of learning from noisy timings.
+        os_env_extra = {"ECAD_LATENCY_LEARNING_RATE": "0"}
     port = free_port()
     log = root / "server.log"
     env = {
@@ -160,6 +165,7 @@ def server(browser_ready, tmp_path_factory):
         "ECAD_PROFILE_BUDGET_S": os.environ.get("ECAD_PROFILE_BUDGET_S", "30"),
         "HF_HUB_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
+        **os_env_extra,
     }
     bentoml = Path(sys.executable).with_name("bentoml")
     command = [str(bentoml) if bentoml.exists() else "bentoml", "serve", "server.service:ECAD",
