@@ -72,12 +72,14 @@ def test_real_pipeline_on_ray_matches_in_process(ray_cluster, tmp_path_factory, 
     model = build_tiny_pipeline("pixart-sigma", tmp_path_factory.getbasetemp() / "ecad-tiny" / "pixart-sigma")
     task = build_model_task(
         model=str(model), scorer="fidelity", scorer_kwargs={"max_psnr": 150.0}, prompts=["a red cat"],
-        seeds=[0, 1], num_inference_steps=4, guidance_scale=4.5, height=32, width=32, num_threads=1,
+        seeds=[0], num_inference_steps=3, guidance_scale=4.5, height=32, width=32, num_threads=1,
     )
-    settings = GeneticSettings(population=8)
+    settings = GeneticSettings(population=6)
     local = run_search(task, tmp_path / "local", LocalExecutor(task.evaluator), generations=1,
                        settings=settings, seed=0, progress=False, plot=False)
-    with RayExecutor(task.evaluator, num_workers=2) as executor:
+    # one actor: a second would only add another diffusers import (the 2-worker ordering case is
+    # the synthetic test above); what this adds is the real pipeline + scorer inside an actor
+    with RayExecutor(task.evaluator, num_workers=1) as executor:
         distributed = run_search(task, tmp_path / "ray", executor, generations=1, settings=settings,
                                  seed=0, progress=False, plot=False)
     assert fronts(distributed) == fronts(local)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from ecad.search.evaluation import CandidateResult, EvaluatorSpec
@@ -21,15 +22,14 @@ class _EvaluatorActor:
     """Body of the Ray actor (wrapped with ray.remote at runtime, so ray stays optional)."""
 
     def __init__(self, spec: dict, num_threads: int | None, device: str | None):
-        if num_threads:
-            import torch
-
-            torch.set_num_threads(num_threads)
         kwargs = dict(spec.get("kwargs") or {})
         if device and "device" in kwargs:
             # Ray sets CUDA_VISIBLE_DEVICES per actor: the actor's GPU is always "cuda".
             kwargs["device"] = device
         self.evaluator = EvaluatorSpec(spec["factory"], kwargs).build()
+        # only if the evaluator uses torch: importing it just to set threads costs seconds
+        if num_threads and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(num_threads)
 
     def pid(self) -> int:
         return os.getpid()
