@@ -1,0 +1,635 @@
+"""Every caching method of the benchmark behind one interface: ``enable(pipe, knob)`` / ``disable(pipe)``.
+
+A `Method` is a family with one main knob (FORA's interval, a threshold, a bank entry id); each
+knob value is one point of the family's speed/quality curve. Families:
+
+- ``no-cache``: the reference.
+- ``ecad``: the bank's front (schedules through our engine, `ecad.hooks`).
+- Heuristic schedules through our engine (`ecad.heuristics`): ``fora`` (n), ``fora-attn1`` /
+  ``fora-attn2`` / ``fora-ff`` (component-wise FORA, n), ``delta-dit`` (boundary step),
+  ``tgate`` (gate step).
+- Competitors through their own APIs:
+  ``cache-dit-dbcache``, ``cache-dit-dbcache-taylorseer``, ``cache-dit-dbprune``
+  (``cache_dit.enable_cache(pipe, cache_config=...)``, which patches the pipeline as shipped), and
+  diffusers' built-in caches ``diffusers-fbcache`` (FirstBlockCacheConfig), ``diffusers-taylorseer``
+  (TaylorSeerCacheConfig), ``diffusers-pab`` (PyramidAttentionBroadcastConfig),
+  ``diffusers-fastercache`` (FasterCacheConfig), ``diffusers-magcache`` (MagCacheConfig, ratios
+  calibrated on the calibration prompts with diffusers' own ``calibrate=True`` mode), applied with
+  diffusers' ``apply_*`` functions and hook names, exactly what ``CacheMixin.enable_cache`` /
+  ``disable_cache`` run for models that have the mixin (PixArt's transformer does not).
+
+The shim. diffusers' caches read a *cache context* that a pipeline sets around every denoiser call
+(``with transformer.cache_context("cond"): ...``), PAB/FasterCache read the current timestep from a
+callback (``pipe.current_timestep``), and their state must be reset between pipeline calls. The
+PixArt pipelines (diffusers 0.42) do none of this, so as shipped FirstBlockCache and MagCache... raise
+"No cache context is set". `CacheContextShim` is a transformer-level diffusers ``ModelHook`` that,
+before each transformer call, resets the cache hooks at the first step of a pipeline call, sets a
+``CacheContext("cond", step_index=..., num_inference_steps=..., timestep=...)`` on every cache hook,
+and records the timestep for the callbacks; nothing else about the method changes. The report says
+which points ran through it, and `as_shipped_error` records what each diffusers cache does without it.
+
+Peak cache memory: `tensor_bytes` walks the objects a method keeps its state in (hook objects and
+their ``StateManager`` states, cache-dit's context manager, our engine's state) and sums the bytes
+of the distinct tensor storages reachable from them, skipping modules (weights) and pipelines.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+import types
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecad.adapters import get_adapter
+from ecad.heuristics import heuristic_suite
+from ecad.hooks import apply_cache_schedule, get_cache_handle, remove_cache_schedule
+from ecad.schedule import CacheSchedule
+
+os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")
+
+SHIM_HOOK = "ecad_bench_cache_context_shim"
+
+KIND_ORDER = ("reference", "ecad", "heuristic", "competitor")
+
+
+@dataclass
+class RunSetting:
+    """The pipeline call every point of one experiment shares."""
+
+    num_inference_steps: int
+    height: int
+    width: int
+    guidance_scale: float
+    name: str = "main"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "num_inference_steps": self.num_inference_steps, "height": self.height,
+                "width": self.width, "guidance_scale": self.guidance_scale}
+
+
+class Method:
+    """A caching method family; ``knobs`` are the values of its main knob (one curve point each)."""
+
+    family: str = ""
+    kind: str = "competitor"  # reference | ecad | heuristic | competitor
+    api: str = ""
+    knob_name: str = ""
+    uses_shim: bool = False
+
+    def __init__(self, knobs: Iterable[Any] = ()):
+        self.knobs = list(knobs)
+
+    def label(self, knob: Any) -> str:
+        return f"{self.family}:{knob}"
+
+    def prepare(self, pipe: Any, setting: RunSetting, run: Callable[[], Any]) -> None:
+        """One-off preparation before the sweep (e.g. MagCache calibration); `run()` makes images."""
+
+    def enable(self, pipe: Any, knob: Any) -> None:
+        raise NotImplementedError
+
+    def disable(self, pipe: Any) -> None:
+        raise NotImplementedError
+
+    def state_roots(self, pipe: Any) -> list[Any]:
+        """Objects holding the method's cached tensors (for `tensor_bytes`)."""
+        return []
+
+    def schedule(self, knob: Any) -> CacheSchedule | None:
+        """The static schedule of a point, when the method has one (MACs are then analytic too)."""
+        return None
+
+    def describe(self) -> dict:
+        return {"family": self.family, "kind": self.kind, "api": self.api, "knob": self.knob_name,
+                "uses_shim": self.uses_shim}
+
+
+# -- our engine ---------------------------------------------------------------------------------
+
+
+class ScheduleMethod(Method):
+    """Named `CacheSchedule`s applied with `ecad.hooks.apply_cache_schedule`."""
+
+    api = "ecad engine (ecad.hooks)"
+
+    def __init__(self, family: str, kind: str, schedules: dict[str, CacheSchedule], knob_name: str = "schedule"):
+        super().__init__(list(schedules))
+        self.family, self.kind, self.knob_name = family, kind, knob_name
+        self.schedules = dict(schedules)
+
+    def label(self, knob: Any) -> str:
+        return f"ecad:{knob}" if self.kind == "ecad" else str(knob)
+
+    def schedule(self, knob: Any) -> CacheSchedule:
+        return self.schedules[knob]
+
+    def enable(self, pipe, knob):
+        schedule = self.schedules[knob]
+        if schedule.mask.all():
+            return  # the reference runs the unmodified pipeline
+        apply_cache_schedule(pipe, schedule)
+
+    def disable(self, pipe):
+        remove_cache_schedule(pipe)
+
+    def state_roots(self, pipe):
+        handle = get_cache_handle(pipe)
+        return [handle._state] if handle is not None else []
+
+
+def engine_methods(layout, num_steps: int, *, fora_range=range(2, 7), component_range=(2, 3, 4)) -> list[Method]:
+    """No-cache plus the heuristic families of `ecad.heuristics.heuristic_suite`, by family."""
+    suite = heuristic_suite(layout, num_steps)
+    methods: list[Method] = [ScheduleMethod("no-cache", "reference", {"no-cache": suite["no-cache"]})]
+    fora = {f"fora-{n}": suite[f"fora-{n}"] for n in fora_range if f"fora-{n}" in suite}
+    methods.append(ScheduleMethod("fora", "heuristic", fora, "n (recompute every n steps)"))
+    components = dict.fromkeys(c for g in layout.groups for c in g.components)
+    for c in components:
+        sched = {f"fora-{n}-{c}": suite[f"fora-{n}-{c}"] for n in component_range if f"fora-{n}-{c}" in suite}
+        if sched:
+            methods.append(ScheduleMethod(f"fora-{c}", "heuristic", sched, f"n (only {c} cached)"))
+    delta = {k: v for k, v in suite.items() if k.startswith("delta-dit-")}
+    if delta:
+        methods.append(ScheduleMethod("delta-dit", "heuristic", delta, "boundary step"))
+    tg = {k: v for k, v in suite.items() if k.startswith("tgate-")}
+    if tg:
+        methods.append(ScheduleMethod("tgate", "heuristic", tg, "gate step"))
+    return methods
+
+
+def ecad_method(bank, num_steps: int | None = None) -> ScheduleMethod:
+    """The bank's entries (no-cache excluded), resampled to `num_steps` if given."""
+    schedules = {}
+    for entry in bank.entries:
+        schedule = entry.cache_schedule()
+        if schedule.mask.all():
+            continue
+        if num_steps is not None and num_steps != schedule.num_steps:
+            schedule = schedule.resample(num_steps)
+        schedules[entry.id] = schedule
+    return ScheduleMethod("ecad", "ecad", schedules, "bank entry")
+
+
+# -- the cache-context shim for diffusers' built-in caches ----------------------------------------
+
+
+def _model_hook_base():
+    from diffusers.hooks import ModelHook
+
+    return ModelHook
+
+
+class CacheContextShim(_model_hook_base()):
+    """Transformer hook: reset cache hooks per pipeline call, set a cache context per step.
+
+    Registered last, so it is the outermost hook on the transformer (FasterCache's denoiser hook,
+    if any, runs inside it and sees the timestep it recorded).
+    """
+
+    _is_stateful = False  # it resets the others; `reset_stateful_hooks` must not touch it
+
+    def __init__(self, pipe: Any):
+        super().__init__()
+        self._pipe = weakref.ref(pipe)
+        self._timesteps_ref = None
+        self.step = -1
+        self.current_timestep: float | None = None
+        self.calls = 0
+
+    def new_forward(self, module, *args, **kwargs):
+        from diffusers.hooks import HookRegistry
+        from diffusers.hooks.hooks import CacheContext, _set_cache_context
+
+        pipe = self._pipe()
+        scheduler = pipe.scheduler
+        timesteps = scheduler.timesteps
+        index = getattr(scheduler, "step_index", None)
+        step = 0 if index is None else int(index)
+        if timesteps is not self._timesteps_ref or step < self.step:
+            # first transformer call of a pipeline call: forget the previous call's cache state
+            self._timesteps_ref = timesteps
+            HookRegistry.check_if_exists_or_initialize(module).reset_stateful_hooks(recurse=True)
+        self.step = step
+        t = kwargs.get("timestep", args[2] if len(args) > 2 else None)
+        self.current_timestep = float(t.flatten()[0]) if isinstance(t, torch.Tensor) else t
+        self.calls += 1
+        _set_cache_context(module, CacheContext(
+            "cond", step_index=step, num_inference_steps=len(timesteps), timestep=self.current_timestep))
+        try:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        finally:
+            _set_cache_context(module, None)
+
+
+def _shim(pipe) -> CacheContextShim | None:
+    registry = getattr(pipe.transformer, "_diffusers_hook", None)
+    return registry.get_hook(SHIM_HOOK) if registry is not None else None
+
+
+def install_shim(pipe) -> CacheContextShim:
+    from diffusers.hooks import HookRegistry
+
+    shim = CacheContextShim(pipe)
+    registry = HookRegistry.check_if_exists_or_initialize(pipe.transformer)
+    registry.register_hook(shim, SHIM_HOOK)
+    registry.invalidate_child_registries_cache()
+    return shim
+
+
+def remove_shim(pipe) -> None:
+    registry = getattr(pipe.transformer, "_diffusers_hook", None)
+    if registry is not None and registry.get_hook(SHIM_HOOK) is not None:
+        registry.remove_hook(SHIM_HOOK, recurse=False)
+        registry.invalidate_child_registries_cache()
+
+
+# -- diffusers' built-in caches -----------------------------------------------------------------
+
+
+class DiffusersCache(Method):
+    """A diffusers cache config applied with diffusers' own `CacheMixin.enable_cache` code."""
+
+    kind = "competitor"
+
+    def __init__(self, family: str, knob_name: str, knobs, make_config: Callable[[Any, "DiffusersCache"], Any],
+                 *, shim: bool = True, setting: RunSetting | None = None):
+        super().__init__(knobs)
+        self.family, self.knob_name = family, knob_name
+        self.make_config = make_config
+        self.uses_shim = shim
+        self.setting = setting
+        self.api = "diffusers.hooks.apply_* (CacheMixin.enable_cache code)" + (" + ecad cache-context shim" if shim else " (as shipped)")
+        self.extra: dict[str, Any] = {}
+
+    def timestep(self) -> float:
+        shim = self._current_shim
+        if shim is None or shim.current_timestep is None:
+            pipe_t = getattr(self._current_pipe, "current_timestep", None) if self._current_pipe else None
+            if pipe_t is None:
+                raise AttributeError(
+                    f"{type(self._current_pipe).__name__} has no current_timestep (needed by the timestep callback)")
+            return float(pipe_t)
+        return shim.current_timestep
+
+    _current_shim: CacheContextShim | None = None
+    _current_pipe: Any = None
+
+    def enable(self, pipe, knob):
+        self._current_pipe = pipe
+        config = self.make_config(knob, self)
+        remove_diffusers_cache(pipe.transformer)
+        apply_diffusers_cache(pipe.transformer, config)
+        self._current_shim = install_shim(pipe) if self.uses_shim else None
+
+    def disable(self, pipe):
+        remove_shim(pipe)
+        remove_diffusers_cache(pipe.transformer)
+        self._current_shim = None
+
+    def state_roots(self, pipe):
+        roots = []
+        for module in pipe.transformer.modules():
+            registry = getattr(module, "_diffusers_hook", None)
+            if registry is None:
+                continue
+            roots.extend(hook for name, hook in registry.hooks.items() if name != SHIM_HOOK)
+        return roots
+
+
+def _diffusers_cache_table():
+    """config class -> (diffusers' apply function, hook names), as in diffusers' `CacheMixin`."""
+    from diffusers import hooks as h
+    from diffusers.hooks import faster_cache, first_block_cache, mag_cache, pyramid_attention_broadcast, taylorseer_cache
+
+    return {
+        h.FirstBlockCacheConfig: (h.apply_first_block_cache, (first_block_cache._FBC_LEADER_BLOCK_HOOK,
+                                                              first_block_cache._FBC_BLOCK_HOOK)),
+        h.TaylorSeerCacheConfig: (h.apply_taylorseer_cache, (taylorseer_cache._TAYLORSEER_CACHE_HOOK,)),
+        h.PyramidAttentionBroadcastConfig: (h.apply_pyramid_attention_broadcast,
+                                            (pyramid_attention_broadcast._PYRAMID_ATTENTION_BROADCAST_HOOK,)),
+        h.FasterCacheConfig: (h.apply_faster_cache, (faster_cache._FASTER_CACHE_DENOISER_HOOK,
+                                                     faster_cache._FASTER_CACHE_BLOCK_HOOK)),
+        h.MagCacheConfig: (h.apply_mag_cache, (mag_cache._MAG_CACHE_LEADER_BLOCK_HOOK, mag_cache._MAG_CACHE_BLOCK_HOOK)),
+    }
+
+
+_APPLIED_ATTR = "_ecad_bench_diffusers_cache"
+
+
+def apply_diffusers_cache(transformer: nn.Module, config: Any) -> None:
+    """What `CacheMixin.enable_cache` does, for transformers without the mixin (PixArt)."""
+    from diffusers.hooks import HookRegistry
+
+    table = _diffusers_cache_table()
+    if type(config) not in table:
+        raise ValueError(f"unsupported diffusers cache config {type(config).__name__}")
+    apply, _ = table[type(config)]
+    apply(transformer, config)
+    HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
+    setattr(transformer, _APPLIED_ATTR, config)
+
+
+def remove_diffusers_cache(transformer: nn.Module) -> None:
+    """What `CacheMixin.disable_cache` does (no-op when nothing is applied)."""
+    from diffusers.hooks import HookRegistry
+
+    config = getattr(transformer, _APPLIED_ATTR, None)
+    if config is None:
+        return
+    registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    for name in _diffusers_cache_table()[type(config)][1]:
+        registry.remove_hook(name, recurse=True)
+    registry.invalidate_child_registries_cache()
+    delattr(transformer, _APPLIED_ATTR)
+
+
+PIXART_COMPONENT_PATTERN = r"transformer_blocks\.\d+\.(attn1|attn2|ff)"
+
+
+def _fbc(knob, m):
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    return FirstBlockCacheConfig(threshold=float(knob))
+
+
+def _taylorseer(knob, m):
+    from diffusers.hooks import TaylorSeerCacheConfig
+
+    # The default module pattern ("^transformer_blocks.*attn", fullmatch) matches no PixArt module
+    # (attn1/attn2): name the cached components explicitly, as TaylorSeer caches attention and MLP.
+    return TaylorSeerCacheConfig(cache_interval=int(knob), disable_cache_before_step=3, max_order=1,
+                                 taylor_factors_dtype=torch.float32, cache_identifiers=[PIXART_COMPONENT_PATTERN])
+
+
+def _pab(knob, m):
+    from diffusers.hooks import PyramidAttentionBroadcastConfig
+
+    n = int(knob)
+    return PyramidAttentionBroadcastConfig(
+        spatial_attention_block_skip_range=n, cross_attention_block_skip_range=2 * n,
+        spatial_attention_timestep_skip_range=(100, 800), cross_attention_timestep_skip_range=(100, 800),
+        current_timestep_callback=m.timestep)
+
+
+def _fastercache(knob, m):
+    from diffusers.hooks import FasterCacheConfig
+
+    return FasterCacheConfig(
+        spatial_attention_block_skip_range=int(knob), spatial_attention_timestep_skip_range=(-1, 681),
+        current_timestep_callback=m.timestep, attention_weight_callback=lambda _: 0.3,
+        tensor_format="BCHW", is_guidance_distilled=False)
+
+
+def _magcache(knob, m):
+    from diffusers.hooks import MagCacheConfig
+
+    steps = m.setting.num_inference_steps if m.setting else 20
+    ratios = m.extra.get("mag_ratios")
+    if ratios is None:
+        raise RuntimeError("MagCache has no calibrated mag_ratios (its calibration run failed)")
+    return MagCacheConfig(threshold=float(knob), max_skip_steps=3, retention_ratio=0.2,
+                          num_inference_steps=steps, mag_ratios=list(ratios))
+
+
+class MagCacheMethod(DiffusersCache):
+    """MagCache; `prepare` runs diffusers' calibration mode once and keeps the ratios it computes."""
+
+    def prepare(self, pipe, setting, run):
+        from diffusers.hooks import MagCacheConfig
+        from diffusers.hooks.mag_cache import MagCacheBlockHook
+
+        ratios: list[float] = []
+        apply_diffusers_cache(pipe.transformer, MagCacheConfig(calibrate=True, num_inference_steps=setting.num_inference_steps))
+        shim = install_shim(pipe) if self.uses_shim else None
+        try:
+            for module in pipe.transformer.modules():
+                registry = getattr(module, "_diffusers_hook", None)
+                for hook in (registry.hooks.values() if registry is not None else ()):
+                    if isinstance(hook, MagCacheBlockHook) and hook.is_tail:
+                        original = hook._perform_calibration_step
+
+                        def record(state, residual, _original=original):
+                            _original(state, residual)
+                            ratios.append(state.calibration_ratios[-1])
+
+                        hook._perform_calibration_step = record
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):  # diffusers prints the ratios
+                run()
+        finally:
+            if shim is not None:
+                remove_shim(pipe)
+            remove_diffusers_cache(pipe.transformer)
+        steps = setting.num_inference_steps
+        if len(ratios) < steps:
+            raise RuntimeError(f"MagCache calibration recorded {len(ratios)} ratios for {steps} steps")
+        self.extra["mag_ratios"] = [float(r) for r in ratios[:steps]]
+
+
+def diffusers_methods(setting: RunSetting, *, shim: bool = True) -> list[Method]:
+    return [
+        DiffusersCache("diffusers-fbcache", "threshold", [0.03, 0.06, 0.1, 0.15, 0.25, 0.4], _fbc, shim=shim, setting=setting),
+        DiffusersCache("diffusers-taylorseer", "cache_interval", [2, 3, 4, 5, 6], _taylorseer, shim=shim, setting=setting),
+        DiffusersCache("diffusers-pab", "spatial skip range (cross = 2x)", [2, 3, 4, 6], _pab, shim=shim, setting=setting),
+        DiffusersCache("diffusers-fastercache", "spatial skip range", [2, 3, 4, 6], _fastercache, shim=shim, setting=setting),
+        MagCacheMethod("diffusers-magcache", "threshold", [0.02, 0.05, 0.1, 0.2, 0.4], _magcache, shim=shim, setting=setting),
+    ]
+
+
+# -- cache-dit ----------------------------------------------------------------------------------
+
+
+class CacheDitMethod(Method):
+    """``cache_dit.enable_cache(pipe, cache_config=...)`` as shipped (it patches the pipeline class)."""
+
+    kind = "competitor"
+    api = "cache_dit.enable_cache (as shipped)"
+
+    def __init__(self, family: str, knob_name: str, knobs, make: Callable[[Any], dict], setting: RunSetting):
+        super().__init__(knobs)
+        self.family, self.knob_name, self.make, self.setting = family, knob_name, make, setting
+
+    def enable(self, pipe, knob):
+        import cache_dit
+
+        _quiet_cache_dit()
+        cache_dit.enable_cache(pipe, **self.make(knob))
+
+    def disable(self, pipe):
+        import cache_dit
+
+        if getattr(pipe, "_context_manager", None) is not None or getattr(pipe.transformer, "_context_manager", None) is not None:
+            cache_dit.disable_cache(pipe)
+
+    def state_roots(self, pipe):
+        return [obj for obj in (getattr(pipe, "_context_manager", None),
+                                getattr(pipe.transformer, "_context_manager", None)) if obj is not None]
+
+
+def _quiet_cache_dit():
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("cache_dit"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def cache_dit_methods(setting: RunSetting) -> list[Method]:
+    try:
+        import cache_dit  # noqa: F401
+        from cache_dit import DBCacheConfig, DBPruneConfig, TaylorSeerCalibratorConfig
+    except Exception as err:  # report, do not drop
+        return [UnavailableMethod(f, "cache_dit.enable_cache", f"cannot import cache_dit: {err!r}")
+                for f in ("cache-dit-dbcache", "cache-dit-dbcache-taylorseer", "cache-dit-dbprune")]
+    steps = setting.num_inference_steps
+    warmup = max(1, round(0.15 * steps))  # cache-dit's default 8 warm-up steps is for 28-50 step runs
+
+    def dbcache(t):
+        return {"cache_config": DBCacheConfig(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=float(t),
+                                              max_warmup_steps=warmup, num_inference_steps=steps)}
+
+    def dbcache_ts(t):
+        return {**dbcache(t), "calibrator_config": TaylorSeerCalibratorConfig(taylorseer_order=1)}
+
+    def dbprune(t):
+        return {"cache_config": DBPruneConfig(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=float(t),
+                                              max_warmup_steps=warmup, num_inference_steps=steps)}
+
+    thresholds = [0.04, 0.08, 0.12, 0.2, 0.3, 0.5]
+    return [
+        CacheDitMethod("cache-dit-dbcache", "residual_diff_threshold (F1B0)", thresholds, dbcache, setting),
+        CacheDitMethod("cache-dit-dbcache-taylorseer", "residual_diff_threshold (F1B0, TaylorSeer order 1)",
+                       thresholds, dbcache_ts, setting),
+        CacheDitMethod("cache-dit-dbprune", "residual_diff_threshold (F1B0)", thresholds, dbprune, setting),
+    ]
+
+
+class UnavailableMethod(Method):
+    """A method that cannot even be set up; it is reported with its error."""
+
+    kind = "competitor"
+
+    def __init__(self, family: str, api: str, error: str):
+        super().__init__(["-"])
+        self.family, self.api, self.error = family, api, error
+
+    def enable(self, pipe, knob):
+        raise RuntimeError(self.error)
+
+    def disable(self, pipe):
+        pass
+
+
+def competitor_methods(setting: RunSetting, *, shim: bool = True) -> list[Method]:
+    return cache_dit_methods(setting) + diffusers_methods(setting, shim=shim)
+
+
+# -- measurement helpers -------------------------------------------------------------------------
+
+
+_SKIP_TYPES = (nn.Module, types.FunctionType, types.MethodType, types.BuiltinFunctionType, types.ModuleType, type,
+               str, bytes, int, float, bool, complex, weakref.ref, np.ndarray)
+
+
+def tensor_bytes(roots: Iterable[Any], max_depth: int = 10) -> int:
+    """Bytes of the distinct tensor storages reachable from `roots` (modules and pipelines skipped)."""
+    try:
+        from diffusers.configuration_utils import ConfigMixin
+        from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+        skip = _SKIP_TYPES + (ConfigMixin, DiffusionPipeline)
+    except Exception:  # pragma: no cover
+        skip = _SKIP_TYPES
+    seen: set[int] = set()
+    storages: dict[int, int] = {}
+    stack = [(root, 0) for root in roots]
+    while stack:
+        obj, depth = stack.pop()
+        if obj is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            if isinstance(obj, nn.Parameter):
+                continue
+            storage = obj.untyped_storage()
+            storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
+            continue
+        if isinstance(obj, skip) or depth >= max_depth:
+            continue
+        if isinstance(obj, dict):
+            children = list(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            children = list(obj)
+        elif hasattr(obj, "__dict__") or hasattr(type(obj), "__slots__"):
+            children = list(getattr(obj, "__dict__", {}).values())
+            for slot in getattr(type(obj), "__slots__", ()):
+                if isinstance(slot, str) and hasattr(obj, slot):
+                    children.append(getattr(obj, slot))
+        else:
+            continue
+        stack.extend((child, depth + 1) for child in children)
+    return int(sum(storages.values()))
+
+
+class MemorySampler:
+    """Samples `tensor_bytes(method.state_roots(pipe))` after every transformer call; keeps the peak."""
+
+    def __init__(self, pipe, method: Method):
+        self.pipe, self.method = pipe, method
+        self.peak = 0
+        self.samples = 0
+        self._handle = pipe.transformer.register_forward_hook(self._sample)
+
+    def _sample(self, module, args, output):
+        self.peak = max(self.peak, tensor_bytes(self.method.state_roots(self.pipe)))
+        self.samples += 1
+
+    def remove(self):
+        self._handle.remove()
+
+
+class MacsCounter:
+    """MACs actually executed: forward hooks on one probe layer per cacheable component.
+
+    Each component's analytic MACs (`adapter.component_macs`) are counted when its first linear
+    layer runs, scaled by the rows it saw (a method may compute a sub-batch, e.g. FasterCache's
+    skipped unconditional half); the non-cacheable part is counted at the transformer's `proj_out`.
+    Whatever skips or reuses a component, this sees only the work that ran.
+    """
+
+    def __init__(self, pipe, *, height: int, width: int, num_images: int, guidance_scale: float):
+        from ecad.cost import macs_table
+
+        adapter = get_adapter(pipe)
+        transformer = pipe.transformer
+        batch, _ = adapter.transformer_batch(pipe, num_images, guidance_scale=guidance_scale)
+        self.batch = batch
+        comp, other = macs_table(pipe, height=height, width=width, batch_size=batch, text_len=adapter.text_len(pipe))
+        self.total = 0.0
+        self._handles = []
+        for b, modules in enumerate(adapter.component_modules(transformer)):
+            for c, module in enumerate(modules):
+                probe = next((m for m in module.modules() if isinstance(m, nn.Linear)), None)
+                if probe is not None:
+                    self._handles.append(probe.register_forward_hook(self._counter(float(comp[b, c]))))
+        out = getattr(transformer, "proj_out", None)
+        if isinstance(out, nn.Linear):
+            self._handles.append(out.register_forward_hook(self._counter(float(other))))
+
+    def _counter(self, macs: float):
+        def hook(module, args, output):
+            x = args[0]
+            rows = x.shape[0] if x.ndim >= 3 else 1
+            self.total += macs * rows / self.batch
+        return hook
+
+    def remove(self):
+        for h in self._handles:
+            h.remove()

@@ -1,0 +1,392 @@
+"""Analysis and output of a benchmark: hypervolume, dominance, the goal table, JSON, Markdown, PNGs.
+
+Curves live in (speedup, quality) with both maximised. Hypervolume is the area a family's points
+dominate above one shared reference point (speedup 1.0 and `PSNR_REF` dB, or reward 0), so a
+family scores only what it gains over no caching at usable quality.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ecad.bench.competitors import KIND_ORDER
+from ecad.bench.runner import Experiment, Point
+
+PSNR_REF = 20.0
+SPEEDUP_REF = 1.0
+GOAL_PSNR = (35.0, 30.0)
+REWARD_TOLERANCE = 0.02
+HELD_OUT = "held-out"
+
+
+def hypervolume_2d(points: Sequence[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated by `points` (both coordinates maximised) above `ref`."""
+    pts = sorted(((s, q) for s, q in points if s > ref[0] and q > ref[1]), reverse=True)
+    area, best_q = 0.0, ref[1]
+    for s, q in pts:
+        if q > best_q:
+            area += (s - ref[0]) * (q - best_q)
+            best_q = q
+    return float(area)
+
+
+def _ok(points: Sequence[Point]) -> list[Point]:
+    return [p for p in points if p.status == "ok" and p.speedup is not None]
+
+
+def _q(p: Point, split: str, key: str) -> float | None:
+    return p.quality.get(split, {}).get(key)
+
+
+def families(exp: Experiment) -> list[str]:
+    seen: dict[str, None] = {}
+    for kind in KIND_ORDER:
+        for p in exp.points:
+            if p.method.kind == kind:
+                seen.setdefault(p.method.family)
+    return list(seen)
+
+
+def meets(p: Point, split: str, psnr: float, has_reward: bool) -> bool:
+    q = p.quality.get(split, {})
+    if q.get("psnr") is None or q["psnr"] < psnr:
+        return False
+    return not has_reward or q.get("reward_rel", 0.0) >= 1.0 - REWARD_TOLERANCE
+
+
+def summarize(exp: Experiment, split: str = HELD_OUT, speed_key: str = "speedup") -> dict[str, Any]:
+    """Per family: hypervolumes, best speedup at the goal PSNRs; per point: ECAD dominance."""
+    ok = _ok(exp.points)
+    has_reward = any("reward" in p.quality.get(split, {}) for p in ok)
+    ecad = [p for p in ok if p.method.kind == "ecad"]
+    speed = (lambda p: getattr(p, speed_key) or 0.0)
+    out: dict[str, Any] = {"split": split, "speed": speed_key, "hypervolume_reference": {
+        "speedup": SPEEDUP_REF, "psnr": PSNR_REF, "reward": 0.0}, "families": {}, "dominance": {}}
+    for fam in families(exp):
+        pts = [p for p in ok if p.method.family == fam]
+        all_pts = [p for p in exp.points if p.method.family == fam]
+        entry: dict[str, Any] = {
+            "kind": all_pts[0].method.kind, "api": all_pts[0].method.api, "uses_shim": all_pts[0].method.uses_shim,
+            "points": len(all_pts), "ok": len(pts),
+            "errors": sorted({p.error for p in all_pts if p.error}),
+            "hv_psnr": hypervolume_2d([(speed(p), _q(p, split, "psnr")) for p in pts], (SPEEDUP_REF, PSNR_REF)),
+        }
+        if has_reward:
+            entry["hv_reward"] = hypervolume_2d([(speed(p), _q(p, split, "reward")) for p in pts], (SPEEDUP_REF, 0.0))
+        for goal in GOAL_PSNR:
+            good = [p for p in pts if meets(p, split, goal, has_reward)]
+            best = max(good, key=speed) if good else None
+            entry[f"best_at_{int(goal)}db"] = None if best is None else {"label": best.label, "speedup": speed(best),
+                                                                         "psnr": _q(best, split, "psnr"),
+                                                                         "reward_rel": _q(best, split, "reward_rel")}
+        out["families"][fam] = entry
+    for p in ok:
+        if p.method.kind in ("ecad", "reference"):
+            continue
+        better = [e for e in ecad if speed(e) >= speed(p) and _q(e, split, "psnr") >= _q(p, split, "psnr")
+                  and (not has_reward or _q(e, split, "reward") >= _q(p, split, "reward"))]
+        faster = [e for e in ecad if speed(e) >= speed(p)]
+        out["dominance"][p.label] = {
+            "ecad_at_least_as_fast_and_good": max(better, key=speed).label if better else None,
+            "best_ecad_psnr_at_least_as_fast": max((_q(e, split, "psnr") for e in faster), default=None),
+        }
+    return out
+
+
+# -- JSON -------------------------------------------------------------------------------------
+
+
+def experiment_dict(exp: Experiment) -> dict[str, Any]:
+    return {
+        "setting": exp.setting.to_dict(),
+        "splits": [{"name": s.name, "prompts": s.prompts, "seeds": s.seeds} for s in exp.splits],
+        "batch_size": exp.batch_size, "timed_rounds": exp.rounds, "seconds": exp.seconds,
+        "points": [p.to_dict() for p in exp.points],
+        "summary": {split.name: summarize(exp, split.name) for split in exp.splits},
+        "summary_macs": summarize(exp, exp.splits[0].name, "macs_speedup"),
+    }
+
+
+def _clean(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else (1e308 if obj > 0 else -1e308)
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _clean(obj.item())
+    return obj
+
+
+def write_json(path: Path, meta: dict, experiments: Sequence[Experiment]) -> dict:
+    data = _clean({"meta": meta, "experiments": [experiment_dict(e) for e in experiments]})
+    path.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+    return data
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+
+
+def _f(x, fmt="{:.2f}", none="–"):
+    return none if x is None else fmt.format(x)
+
+
+def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
+    main = experiments[0]
+    splits = [s.name for s in main.splits]
+    has_reward = any("reward" in q for p in main.points for q in p.quality.values())
+    has_fid = any("fid" in q for p in main.points for q in p.quality.values())
+    lines = [f"# ecad-bench: {meta['model']}", ""]
+    lines += [f"Command: `{meta['command']}`", "",
+              f"{meta['when']} · {meta['machine']} · torch {meta['versions'].get('torch')}, diffusers "
+              f"{meta['versions'].get('diffusers')}, cache-dit {meta['versions'].get('cache_dit')} · "
+              f"{meta['threads']} thread(s) · {main.setting.num_inference_steps} steps, "
+              f"{main.setting.height}x{main.setting.width}, guidance {main.setting.guidance_scale}", ""]
+    lines += [_describe_splits(main), ""]
+    lines += ["Speedup = median no-cache seconds / median seconds of the method over "
+              f"{main.rounds} interleaved rounds of {main.batch_size} images (same prompts, seeds, process). "
+              "MACs speedup counts the transformer work that actually ran (probe hooks). "
+              "PSNR/SSIM: against the no-cache image of the same prompt and seed"
+              + (" (100 dB = identical)." if True else ".")
+              + (" Reward: the bundled scenes reward, relative to no-cache in brackets." if has_reward else "")
+              + (" FID: Fréchet distance on the reward network's features vs real renders." if has_fid else ""), ""]
+    for note in meta.get("notes", []):
+        lines.append(f"- {note}")
+    lines.append("")
+
+    # goal table
+    summ = summarize(main, splits[0])
+    lines += ["## Goal: speedup at ≥ 35 dB and ≥ 30 dB PSNR" + (" with the reward within 2% of no-cache" if has_reward else "")
+              + f" ({splits[0]} prompts)", "",
+              "| method | kind | speedup @ ≥35 dB | point | speedup @ ≥30 dB | point | HV (speedup×dB) |"
+              + (" HV (speedup×reward) |" if has_reward else ""),
+              "|---|---|---|---|---|---|---|" + ("---|" if has_reward else "")]
+    for fam, e in summ["families"].items():
+        if e["kind"] == "reference":
+            continue
+        b35, b30 = e["best_at_35db"], e["best_at_30db"]
+        row = (f"| {fam} | {e['kind']} | {_f(b35 and b35['speedup'], '{:.2f}x')} | {b35['label'] if b35 else '–'} | "
+               f"{_f(b30 and b30['speedup'], '{:.2f}x')} | {b30['label'] if b30 else '–'} | {_f(e['hv_psnr'], '{:.1f}')} |")
+        if has_reward:
+            row += f" {_f(e.get('hv_reward'), '{:.3f}')} |"
+        if e["ok"] == 0:
+            row = f"| {fam} | {e['kind']} | failed | – | failed | – | – |" + (" – |" if has_reward else "")
+        lines.append(row)
+    lines.append("")
+
+    # all points
+    lines += [f"## Every point ({main.setting.name} setting)", ""]
+    head = ["method", "knob", "speedup", "MACs speedup"]
+    for s in splits:
+        head += [f"PSNR {s}", f"SSIM {s}"] + ([f"reward {s}"] if has_reward else []) + ([f"FID {s}"] if has_fid and s == splits[0] else [])
+    head += ["cache KB/img", "ECAD point ≥ (fast and good)"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in main.points:
+        if p.status != "ok":
+            continue
+        row = [p.method.family, p.label, _f(p.speedup, "{:.2f}x"), _f(p.macs_speedup, "{:.2f}x")]
+        for s in splits:
+            q = p.quality.get(s, {})
+            row += [_f(q.get("psnr"), "{:.1f}"), _f(q.get("ssim"), "{:.3f}")]
+            if has_reward:
+                row.append(f"{_f(q.get('reward'), '{:.3f}')} ({_f(q.get('reward_rel'), '{:.1%}')})")
+            if has_fid and s == splits[0]:
+                row.append(_f(q.get("fid"), "{:.2f}"))
+        row.append(_f(p.cache_bytes_per_image and p.cache_bytes_per_image / 1024, "{:.1f}"))
+        dom = summ["dominance"].get(p.label)
+        row.append("–" if dom is None else (dom["ecad_at_least_as_fast_and_good"] or "**none**"))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+
+    failed = [p for p in main.points if p.status != "ok"]
+    lines += ["## Methods that could not run", ""]
+    if failed:
+        lines += ["| method | knob | API | error |", "|---|---|---|---|"]
+        for p in failed:
+            lines.append(f"| {p.method.family} | {p.label} | {p.method.api} | `{_md(p.error)}` |")
+    else:
+        lines.append("None: every point ran.")
+    lines.append("")
+    tried = {p.method.family: p.as_shipped for p in main.points if p.as_shipped is not None}
+    if tried:
+        lines += ["## diffusers caches as shipped (without the cache-context shim)", "",
+                  "Each is tried once on one image at its first knob value, without the shim.", "",
+                  "| method | result without the shim |", "|---|---|"]
+        for fam, result in tried.items():
+            lines.append(f"| {fam} | {_md(result)} |")
+        lines.append("")
+
+    for exp in experiments[1:]:
+        lines += [f"## Transfer: {exp.setting.name} ({exp.setting.num_inference_steps} steps, "
+                  f"{exp.setting.height}x{exp.setting.width})", "",
+                  "Bank schedules calibrated at the main setting, resampled in time (`CacheSchedule.resample`) "
+                  "or applied as is at another resolution; FORA recomputed for this setting.", ""]
+        s0 = exp.splits[0].name
+        tsum = summarize(exp, s0)
+        lines += ["| method | speedup @ ≥35 dB | speedup @ ≥30 dB | HV (speedup×dB) |", "|---|---|---|---|"]
+        for fam, e in tsum["families"].items():
+            if e["kind"] == "reference":
+                continue
+            lines.append(f"| {fam} | {_f(e['best_at_35db'] and e['best_at_35db']['speedup'], '{:.2f}x')} | "
+                         f"{_f(e['best_at_30db'] and e['best_at_30db']['speedup'], '{:.2f}x')} | {_f(e['hv_psnr'], '{:.1f}')} |")
+        lines += ["", "| point | speedup | MACs speedup | PSNR | SSIM |" + (" reward |" if has_reward else ""),
+                  "|---|---|---|---|---|" + ("---|" if has_reward else "")]
+        for p in _ok(exp.points):
+            q = p.quality.get(s0, {})
+            lines.append(f"| {p.label} | {_f(p.speedup, '{:.2f}x')} | {_f(p.macs_speedup, '{:.2f}x')} | "
+                         f"{_f(q.get('psnr'), '{:.1f}')} | {_f(q.get('ssim'), '{:.3f}')} |"
+                         + (f" {_f(q.get('reward'), '{:.3f}')} ({_f(q.get('reward_rel'), '{:.1%}')}) |" if has_reward else ""))
+        lines.append("")
+    lines += ["## Files", "", "- `results.json`: every measurement (per-image scores, all timings, errors)",
+              "- `pareto.png`: speedup vs quality, every method", "- `pareto_macs.png`: the same against MACs speedup",
+              "- `grid.png`: the same prompt and seed across methods and speeds"]
+    if len(experiments) > 1:
+        lines.append("- `transfer.png`: ECAD vs FORA at other step counts / resolution")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str | None) -> str:
+    return (text or "").replace("|", "\\|").replace("\n", " ")[:300]
+
+
+def _describe_splits(exp: Experiment) -> str:
+    parts = [f"**{s.name}**: {len(s.prompts)} prompts x {len(s.seeds)} seeds ({len(s.items())} images)" for s in exp.splits]
+    return "Prompts: " + "; ".join(parts) + "."
+
+
+# -- plots ----------------------------------------------------------------------------------------
+
+
+def _style(kind: str, fam: str):
+    if kind == "ecad":
+        return dict(color="black", lw=2.5, marker="*", ms=11, zorder=5)
+    if kind == "reference":
+        return dict(color="grey", marker="s", ms=8, lw=0)
+    return dict(lw=1.2, marker="o" if kind == "heuristic" else "^", ms=5,
+                ls="-" if kind == "heuristic" else "--")
+
+
+def plot_pareto(exp: Experiment, path: Path, speed_key: str = "speedup") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split = exp.splits[0].name
+    ok = _ok(exp.points)
+    metrics = [("psnr", "PSNR vs no-cache (dB)")]
+    if any("reward" in p.quality.get(split, {}) for p in ok):
+        metrics.append(("reward", "scenes reward"))
+    if any("fid" in p.quality.get(split, {}) for p in ok):
+        metrics.append(("fid", "FID (reward features, lower is better)"))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(7 * len(metrics), 5.5), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    for ax, (key, name) in zip(axes[0], metrics):
+        for i, fam in enumerate(families(exp)):
+            pts = sorted((p for p in ok if p.method.family == fam), key=lambda p: getattr(p, speed_key) or 0)
+            xs = [getattr(p, speed_key) for p in pts]
+            ys = [_q(p, split, key) for p in pts]
+            if not pts or any(v is None for v in xs + ys):
+                continue
+            style = _style(pts[0].method.kind, fam)
+            style.setdefault("color", cmap(i % 20))
+            ax.plot(xs, ys, label=fam, **style)
+        if key == "psnr":
+            for g in GOAL_PSNR:
+                ax.axhline(g, color="red", lw=0.7, ls=":")
+        ax.set_xlabel("wall-clock speedup vs no-cache" if speed_key == "speedup" else "MACs speedup vs no-cache")
+        ax.set_ylabel(f"{name}, {split} prompts")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"ecad-bench: {exp.setting.num_inference_steps} steps, {exp.setting.height}x{exp.setting.width}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_transfer(experiments: Sequence[Experiment], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(experiments), figsize=(5.5 * len(experiments), 4.5), squeeze=False)
+    for ax, exp in zip(axes[0], experiments):
+        split = exp.splits[0].name
+        ok = _ok(exp.points)
+        for fam in families(exp):
+            pts = sorted((p for p in ok if p.method.family == fam), key=lambda p: p.speedup)
+            if pts:
+                ax.plot([p.speedup for p in pts], [_q(p, split, "psnr") for p in pts], label=fam,
+                        **_style(pts[0].method.kind, fam))
+        for g in GOAL_PSNR:
+            ax.axhline(g, color="red", lw=0.7, ls=":")
+        ax.set_title(f"{exp.setting.name}: {exp.setting.num_inference_steps} steps, {exp.setting.height}x{exp.setting.width}")
+        ax.set_xlabel("wall-clock speedup")
+        ax.set_ylabel("PSNR vs no-cache (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def image_grid(exp: Experiment, path: Path, index: int = 0, max_cols: int = 7, scale: int = 3) -> None:
+    """Rows: families (no-cache first); columns: that family's points by speedup; one prompt and seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split = exp.splits[0].name
+    ok = _ok(exp.points)
+    rows = []
+    for fam in families(exp):
+        pts = sorted((p for p in ok if p.method.family == fam and split in p.images), key=lambda p: p.speedup)
+        if len(pts) > max_cols:
+            pick = np.unique(np.linspace(0, len(pts) - 1, max_cols).round().astype(int))
+            pts = [pts[i] for i in pick]
+        if pts:
+            rows.append((fam, pts))
+    cols = max(len(pts) for _, pts in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols + 1.2, 1.75 * len(rows)), squeeze=False)
+    prompt = exp.splits[0].items()[index]
+    for r, (fam, pts) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(c < len(pts))
+            if c >= len(pts):
+                ax.axis("off")
+                continue
+            p = pts[c]
+            img = p.images[split][index].clamp(0, 1).permute(1, 2, 0).numpy()
+            ax.imshow(np.kron(img, np.ones((scale, scale, 1))) if scale > 1 else img, interpolation="nearest")
+            q = p.quality.get(split, {})
+            ax.set_title(f"{p.label}\n{p.speedup:.2f}x {_f(q.get('psnr'), '{:.1f}')} dB", fontsize=6)
+            if c == 0:
+                ax.set_ylabel(fam, fontsize=7)
+    fig.suptitle(f"\"{prompt[0]}\" (seed {prompt[1]})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(out: Path, meta: dict, experiments: Sequence[Experiment]) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    data = write_json(out / "results.json", meta, experiments)
+    (out / "README.md").write_text(markdown(meta, experiments))
+    plot_pareto(experiments[0], out / "pareto.png")
+    plot_pareto(experiments[0], out / "pareto_macs.png", speed_key="macs_speedup")
+    image_grid(experiments[0], out / "grid.png")
+    if len(experiments) > 1:
+        plot_transfer(experiments[1:], out / "transfer.png")
+    return data

@@ -1,0 +1,281 @@
+"""ecad-bench: ECAD schedules side by side with heuristics and today's caching methods."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = REPO_ROOT / "models" / "ecad-scenes"
+
+EPILOG = """\
+What runs (same prompts, same seeds, same process, interleaved):
+  no-cache                       the reference
+  ecad                           every schedule of the bank (the calibrated front), through our engine
+  fora, fora-<component>,        heuristic schedules through our engine (FORA n=2..6, component-wise
+  delta-dit, tgate               FORA n=2..4, Delta-DiT, T-GATE)
+  cache-dit-dbcache[-taylorseer] cache_dit.enable_cache(pipe, DBCacheConfig(F1B0, threshold)), as shipped
+  cache-dit-dbprune              cache_dit.enable_cache(pipe, DBPruneConfig(...)), as shipped
+  diffusers-fbcache, -taylorseer, diffusers' FirstBlockCache, TaylorSeer, PyramidAttentionBroadcast,
+  -pab, -fastercache, -magcache  FasterCache, MagCache through diffusers' own apply_* functions plus
+                                 a cache-context shim (PixArt pipelines set no cache context and have
+                                 no current_timestep); each is also tried once without it
+Each method's main knob is swept (threshold, interval, entry). A method that fails is listed with
+its error, never dropped.
+
+Measured: speedup = ratio of medians of interleaved timed runs; MACs that actually ran; peak bytes
+of cached tensors; PSNR/SSIM to the no-cache image, the bundled reward and FID on its features
+(bundled model), on held-out prompts and on the bank's calibration prompts; hypervolume per
+method; whether an ECAD point is at least as fast and as good as each other point; transfer to
+30/50 steps (resampled schedules) and to another resolution.
+
+Output folder: results.json, README.md (tables), pareto.png, pareto_macs.png, grid.png, transfer.png.
+
+Examples:
+  ecad-bench                                            # bundled model + its bank -> docs/benchmarks/ecad-scenes
+  ecad-bench --held-out-prompts 8 --seeds 0 --no-transfer --out /tmp/quick
+  ecad-bench --model path/to/pixart --bank schedules/pixart/512x512-20steps.json --methods no-cache,ecad,fora
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ecad-bench",
+        description="Benchmark ECAD cache schedules against heuristic schedules and the caching methods "
+        "people use today (cache-dit, diffusers' built-in caches) on one model, side by side.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    m = p.add_argument_group("model and setting")
+    m.add_argument("--model", default=str(DEFAULT_MODEL), help="diffusers folder or hub id (default: the bundled model)")
+    m.add_argument("--bank", help="schedule bank JSON (default: schedules/<model>/<H>x<W>-<steps>steps.json, "
+                   "or the only bank in schedules/<model>/)")
+    m.add_argument("--steps", type=int, help="denoising steps (default: the bank's, else 20)")
+    m.add_argument("--guidance", type=float, help="guidance scale (default: the bank's, else 4.5)")
+    m.add_argument("--height", type=int, help="image height (default: the bank's, else the model's native size)")
+    m.add_argument("--width", type=int, help="image width (default: as --height)")
+    m.add_argument("--device", default="cpu")
+    m.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
+    q = p.add_argument_group("prompts and quality")
+    q.add_argument("--held-out-prompts", type=int, default=16, help="held-out prompts calibration never saw (default %(default)s)")
+    q.add_argument("--seeds", default="0,1", help="seeds for the held-out prompts (default %(default)s)")
+    q.add_argument("--calibration-prompts", type=int, default=8,
+                   help="how many of the bank's calibration prompts to evaluate too, with the bank's seeds (default %(default)s; 0 = none)")
+    q.add_argument("--scorer", default="auto", help="reward scorer: 'auto' (scenes-reward on the bundled model, "
+                   "else none), 'none', or a scorer name (e.g. clip)")
+    q.add_argument("--fid-renders", type=int, default=4, help="real renders per prompt for FID (bundled model; default %(default)s)")
+    r = p.add_argument_group("what runs")
+    r.add_argument("--methods", default="all", help="comma-separated families to run (no-cache always runs), or 'all'")
+    r.add_argument("--batch-size", type=int, default=8, help="images per pipeline call = per timed run (default %(default)s)")
+    r.add_argument("--transfer-steps", default="30,50", help="step counts for the transfer test (default %(default)s)")
+    r.add_argument("--transfer-size", type=int, help="another resolution for the transfer test (default: 1.5x native)")
+    r.add_argument("--transfer-prompts", type=int, default=8, help="held-out prompts for transfer runs (default %(default)s)")
+    r.add_argument("--no-transfer", action="store_true", help="skip the transfer experiments")
+    r.add_argument("--no-as-shipped", action="store_true", help="do not try diffusers caches without the shim")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", help="output folder (default docs/benchmarks/<model name>)")
+    o.add_argument("--no-progress", action="store_true")
+    o.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _find_bank(model: str, args) -> Path | None:
+    from ecad.search.model_task import model_name
+
+    if args.bank:
+        return Path(args.bank)
+    folder = REPO_ROOT / "schedules" / model_name(model)
+    candidates = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if args.height and args.steps:
+        exact = folder / f"{args.height}x{args.width or args.height}-{args.steps}steps.json"
+        if exact.exists():
+            return exact
+    preferred = [c for c in candidates if c.name.endswith("-20steps.json")]
+    return (preferred or candidates or [None])[0]
+
+
+def _round_to(x: int, multiple: int) -> int:
+    return max(multiple, int(round(x / multiple)) * multiple)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    warnings.filterwarnings("ignore", message=".*meshgrid.*")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from diffusers.utils import logging as dlogging
+
+    dlogging.set_verbosity_error()
+    from ecad.adapters import get_adapter
+    from ecad.bank import ScheduleBank, device_name
+    from ecad.bench import competitors as C
+    from ecad.bench.report import write_report
+    from ecad.bench.runner import Split, run_experiment
+    from ecad.generate import load_pipeline
+    from ecad.search.model_task import model_name
+    from ecad.search.prompts import default_resolution, is_scenes_model, prompt_set
+
+    model = str(args.model)
+    if not Path(model).exists() and "/" not in model:
+        print(f"ecad-bench: model {model!r} not found (train it with ecad-train-bundled, or pass --model)", file=sys.stderr)
+        return 2
+    notes: list[str] = []
+    bank_path = _find_bank(model, args)
+    bank = None
+    if bank_path is not None and bank_path.exists():
+        bank = ScheduleBank.load(bank_path)
+    else:
+        msg = (f"no schedule bank found ({bank_path or 'schedules/' + model_name(model) + '/'}): the ECAD front is "
+               "missing from this run; calibrate with ecad-calibrate and rerun")
+        print(f"ecad-bench: WARNING: {msg}", file=sys.stderr)
+        notes.append(f"**{msg}**")
+    steps = args.steps or (bank.num_inference_steps if bank else 20)
+    guidance = args.guidance if args.guidance is not None else (bank.guidance_scale if bank else 4.5)
+    native = default_resolution(model) if Path(model).exists() else 512
+    height = args.height or (bank.height if bank else native)
+    width = args.width or args.height or (bank.width if bank else native)
+    if bank is not None and steps != bank.num_inference_steps:
+        notes.append(f"bank calibrated at {bank.num_inference_steps} steps, resampled to {steps}")
+
+    pipe = load_pipeline(model, device=args.device)
+    adapter = get_adapter(pipe)
+    if bank is not None:
+        bank.check_transformer(dict(pipe.transformer.config), source=str(bank_path))
+    layout = adapter.layout(pipe.transformer)
+    scenes = Path(model).exists() and is_scenes_model(model)
+
+    # prompts
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    splits = [Split("held-out", prompt_set(model, args.held_out_prompts, "held-out") if Path(model).exists()
+                    else prompt_set("generic", args.held_out_prompts, "held-out"), seeds)]
+    calib_prompts, calib_seeds = [], seeds[:1]
+    if args.calibration_prompts > 0:
+        if bank is not None and bank.calibration.get("prompts"):
+            calib_prompts = list(bank.calibration["prompts"])[: args.calibration_prompts]
+            calib_seeds = [int(s) for s in bank.calibration.get("seeds", seeds)][:2]
+        else:
+            calib_prompts = prompt_set(model, args.calibration_prompts, "calibration")
+            notes.append("no bank calibration metadata: 'calibration' prompts are the built-in calibration set")
+        splits.append(Split("calibration", calib_prompts, calib_seeds))
+    overlap = set(splits[0].prompts) & set(calib_prompts)
+    if overlap:
+        notes.append(f"{len(overlap)} held-out prompt(s) also appear in the calibration set")
+
+    # scorers
+    reward, fid_fn = None, None
+    scorer = args.scorer
+    if scorer == "auto":
+        scorer = "scenes-reward" if scenes else "none"
+    if scorer != "none":
+        from ecad.quality import build_scorer
+
+        reward = build_scorer(scorer, **({"model_dir": model} if scorer == "scenes-reward" else {}))
+    if scenes and args.fid_renders > 0:
+        import numpy as np
+
+        from ecad.quality.scenes_reward import scenes_fid
+        from ecad.zoo import scenes as zs
+
+        rng = np.random.default_rng(12345)
+        real = {s.name: zs.render_batch([zs.parse_prompt(p) for p in s.prompts for _ in range(args.fid_renders)], rng)
+                for s in splits}
+
+        def fid_fn(images, split, _real=real):
+            key = split if split in _real else "held-out"
+            return scenes_fid(images, _real.get(key, next(iter(_real.values()))), model)
+
+    # methods
+    setting = C.RunSetting(steps, height, width, guidance, "main")
+    wanted = None if args.methods == "all" else {m.strip() for m in args.methods.split(",") if m.strip()}
+
+    def pick(methods):
+        return [m for m in methods if m.family == "no-cache" or wanted is None or m.family in wanted]
+
+    engine = C.engine_methods(layout, steps)
+    methods = pick(engine[:1] + ([C.ecad_method(bank, steps)] if bank else []) + engine[1:]
+                   + C.competitor_methods(setting))
+    calibration_items = [(p, s) for p in (calib_prompts or splits[0].prompts) for s in calib_seeds][:2]
+
+    meta = {
+        "model": model_name(model), "model_path": model, "bank": str(bank_path) if bank else None,
+        "bank_entries": [e.id for e in bank.entries] if bank else [],
+        "bank_scorer": bank.scorer if bank else None, "bank_calibration": {
+            k: v for k, v in (bank.calibration if bank else {}).items() if k in ("prompts", "seeds", "generations", "population", "cost")},
+        "command": "ecad-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": device_name(args.device),
+        "threads": args.threads, "versions": _versions(), "reward_scorer": scorer,
+        "notes": notes + _standard_notes(),
+    }
+    bar = not args.no_progress
+    experiments = [run_experiment(pipe, methods, setting, splits, batch_size=args.batch_size, reward=reward,
+                                  fid_fn=fid_fn, calibration_items=calibration_items,
+                                  as_shipped=not args.no_as_shipped, progress=bar)]
+
+    if not args.no_transfer:
+        transfer_splits = [Split("held-out", splits[0].prompts[: args.transfer_prompts], seeds[:1])]
+        multiple = adapter.spatial_multiple(pipe)
+        size = args.transfer_size or _round_to(int(height * 1.5), multiple)
+        settings = [C.RunSetting(int(n), height, width, guidance, f"{n}-steps")
+                    for n in args.transfer_steps.split(",") if n.strip()]
+        settings.append(C.RunSetting(steps, size, size, guidance, f"{size}px"))
+        for ts in settings:
+            eng = C.engine_methods(layout, ts.num_inference_steps)
+            tmethods = [eng[0]] + ([C.ecad_method(bank, ts.num_inference_steps)] if bank else []) + \
+                       [m for m in eng if m.family == "fora"]
+            try:
+                experiments.append(run_experiment(pipe, tmethods, ts, transfer_splits,
+                                                  batch_size=min(args.batch_size, len(transfer_splits[0].items())),
+                                                  reward=reward, fid_fn=None, as_shipped=False, progress=bar))
+            except Exception as err:  # noqa: BLE001
+                meta["notes"].append(f"transfer {ts.name} failed: {type(err).__name__}: {err}")
+
+    out = Path(args.out or REPO_ROOT / "docs" / "benchmarks" / model_name(model))
+    write_report(out, meta, experiments)
+    print(f"ecad-bench: wrote {out}/README.md, results.json, pareto.png, grid.png"
+          + (", transfer.png" if len(experiments) > 1 else ""))
+    return 0
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("torch", "diffusers", "transformers", "cache-dit"):
+        try:
+            out[name.replace("-", "_")] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name.replace("-", "_")] = None
+    return out
+
+
+def _standard_notes() -> list[str]:
+    return [
+        "diffusers caches (FirstBlockCache, TaylorSeer, PAB, FasterCache, MagCache) run through diffusers' own "
+        "`apply_*` functions plus ecad's cache-context shim: a transformer pre-forward hook (diffusers HookRegistry) "
+        "that resets the cache hooks at the first step of each pipeline call, sets a `CacheContext` per step and "
+        "records the timestep for PAB/FasterCache's `current_timestep_callback`. PixArt pipelines (diffusers 0.42) "
+        "set no cache context and have no `current_timestep`; the table below shows what each does without the shim.",
+        "TaylorSeer: its default module pattern (`^transformer_blocks.*attn`, fullmatch) matches no PixArt module "
+        "(attn1/attn2) and silently does nothing; here it caches `transformer_blocks.N.(attn1|attn2|ff)`, max order 1, "
+        "3 warm-up steps, float32 factors.",
+        "MagCache: magnitude ratios calibrated once on calibration prompts with diffusers' own `calibrate=True` mode; "
+        "max_skip_steps 3, retention 0.2. PAB: cross-attention range = 2x the spatial range, timestep range (100, 800). "
+        "FasterCache: tensor_format BCHW, attention weight 0.3, defaults otherwise.",
+        "cache-dit: `cache_dit.enable_cache(pipe, ...)` as shipped, F1B0 (first block computes, the 'Fn' diff "
+        "decides), warm-up 15% of the steps; it patches the pipeline class and is disabled after every run.",
+        "Cache memory: bytes of the distinct tensor storages reachable from each method's state objects (hooks and "
+        "their StateManager states, cache-dit's context manager, ecad's cache state), sampled after every transformer "
+        "call of the probe batch, peak divided by images in the batch (CFG doubles the transformer batch).",
+        "MACs: analytic per-component MACs counted when the component's first linear layer actually runs "
+        "(scaled by the rows it saw) plus the non-cacheable part at `proj_out`.",
+    ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
