@@ -106,6 +106,7 @@ def experiment_dict(exp: Experiment) -> dict[str, Any]:
         "setting": exp.setting.to_dict(),
         "splits": [{"name": s.name, "prompts": s.prompts, "seeds": s.seeds} for s in exp.splits],
         "batch_size": exp.batch_size, "timed_rounds": exp.rounds, "seconds": exp.seconds,
+        "reference_reproducible": exp.reference_reproducible,
         "points": [p.to_dict() for p in exp.points],
         "summary": {split.name: summarize(exp, split.name) for split in exp.splits},
         "summary_macs": summarize(exp, exp.splits[0].name, "macs_speedup"),

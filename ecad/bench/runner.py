@@ -104,6 +104,7 @@ class Experiment:
     rounds: int
     seconds: float
     reference_label: str = "no-cache"
+    reference_reproducible: bool | None = None  # no-cache output unchanged after every method ran
 
     def reference(self) -> Point:
         return next(p for p in self.points if p.label == self.reference_label)
@@ -230,6 +231,12 @@ def run_experiment(
             for (split, _), image in zip(batch, images):
                 p.images.setdefault(split, []).append(image)
     bar.close()
+    # every method was enabled and disabled many times: the unmodified pipeline must be untouched
+    reproducible = None
+    if reference_probe is not None:
+        reproducible = bool(torch.equal(run(probe_batch), reference_probe))
+        if not reproducible:
+            log("ecad-bench: WARNING: the no-cache output changed after the methods ran (a method left state behind)")
 
     # 4. speed and quality
     ref = points[0]
@@ -269,7 +276,8 @@ def run_experiment(
                 base = ref.quality[split.name].get("reward")
                 if base:
                     p.quality[split.name]["reward_rel"] = p.quality[split.name]["reward"] / base
-    return Experiment(setting, points, list(splits), batch_size, len(full), time.perf_counter() - start)
+    return Experiment(setting, points, list(splits), batch_size, len(full), time.perf_counter() - start,
+                      reference_reproducible=reproducible)
 
 
 def _safe_disable(method: Method, pipe: Any) -> None:
