@@ -297,7 +297,16 @@ def plot_pareto(exp: Experiment, path: Path, speed_key: str = "speedup") -> None
                 continue
             style = _style(pts[0].method.kind, fam)
             style.setdefault("color", cmap(i % 20))
-            ax.plot(xs, ys, label=fam, **style)
+            # every point as a marker; the line joins the family's own non-dominated points
+            better = (lambda a, b: a < b) if key == "fid" else (lambda a, b: a > b)
+            front = [j for j in range(len(pts)) if not any(
+                xs[k] >= xs[j] and (better(ys[k], ys[j]) or ys[k] == ys[j]) and (xs[k] > xs[j] or better(ys[k], ys[j]))
+                for k in range(len(pts)))]
+            ax.plot([xs[j] for j in front], [ys[j] for j in front], label=fam, **style)
+            rest = [j for j in range(len(pts)) if j not in front]
+            if rest:
+                ax.plot([xs[j] for j in rest], [ys[j] for j in rest], ls="none", marker=style.get("marker", "o"),
+                        ms=max(3, style.get("ms", 5) - 2), color=style["color"], alpha=0.45)
         if key == "psnr":
             for g in GOAL_PSNR:
                 ax.axhline(g, color="red", lw=0.7, ls=":")
