@@ -71,3 +71,18 @@ def test_a_blind_scorer_is_warned_about(tiny_model, tmp_path, capsys):
     # a random tiny model changes by < 1e-6 under caching: PSNR capped at 60 dB cannot see it
     assert main(common(tiny_model, tmp_path, "--generations", "0", "--no-plot")) == 0
     assert "barely varies" in capsys.readouterr().err
+
+
+def test_latency_cost_is_measured_seconds(tiny_model, tmp_path):
+    assert main(common(tiny_model, tmp_path, "--generations", "0", "--no-plot", "--cost", "latency",
+                       "--population", "4", "--scorer-arg", "max_psnr=150")) == 0
+    bank = ScheduleBank.load(tmp_path / "bank.json")
+    assert bank.calibration["cost"] == "latency"
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    costs = np.array([p["F"][1] for p in state["population"]])
+    assert (costs > 0).all() and (costs < 60).all()  # seconds per image, not a MACs ratio of 1.0
+
+
+def test_a_missing_model_folder_is_named(tmp_path, capsys):
+    assert main(["--model", str(tmp_path / "nowhere"), "--no-progress"]) == 2
+    assert "not found" in capsys.readouterr().err

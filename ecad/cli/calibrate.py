@@ -126,11 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     from ecad.search.nsga import GeneticSettings
     from ecad.search.prompts import default_resolution, prompt_set, read_prompt_file
 
-    if not Path(args.model).exists() and "/" not in args.model:
-        print(f"ecad-calibrate: model {args.model!r} not found", file=sys.stderr)
+    if not Path(args.model).exists() and (Path(args.model).is_absolute() or args.model.startswith(".")):
+        hint = " (the bundled model is made by ecad-train-bundled)" if Path(args.model) == DEFAULT_MODEL else ""
+        print(f"ecad-calibrate: model folder {args.model} not found{hint}; pass --model", file=sys.stderr)
         return 2
     size = None
     if args.height is None or args.width is None:
+        if not Path(args.model).is_dir():
+            print("ecad-calibrate: pass --height and --width for a hub model", file=sys.stderr)
+            return 2
         size = default_resolution(args.model)
     height, width = args.height or size, args.width or size
     prompts = read_prompt_file(args.prompts) if args.prompts else prompt_set(args.model, args.num_prompts)

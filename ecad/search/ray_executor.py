@@ -82,6 +82,8 @@ class RayExecutor(Executor):
         self._references_ref = None
         self.actors = [self._new_actor() for _ in range(num_workers)]
         self.replaced_actors = 0
+        # wait until every actor has loaded its evaluator: a broken recipe fails here, clearly
+        ray.get([actor.pid.remote() for actor in self.actors])
 
     def _new_actor(self):
         actor = self._actor_class.remote(*self._actor_args)
