@@ -181,12 +181,24 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
         lines.append(row)
     lines.append("")
 
+    summ_macs = summarize(main, splits[0], "macs_speedup")
+    ref = main.reference()
+    base = "; ".join(f"{s}: " + ", ".join(f"{k} {v:.3f}" for k, v in ref.quality.get(s, {}).items()
+                                         if k in ("reward", "accuracy", "fid")) for s in splits)
+    if has_reward or has_fid:
+        lines += [f"No-cache reference: {base}.", ""]
+    if main.reference_reproducible is not None:
+        lines += ["No-cache output after all methods ran: " + ("bit-identical to the first run." if main.reference_reproducible
+                  else "**changed** (a method left state behind)."), ""]
+
     # all points
-    lines += [f"## Every point ({main.setting.name} setting)", ""]
+    lines += [f"## Every point ({main.setting.name} setting)", "",
+              "Last two columns: the fastest ECAD point at least as fast (wall-clock / MACs) and at least as good "
+              f"in PSNR{' and reward' if has_reward else ''} on {splits[0]} prompts; **none** if there is none.", ""]
     head = ["method", "knob", "speedup", "MACs speedup"]
     for s in splits:
         head += [f"PSNR {s}", f"SSIM {s}"] + ([f"reward {s}"] if has_reward else []) + ([f"FID {s}"] if has_fid and s == splits[0] else [])
-    head += ["cache KB/img", "ECAD point ≥ (fast and good)"]
+    head += ["cache KB/img", "ECAD point ≥ (wall-clock)", "ECAD point ≥ (MACs)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in main.points:
         if p.status != "ok":
@@ -200,8 +212,9 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
             if has_fid and s == splits[0]:
                 row.append(_f(q.get("fid"), "{:.2f}"))
         row.append(_f(p.cache_bytes_per_image and p.cache_bytes_per_image / 1024, "{:.1f}"))
-        dom = summ["dominance"].get(p.label)
-        row.append("–" if dom is None else (dom["ecad_at_least_as_fast_and_good"] or "**none**"))
+        for table in (summ, summ_macs):
+            dom = table["dominance"].get(p.label)
+            row.append("–" if dom is None else (dom["ecad_at_least_as_fast_and_good"] or "**none**"))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
 
