@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from ecad.search.evaluation import CandidateResult, EvaluatorSpec
@@ -63,7 +64,14 @@ class RayExecutor(Executor):
         self.ray = ray
         if not ray.is_initialized():
             if address == "local":
-                ray.init(include_dashboard=False, **(init_kwargs or {}))
+                # a private cluster on this machine: let its workers import this ecad checkout
+                # even when it is not pip-installed
+                import ecad
+
+                source = str(Path(ecad.__file__).resolve().parents[1])
+                path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
+                options = {"include_dashboard": False, "runtime_env": {"env_vars": {"PYTHONPATH": path}}}
+                ray.init(**{**options, **(init_kwargs or {})})
             else:
                 ray.init(address=address, **(init_kwargs or {}))
         resources = ray.cluster_resources()
