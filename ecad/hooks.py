@@ -201,7 +201,7 @@ class StepTrackerHook(ModelHook):
         else:
             step, new_call = self._counted_step(self._timestep(args, kwargs), shape)
 
-        if new_call or step == 0 and state.step != 0:
+        if new_call or (step == 0 and state.step != 0):
             state.reset()
             state.pipeline_calls += 1
             step, state.branch = 0, 0
@@ -280,12 +280,10 @@ class StepTrackerHook(ModelHook):
 class CacheHandle:
     """An applied schedule: memory it holds, and `remove()`."""
 
-    def __init__(self, transformer: torch.nn.Module, schedule: CacheSchedule, state: CacheState,
-                 pipeline: Any = None):
+    def __init__(self, transformer: torch.nn.Module, schedule: CacheSchedule, state: CacheState):
         self.transformer = transformer
         self.schedule = schedule
         self._state = state
-        self._pipeline = pipeline
 
     @property
     def bytes_held(self) -> int:
@@ -363,7 +361,7 @@ def apply_cache_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> C
     tracker._restore = created  # (module, had no registry, had no forward override) for removal
     # HookRegistry caches the list of child registries on first use (cache_context); refresh it.
     transformer._diffusers_hook.invalidate_child_registries_cache()
-    tracker.handle = CacheHandle(transformer, schedule, state, pipe)
+    tracker.handle = CacheHandle(transformer, schedule, state)
     return tracker.handle
 
 
