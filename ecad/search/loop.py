@@ -71,7 +71,8 @@ def scorer_spread_warning(seed_records: list[MemoRecord], threshold: float = BLI
     qualities = np.array([r.result.quality for r in seed_records if r.label != "no-cache"], dtype=float)
     if len(qualities) < 2:
         return None
-    scale = max(abs(float(np.median(qualities))), 1e-12)
+    # relative to the typical value; floored so scores centred on 0 (ImageReward) still compare
+    scale = max(abs(float(np.median(qualities))), 0.1)
     spread = float(qualities.max() - qualities.min())
     if spread / scale < threshold:
         return (
