@@ -177,18 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
         reward = build_scorer(scorer, **({"model_dir": model} if scorer == "scenes-reward" else {}))
     if scenes and args.fid_renders > 0:
-        import numpy as np
-
-        from ecad.quality.scenes_reward import scenes_fid
-        from ecad.zoo import scenes as zs
-
-        rng = np.random.default_rng(12345)
-        real = {s.name: zs.render_batch([zs.parse_prompt(p) for p in s.prompts for _ in range(args.fid_renders)], rng)
-                for s in splits}
-
-        def fid_fn(images, split, _real=real):
-            key = split if split in _real else "held-out"
-            return scenes_fid(images, _real.get(key, next(iter(_real.values()))), model)
+        fid_fn = _scenes_fid_fn(model, splits, args.fid_renders, reward)
 
     # methods
     setting = C.RunSetting(steps, height, width, guidance, "main")
@@ -240,6 +229,39 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ecad-bench: wrote {out}/README.md, results.json, pareto.png, grid.png"
           + (", transfer.png" if len(experiments) > 1 else ""))
     return 0
+
+
+def _scenes_fid_fn(model: str, splits, renders_per_prompt: int, reward):
+    """FID on the reward network's features vs real renders of each split's prompts.
+
+    The same metric as `ecad.quality.scenes_reward.scenes_fid`, with the real renders' statistics
+    computed once per split (torchmetrics `reset_real_features=False`) instead of once per point.
+    """
+    import numpy as np
+    import torch
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from ecad.quality.scenes_reward import ScenesReward, _FeatureExtractor
+    from ecad.zoo import scenes as zs
+
+    net = reward.net if isinstance(reward, ScenesReward) else ScenesReward(model).net
+    rng = np.random.default_rng(12345)
+    metrics = {}
+    for split in splits:
+        real = zs.render_batch([zs.parse_prompt(p) for p in split.prompts for _ in range(renders_per_prompt)], rng)
+        fid = FrechetInceptionDistance(feature=_FeatureExtractor(net), normalize=True, reset_real_features=False)
+        with torch.no_grad():
+            fid.update(real, real=True)
+        metrics[split.name] = fid
+
+    def fid_fn(images, split_name):
+        fid = metrics[split_name]
+        fid.reset()
+        with torch.no_grad():
+            fid.update(images.float().clamp(0, 1), real=False)
+            return float(fid.compute())
+
+    return fid_fn
 
 
 def _versions() -> dict:
