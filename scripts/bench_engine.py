@@ -65,7 +65,7 @@ class TransformerTimer:
             h.remove()
 
 
-def bench(name: str, path: str, args) -> list[dict]:
+def bench(name: str, path: str, args, size: int | None = None) -> list[dict]:
     from ecad.adapters import get_adapter
     from ecad.cost import macs_speedup, measure_interleaved
     from ecad.generate import generate, load_pipeline
@@ -75,8 +75,8 @@ def bench(name: str, path: str, args) -> list[dict]:
     adapter = get_adapter(pipe)
     layout = adapter.layout(pipe.transformer)
     sample = pipe.transformer.config.get("sample_size") or getattr(pipe, "default_sample_size", 64)
-    height = args.height or int(sample) * pipe.vae_scale_factor
-    width = args.width or int(sample) * pipe.vae_scale_factor
+    height = args.height or size or int(sample) * pipe.vae_scale_factor
+    width = args.width or size or int(sample) * pipe.vae_scale_factor
     prompts = ["a red house on a green field"] * args.batch_size
     seeds = list(range(args.batch_size))
     variants = {"unhooked": None, "no-cache": no_cache(layout, args.steps)}
@@ -102,7 +102,7 @@ def bench(name: str, path: str, args) -> list[dict]:
     med = {k: statistics.median(v[args.warmup:]) for k, v in transformer_times.items()}
     rows = []
     for key, schedule in variants.items():
-        row = {"model": name, "variant": key, "call_ms": 1e3 * statistics.median(call_times[key]),
+        row = {"model": name, "size": f"{width}x{height}", "variant": key, "call_ms": 1e3 * statistics.median(call_times[key]),
                "transformer_ms": 1e3 * med[key]}
         if key == "no-cache":
             row["overhead"] = med[key] / med["unhooked"]
@@ -119,21 +119,23 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from ecad.tiny import build_tiny_pipeline
 
-    models = [(Path(m).name, m) for m in args.model]
+    models = [(Path(m).name, m, None) for m in args.model]
     if not models:
         root = Path(tempfile.gettempdir()) / "ecad-bench-pipelines"
-        for kind, scale in [("pixart-alpha", "tiny"), ("pixart-sigma", "tiny"), ("flux", "tiny"),
-                            ("pixart-sigma", "small"), ("flux", "small")]:
-            models.append((f"{kind}/{scale}", str(build_tiny_pipeline(kind, root / f"{kind}-{scale}", scale=scale))))
+        # (kind, scale, image size): "small" PixArt sees 256 image tokens at 32 px, FLUX at 64 px
+        for kind, scale, size in [("pixart-alpha", "tiny", 32), ("pixart-sigma", "tiny", 32), ("flux", "tiny", 32),
+                                  ("pixart-sigma", "small", 32), ("flux", "small", 64)]:
+            path = build_tiny_pipeline(kind, root / f"{kind}-{scale}", scale=scale)
+            models.append((f"{kind}/{scale}", str(path), size))
     print(f"steps={args.steps} batch={args.batch_size} repeats={args.repeats} threads={args.threads}", flush=True)
-    header = f"{'model':<20} {'variant':<9} {'call ms':>9} {'transf. ms':>10} {'overhead':>8} " \
+    header = f"{'model':<20} {'size':>7} {'variant':<9} {'call ms':>9} {'transf. ms':>10} {'overhead':>8} " \
              f"{'MACs x':>7} {'real x':>7} {'real/MACs':>9}"
     print(header)
     print("-" * len(header))
     fmt = lambda row, k, spec: format(row[k], spec) if k in row else ""  # noqa: E731
-    for name, path in models:
-        for row in bench(name, path, args):
-            print(f"{row['model']:<20} {row['variant']:<9} {row['call_ms']:>9.1f} {row['transformer_ms']:>10.1f} "
+    for name, path, size in models:
+        for row in bench(name, path, args, size):
+            print(f"{row['model']:<20} {row['size']:>7} {row['variant']:<9} {row['call_ms']:>9.1f} {row['transformer_ms']:>10.1f} "
                   f"{fmt(row, 'overhead', '.3f'):>8} {fmt(row, 'predicted', '.2f'):>7} "
                   f"{fmt(row, 'realized', '.2f'):>7} {fmt(row, 'efficiency', '.2f'):>9}", flush=True)
     return 0
