@@ -82,6 +82,7 @@ def summarize(exp: Experiment, split: str = HELD_OUT, speed_key: str = "speedup"
             good = [p for p in pts if meets(p, split, goal, has_reward)]
             best = max(good, key=speed) if good else None
             entry[f"best_at_{int(goal)}db"] = None if best is None else {"label": best.label, "speedup": speed(best),
+                                                                         "macs_speedup": best.macs_speedup,
                                                                          "psnr": _q(best, split, "psnr"),
                                                                          "reward_rel": _q(best, split, "reward_rel")}
         out["families"][fam] = entry
@@ -165,6 +166,7 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
     summ = summarize(main, splits[0])
     lines += ["## Goal: speedup at ≥ 35 dB and ≥ 30 dB PSNR" + (" with the reward within 2% of no-cache" if has_reward else "")
               + f" ({splits[0]} prompts)", "",
+              "Speedup is wall-clock (MACs speedup in brackets); – means no point of the method reaches the bar.", "",
               "| method | kind | speedup @ ≥35 dB | point | speedup @ ≥30 dB | point | HV (speedup×dB) |"
               + (" HV (speedup×reward) |" if has_reward else ""),
               "|---|---|---|---|---|---|---|" + ("---|" if has_reward else "")]
@@ -172,8 +174,8 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
         if e["kind"] == "reference":
             continue
         b35, b30 = e["best_at_35db"], e["best_at_30db"]
-        row = (f"| {fam} | {e['kind']} | {_f(b35 and b35['speedup'], '{:.2f}x')} | {b35['label'] if b35 else '–'} | "
-               f"{_f(b30 and b30['speedup'], '{:.2f}x')} | {b30['label'] if b30 else '–'} | {_f(e['hv_psnr'], '{:.1f}')} |")
+        row = (f"| {fam} | {e['kind']} | {_goal(b35)} | {b35['label'] if b35 else '–'} | "
+               f"{_goal(b30)} | {b30['label'] if b30 else '–'} | {_f(e['hv_psnr'], '{:.1f}')} |")
         if has_reward:
             row += f" {_f(e.get('hv_reward'), '{:.3f}')} |"
         if e["ok"] == 0:
@@ -263,6 +265,12 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
     if len(experiments) > 1:
         lines.append("- `transfer.png`: ECAD vs FORA at other step counts / resolution")
     return "\n".join(lines) + "\n"
+
+
+def _goal(best: dict | None) -> str:
+    if not best:
+        return "–"
+    return f"{best['speedup']:.2f}x ({_f(best.get('macs_speedup'), '{:.2f}x')})"
 
 
 def _md(text: str | None) -> str:
@@ -371,7 +379,8 @@ def image_grid(exp: Experiment, path: Path, index: int = 0, max_cols: int = 7, s
     ok = _ok(exp.points)
     rows = []
     for fam in families(exp):
-        pts = sorted((p for p in ok if p.method.family == fam and split in p.images), key=lambda p: p.speedup)
+        pts = sorted((p for p in ok if p.method.family == fam and split in p.images),
+                     key=lambda p: (p.macs_speedup or 0.0, p.speedup))
         if len(pts) > max_cols:
             pick = np.unique(np.linspace(0, len(pts) - 1, max_cols).round().astype(int))
             pts = [pts[i] for i in pick]

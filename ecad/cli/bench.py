@@ -61,10 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="cpu")
     m.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     q = p.add_argument_group("prompts and quality")
-    q.add_argument("--held-out-prompts", type=int, default=16, help="held-out prompts calibration never saw (default %(default)s)")
+    q.add_argument("--held-out-prompts", type=int, default=12, help="held-out prompts calibration never saw (default %(default)s)")
     q.add_argument("--seeds", default="0,1", help="seeds for the held-out prompts (default %(default)s)")
     q.add_argument("--calibration-prompts", type=int, default=8,
-                   help="how many of the bank's calibration prompts to evaluate too, with the bank's seeds (default %(default)s; 0 = none)")
+                   help="how many of the bank's calibration prompts to evaluate too (default %(default)s; 0 = none)")
+    q.add_argument("--calibration-seeds", type=int, default=1,
+                   help="how many of the bank's calibration seeds to use with them (default %(default)s)")
     q.add_argument("--scorer", default="auto", help="reward scorer: 'auto' (scenes-reward on the bundled model, "
                    "else none), 'none', or a scorer name (e.g. clip)")
     q.add_argument("--fid-renders", type=int, default=4, help="real renders per prompt for FID (bundled model; default %(default)s)")
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.calibration_prompts > 0:
         if bank is not None and bank.calibration.get("prompts"):
             calib_prompts = list(bank.calibration["prompts"])[: args.calibration_prompts]
-            calib_seeds = [int(s) for s in bank.calibration.get("seeds", seeds)][:2]
+            calib_seeds = [int(s) for s in bank.calibration.get("seeds", seeds)][: max(1, args.calibration_seeds)]
         else:
             calib_prompts = prompt_set(model, args.calibration_prompts, "calibration")
             notes.append("no bank calibration metadata: 'calibration' prompts are the built-in calibration set")
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                        [m for m in eng if m.family == "fora"]
             try:
                 experiments.append(run_experiment(pipe, tmethods, ts, transfer_splits,
-                                                  batch_size=min(args.batch_size, len(transfer_splits[0].items())),
+                                                  batch_size=min(args.batch_size, 4, len(transfer_splits[0].items())),
                                                   reward=reward, fid_fn=None, as_shipped=False, progress=bar))
             except Exception as err:  # noqa: BLE001
                 meta["notes"].append(f"transfer {ts.name} failed: {type(err).__name__}: {err}")
