@@ -438,7 +438,7 @@ class MagCacheMethod(DiffusersCache):
 
 def diffusers_methods(setting: RunSetting, *, shim: bool = True) -> list[Method]:
     return [
-        DiffusersCache("diffusers-fbcache", "threshold", [0.03, 0.06, 0.1, 0.15, 0.25, 0.4], _fbc, shim=shim, setting=setting),
+        DiffusersCache("diffusers-fbcache", "threshold", [0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7], _fbc, shim=shim, setting=setting),
         DiffusersCache("diffusers-taylorseer", "cache_interval", [2, 3, 4, 5, 6], _taylorseer, shim=shim, setting=setting),
         DiffusersCache("diffusers-pab", "spatial skip range (cross = 2x)", [2, 3, 4, 6], _pab, shim=shim, setting=setting),
         DiffusersCache("diffusers-fastercache", "spatial skip range", [2, 3, 4, 6], _fastercache, shim=shim, setting=setting),
@@ -503,7 +503,7 @@ def cache_dit_methods(setting: RunSetting) -> list[Method]:
         return {"cache_config": DBPruneConfig(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=float(t),
                                               max_warmup_steps=warmup, num_inference_steps=steps)}
 
-    thresholds = [0.04, 0.08, 0.12, 0.2, 0.3, 0.5]
+    thresholds = [0.08, 0.12, 0.16, 0.2, 0.3, 0.5, 0.8]
     return [
         CacheDitMethod("cache-dit-dbcache", "residual_diff_threshold (F1B0)", thresholds, dbcache, setting),
         CacheDitMethod("cache-dit-dbcache-taylorseer", "residual_diff_threshold (F1B0, TaylorSeer order 1)",
