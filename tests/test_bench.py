@@ -68,7 +68,7 @@ def test_cli_end_to_end_on_tiny_pipeline(tiny, tmp_path):
     assert [e["setting"]["name"] for e in transfer] == ["12-steps", "48px"]
     assert main_exp["reference_reproducible"] is True
     points = {p["label"]: p for p in main_exp["points"]}
-    assert {"no-cache", "ecad:fora-2", "ecad:fora-3-ff", "fora-2", "fora-6", "diffusers-fbcache:0.4"} <= set(points)
+    assert {"no-cache", "ecad:fora-2", "ecad:fora-3-ff", "fora-2", "fora-6", "diffusers-fbcache:0.7"} <= set(points)
     ref, f2 = points["no-cache"], points["fora-2"]
     for split in ("held-out", "calibration"):
         assert ref["quality"][split]["psnr"] == MAX_PSNR  # identical to itself
