@@ -184,6 +184,7 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
     lines.append("")
 
     summ_macs = summarize(main, splits[0], "macs_speedup")
+    lines += _verdict(summ, summ_macs, has_reward) + [""]
     ref = main.reference()
     base = "; ".join(f"{s}: " + ", ".join(f"{k} {v:.3f}" for k, v in ref.quality.get(s, {}).items()
                                          if k in ("reward", "accuracy", "fid")) for s in splits)
@@ -265,6 +266,30 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
     if len(experiments) > 1:
         lines.append("- `transfer.png`: ECAD vs FORA at other step counts / resolution")
     return "\n".join(lines) + "\n"
+
+
+def _verdict(summ: dict, summ_macs: dict, has_reward: bool) -> list[str]:
+    """Plain sentences: ECAD vs the best other method at each bar, and how many points ECAD covers."""
+    fams = summ["families"]
+    if "ecad" not in fams or not fams["ecad"]["ok"]:
+        return ["**No ECAD front in this run** (no bank): only the heuristics and competitors are compared."]
+    out = ["**Verdict** (held-out prompts):", ""]
+    for goal in GOAL_PSNR:
+        key = f"best_at_{int(goal)}db"
+        mine = fams["ecad"][key]
+        others = [(f, e[key]) for f, e in fams.items() if f != "ecad" and e["kind"] != "reference" and e[key]]
+        best = max(others, key=lambda fe: fe[1]["speedup"], default=None)
+        cond = f"≥ {goal:.0f} dB" + (" and reward within 2%" if has_reward else "")
+        text = f"- {cond}: ECAD {_goal(mine) if mine else 'reaches no point'}"
+        if best:
+            text += f"; best other method {best[0]} {_goal(best[1])}"
+        out.append(text + ".")
+    for name, table in (("wall-clock", summ), ("MACs", summ_macs)):
+        dom = table["dominance"]
+        covered = sum(1 for d in dom.values() if d["ecad_at_least_as_fast_and_good"])
+        out.append(f"- {covered} of {len(dom)} heuristic/competitor points have an ECAD point at least as fast "
+                   f"({name}) and at least as good (PSNR{' and reward' if has_reward else ''}).")
+    return out
 
 
 def _goal(best: dict | None) -> str:

@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("what runs")
     r.add_argument("--methods", default="all", help="comma-separated families to run (no-cache always runs), or 'all'")
     r.add_argument("--batch-size", type=int, default=8, help="images per pipeline call = per timed run (default %(default)s)")
+    r.add_argument("--probe-images", type=int, default=4, help="images of the untimed probe run (MACs, cache bytes) (default %(default)s)")
     r.add_argument("--transfer-steps", default="30,50", help="step counts for the transfer test (default %(default)s)")
     r.add_argument("--transfer-size", type=int, help="another resolution for the transfer test (default: 1.5x native)")
     r.add_argument("--transfer-prompts", type=int, default=8, help="held-out prompts for transfer runs (default %(default)s)")
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     bar = not args.no_progress
     experiments = [run_experiment(pipe, methods, setting, splits, batch_size=args.batch_size, reward=reward,
-                                  fid_fn=fid_fn, calibration_items=calibration_items,
+                                  fid_fn=fid_fn, calibration_items=calibration_items, probe_images=args.probe_images,
                                   as_shipped=not args.no_as_shipped, progress=bar)]
 
     if not args.no_transfer:
@@ -222,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 experiments.append(run_experiment(pipe, tmethods, ts, transfer_splits,
                                                   batch_size=min(args.batch_size, 4, len(transfer_splits[0].items())),
-                                                  reward=reward, fid_fn=None, as_shipped=False, progress=bar))
+                                                  reward=reward, fid_fn=None, as_shipped=False, progress=bar,
+                                                  probe_images=args.probe_images))
             except Exception as err:  # noqa: BLE001
                 meta["notes"].append(f"transfer {ts.name} failed: {type(err).__name__}: {err}")
 
