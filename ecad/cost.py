@@ -55,17 +55,22 @@ def macs_speedup(schedule: CacheSchedule, model: Any, **shape: Any) -> float:
 
 
 def measure_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1) -> dict[str, list[float]]:
-    """Time each function `repeats` times, interleaved (A B C A B C ...), after `warmup` rounds.
+    """Time each function `repeats` times, interleaved, after `warmup` untimed rounds.
 
-    Interleaving spreads slow drifts of a shared machine evenly over the variants. Returns
+    Round r runs the functions in an order rotated by r (A B C, B C A, C A B, ...): interleaving
+    spreads slow drifts of a shared machine over the variants, and rotating cancels the effect of
+    a fixed position in the round (e.g. always running right after a heavier variant). Returns
     seconds per run for each name; compare with `median_ratio`.
     """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            fn = fns[name]
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

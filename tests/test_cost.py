@@ -67,6 +67,6 @@ def test_schedule_macs_is_a_sum(tiny_pipe):
 def test_measure_interleaved_order_and_counts():
     order = []
     times = measure_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=1)
-    assert order == ["a", "b"] * 4
+    assert order == ["a", "b"] + ["a", "b", "b", "a", "a", "b"]  # warm-up, then rotated rounds
     assert [len(v) for v in times.values()] == [3, 3]
     assert median_ratio(times, "a", "a") == 1.0
