@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..schedule import BlockLayout
@@ -115,8 +114,3 @@ def _tokenizer_max_length(tokenizer: Any, default: int) -> int:
     if isinstance(limit, int) and 0 < limit < default:
         return limit
     return default
-
-
-def _dtype_device(module: nn.Module) -> tuple[torch.dtype, torch.device]:
-    p = next(module.parameters())
-    return p.dtype, p.device
