@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from diffusers import PixArtAlphaPipeline  # noqa: E402
 
@@ -80,7 +82,12 @@ def simple_step_cache(pipe, step_mask: np.ndarray):
             module.forward = original
 
 
+ENGINE = "auto"  # set from --engine
+
+
 def cache_context(pipe, step_mask):
+    if ENGINE == "simple":
+        return simple_step_cache(pipe, step_mask), "eval_bundled.simple_step_cache"
     try:
         from ecad.adapters import get_adapter
         from ecad.hooks import cache_schedule
@@ -89,6 +96,8 @@ def cache_context(pipe, step_mask):
         layout = get_adapter(pipe.transformer).layout(pipe.transformer)
         return cache_schedule(pipe, CacheSchedule.from_step_mask(layout, step_mask)), "ecad.hooks"
     except ImportError:
+        if ENGINE == "ecad":
+            raise
         return simple_step_cache(pipe, step_mask), "eval_bundled.simple_step_cache"
 
 
@@ -177,7 +186,11 @@ def main():
     p.add_argument("--num-prompts", type=int, default=256)
     p.add_argument("--num-cache-prompts", type=int, default=128)
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--engine", choices=("auto", "ecad", "simple"), default="auto",
+                   help="caching implementation: ecad.hooks, the simple hooks here, or ecad.hooks if importable")
     args = p.parse_args()
+    global ENGINE
+    ENGINE = args.engine
     out = args.out or args.model / "metrics.json"
     results: dict = {}
 

@@ -206,7 +206,7 @@ def generate_eval(pipe, prompts, seed, steps=20, guidance=4.5, batch=64):
 
 
 def train_dit(out: Path, steps: int, batch: int, dataset_size: int, eval_every: int, log_file=None,
-              lr: float = 1.5e-3, ema_decay: float = 0.998):
+              lr: float = 1.5e-3, ema_decay: float = 0.998, init_from: Path | None = None):
     from diffusers import AutoencoderKL, DDPMScheduler, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
@@ -224,10 +224,16 @@ def train_dit(out: Path, steps: int, batch: int, dataset_size: int, eval_every: 
     ids, mask = tokens.input_ids[:-1], tokens.attention_mask[:-1]
     empty_ids, empty_mask = tokens.input_ids[-1], tokens.attention_mask[-1]
 
-    text_encoder = T5EncoderModel(T5Config(**TEXT_ENCODER_CONFIG))
-    transformer = PixArtTransformer2DModel(**TRANSFORMER_CONFIG)
-    torch.nn.init.zeros_(transformer.proj_out.weight)  # start as a zero noise predictor (DiT init)
-    torch.nn.init.zeros_(transformer.proj_out.bias)
+    if init_from is not None:  # continue from a saved pipeline (its EMA weights), fresh optimiser
+        text_encoder = T5EncoderModel.from_pretrained(init_from / "text_encoder")
+        transformer = PixArtTransformer2DModel.from_pretrained(init_from / "transformer")
+    else:
+        text_encoder = T5EncoderModel(T5Config(**TEXT_ENCODER_CONFIG))
+        transformer = PixArtTransformer2DModel(**TRANSFORMER_CONFIG)
+        torch.nn.init.zeros_(transformer.proj_out.weight)  # start as a zero noise predictor (DiT init)
+        torch.nn.init.zeros_(transformer.proj_out.bias)
+    transformer.train()
+    text_encoder.train()
     params = list(transformer.parameters()) + list(text_encoder.parameters())
     ema = {"transformer": copy.deepcopy(transformer).eval(), "text_encoder": copy.deepcopy(text_encoder).eval()}
     for m in ema.values():
@@ -306,6 +312,8 @@ def main(argv=None):
     p.add_argument("--dataset-size", type=int, default=30000)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--ema-decay", type=float, default=0.998)
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="continue DiT training from this pipeline folder's transformer and text encoder")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--log", type=Path, default=None, help="JSON-lines log file")
     args = p.parse_args(argv)
@@ -320,7 +328,7 @@ def main(argv=None):
     if "dit" in stages:
         timings["dit_seconds"] = round(train_dit(args.out, args.dit_steps, args.dit_batch, args.dataset_size,
                                                  args.eval_every, args.log, lr=args.dit_lr,
-                                                 ema_decay=args.ema_decay))
+                                                 ema_decay=args.ema_decay, init_from=args.init_from))
     _log(args.log, stage="done", **timings)
 
 
