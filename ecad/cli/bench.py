@@ -61,11 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="cpu")
     m.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     q = p.add_argument_group("prompts and quality")
-    q.add_argument("--held-out-prompts", type=int, default=12, help="held-out prompts calibration never saw (default %(default)s)")
+    q.add_argument("--held-out-prompts", type=int, default=16, help="held-out prompts calibration never saw (default %(default)s)")
     q.add_argument("--seeds", default="0,1", help="seeds for the held-out prompts (default %(default)s)")
     q.add_argument("--calibration-prompts", type=int, default=8,
                    help="how many of the bank's calibration prompts to evaluate too (default %(default)s; 0 = none)")
-    q.add_argument("--calibration-seeds", type=int, default=1,
+    q.add_argument("--calibration-seeds", type=int, default=2,
                    help="how many of the bank's calibration seeds to use with them (default %(default)s)")
     q.add_argument("--scorer", default="auto", help="reward scorer: 'auto' (scenes-reward on the bundled model, "
                    "else none), 'none', or a scorer name (e.g. clip)")
