@@ -50,7 +50,7 @@ SCHEDULER_CONFIG = dict(
     prediction_type="epsilon", algorithm_type="dpmsolver++", solver_order=2,
     lower_order_final=True, use_karras_sigmas=False,
 )
-SEEDS = dict(vae=1, reward=2, dit=3, eval=4)
+SEEDS = dict(vae=1, reward=2, dit=3, eval=4, dit2=5)
 
 
 def _log(log_file, **record):
@@ -206,19 +206,20 @@ def generate_eval(pipe, prompts, seed, steps=20, guidance=4.5, batch=64):
 
 
 def train_dit(out: Path, steps: int, batch: int, dataset_size: int, eval_every: int, log_file=None,
-              lr: float = 1.5e-3, ema_decay: float = 0.998, init_from: Path | None = None):
+              lr: float = 1.5e-3, ema_decay: float = 0.998, init_from: Path | None = None,
+              seed: int = SEEDS["dit"], stage: str = "dit"):
     from diffusers import AutoencoderKL, DDPMScheduler, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
     from ecad.quality.scenes_reward import ScenesReward
 
-    torch.manual_seed(SEEDS["dit"])
-    rng = np.random.default_rng(SEEDS["dit"])
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     vae = AutoencoderKL.from_pretrained(out / "vae").eval()
     tokenizer = scenes.build_tokenizer()
     t0 = time.time()
     prompts, latents = _encode_dataset(vae, dataset_size, rng)
-    _log(log_file, stage="dit", dataset=len(prompts), encode_seconds=round(time.time() - t0))
+    _log(log_file, stage=stage, dataset=len(prompts), encode_seconds=round(time.time() - t0))
     tokens = tokenizer(prompts + [""], max_length=scenes.MAX_SEQUENCE_LENGTH, padding="max_length",
                        truncation=True, return_tensors="pt")
     ids, mask = tokens.input_ids[:-1], tokens.attention_mask[:-1]
@@ -275,13 +276,14 @@ def train_dit(out: Path, steps: int, batch: int, dataset_size: int, eval_every: 
                 for pe, p in zip(ema[name].parameters(), live.parameters()):
                     pe.lerp_(p, 1 - decay)
         if step % 50 == 0:
-            _log(log_file, stage="dit", step=step, loss=round(loss.item(), 4), lr=round(sched.get_last_lr()[0], 6),
+            _log(log_file, stage=stage, step=step, loss=round(loss.item(), 4), lr=round(sched.get_last_lr()[0], 6),
                  elapsed=round(time.time() - t0))
         if (step + 1) % eval_every == 0 or step == steps - 1:
             pipe = build_pipeline(ema["transformer"], ema["text_encoder"], vae, tokenizer)
             pipe.set_progress_bar_config(disable=True)
             save_pipeline(pipe, out)
-            record = {"dit_steps_done": step + 1, "dit_steps_planned": steps, "dit_train_seconds": round(time.time() - t0)}
+            record = {"steps_done": step + 1, "steps_planned": steps, "batch": batch, "lr": lr,
+                      "dataset_size": dataset_size, "train_seconds": round(time.time() - t0)}
             if reward is None and (out / "reward" / "model.safetensors").exists():
                 reward = ScenesReward(out)
             if reward is not None:
@@ -294,15 +296,21 @@ def train_dit(out: Path, steps: int, batch: int, dataset_size: int, eval_every: 
                               accuracy=round(reward.accuracy(gen, eval_prompts).mean().item(), 3),
                               held_out_pairs_reward=round(reward.score(gen_held, heldout_prompts).mean().item(), 4),
                               eval_seconds=round(time.time() - te))
-            _log(log_file, stage="dit", **record)
-            (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+            _log(log_file, stage=stage, **record)
+            history_path = out / "training.json"  # one entry per DiT stage: the model card's numbers
+            history = json.loads(history_path.read_text()) if history_path.exists() else {}
+            if "dit_steps_done" in history:  # written by an older version of this script
+                history = {}
+            history[stage] = record
+            history_path.write_text(json.dumps(history, indent=2) + "\n")
     return time.time() - t0
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("models/ecad-scenes"))
-    p.add_argument("--stages", default="vae,reward,dit", help="comma-separated subset of vae,reward,dit")
+    p.add_argument("--stages", default="vae,reward,dit,dit2", help="comma-separated subset of vae,reward,dit,dit2 "
+                   "(dit2 continues the DiT from the saved folder at half the learning rate on fresh data)")
     p.add_argument("--vae-steps", type=int, default=1500)
     p.add_argument("--reward-steps", type=int, default=250)
     p.add_argument("--reward-batch", type=int, default=64)
@@ -312,6 +320,7 @@ def main(argv=None):
     p.add_argument("--dataset-size", type=int, default=30000)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--ema-decay", type=float, default=0.998)
+    p.add_argument("--dit2-steps", type=int, default=600)
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue DiT training from this pipeline folder's transformer and text encoder")
     p.add_argument("--threads", type=int, default=1)
@@ -329,6 +338,11 @@ def main(argv=None):
         timings["dit_seconds"] = round(train_dit(args.out, args.dit_steps, args.dit_batch, args.dataset_size,
                                                  args.eval_every, args.log, lr=args.dit_lr,
                                                  ema_decay=args.ema_decay, init_from=args.init_from))
+    if "dit2" in stages:
+        timings["dit2_seconds"] = round(train_dit(args.out, args.dit2_steps, args.dit_batch, args.dataset_size // 2,
+                                                  args.eval_every, args.log, lr=args.dit_lr / 2,
+                                                  ema_decay=args.ema_decay, init_from=args.out, seed=SEEDS["dit2"],
+                                                  stage="dit2"))
     _log(args.log, stage="done", **timings)
 
 
