@@ -151,6 +151,14 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
               f"{meta['versions'].get('diffusers')}, cache-dit {meta['versions'].get('cache_dit')} · "
               f"{meta['threads']} thread(s) · {main.setting.num_inference_steps} steps, "
               f"{main.setting.height}x{main.setting.width}, guidance {main.setting.guidance_scale}", ""]
+    if meta.get("git") or meta.get("bank"):
+        g = meta.get("git") or {}
+        lines += [f"Model `{meta.get('model_path', meta['model'])}` (commit {g.get('model_commit') or '–'}"
+                  f"{', uncommitted changes' if g.get('dirty_model') else ''}, transformer fingerprint "
+                  f"{(meta.get('model_fingerprint') or '–')[:12]}), checkout {g.get('head') or '–'}; bank "
+                  f"`{meta.get('bank') or 'none'}`"
+                  + (f" ({len(meta.get('bank_entries', []))} entries, scorer {meta.get('bank_scorer')})" if meta.get("bank") else "")
+                  + ".", ""]
     lines += [_describe_splits(main), ""]
     lines += ["Speedup = median no-cache seconds / median seconds of the method over "
               f"{main.rounds} interleaved rounds of {main.batch_size} images (same prompts, seeds, process). "

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dlogging.set_verbosity_error()
     from ecad.adapters import get_adapter
-    from ecad.bank import ScheduleBank, device_name
+    from ecad.bank import ScheduleBank, device_name, fingerprint
     from ecad.bench import competitors as C
     from ecad.bench.report import write_report
     from ecad.bench.runner import Split, run_experiment
@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "ecad-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": device_name(args.device),
         "threads": args.threads, "versions": _versions(), "reward_scorer": scorer,
+        "model_fingerprint": fingerprint(dict(pipe.transformer.config)), "git": _git(model),
         "notes": notes + _standard_notes(),
     }
     bar = not args.no_progress
@@ -266,6 +267,21 @@ def _scenes_fid_fn(model: str, splits, renders_per_prompt: int, reward):
             return float(fid.compute())
 
     return fid_fn
+
+
+def _git(model: str) -> dict:
+    """The checkout's HEAD and the last commit that touched the model folder (if it is in the repo)."""
+    import subprocess
+
+    def git(*cmd):
+        try:
+            return subprocess.run(["git", "-C", str(REPO_ROOT), *cmd], capture_output=True, text=True,
+                                  timeout=10).stdout.strip() or None
+        except Exception:  # noqa: BLE001
+            return None
+
+    return {"head": git("rev-parse", "--short", "HEAD"), "model_commit": git("log", "-1", "--format=%h", "--", str(model)),
+            "dirty_model": bool(git("status", "--porcelain", "--", str(model)))}
 
 
 def _versions() -> dict:
