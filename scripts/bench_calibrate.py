@@ -191,6 +191,7 @@ def plot(path, summary):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows = summary["per_generation"]
     g = [r["generation"] for r in rows]
@@ -199,6 +200,7 @@ def plot(path, summary):
     ax.plot(g, [r["hv_held_out"] for r in rows], "s-", label="ECAD front, held-out prompts")
     ax.axhline(summary["hv_heuristics_calibration"], ls="--", c="tab:blue", label="heuristics, calibration")
     ax.axhline(summary["hv_heuristics_held_out"], ls=":", c="tab:orange", label="heuristics, held-out")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("generation")
     ax.set_ylabel("hypervolume (normalised)")
     ax.set_title(f"{Path(summary['model']).name} {summary['setting']} — {summary['scorer']}")
