@@ -80,12 +80,12 @@ def summarize(exp: Experiment, split: str = HELD_OUT, speed_key: str = "speedup"
         if has_reward:
             entry["hv_reward"] = hypervolume_2d([(speed(p), _q(p, split, "reward")) for p in pts], (SPEEDUP_REF, 0.0))
         for goal in GOAL_PSNR:
-            good = [p for p in pts if meets(p, split, goal, has_reward)]
-            best = max(good, key=speed) if good else None
-            entry[f"best_at_{int(goal)}db"] = None if best is None else {"label": best.label, "speedup": speed(best),
-                                                                         "macs_speedup": best.macs_speedup,
-                                                                         "psnr": _q(best, split, "psnr"),
-                                                                         "reward_rel": _q(best, split, "reward_rel")}
+            for suffix, reward_bar in (("", has_reward), ("_psnr_only", False)):
+                good = [p for p in pts if meets(p, split, goal, reward_bar)]
+                best = max(good, key=speed) if good else None
+                entry[f"best_at_{int(goal)}db{suffix}"] = None if best is None else {
+                    "label": best.label, "speedup": speed(best), "macs_speedup": best.macs_speedup,
+                    "psnr": _q(best, split, "psnr"), "reward_rel": _q(best, split, "reward_rel")}
         out["families"][fam] = entry
     for p in ok:
         if p.method.kind in ("ecad", "reference"):
@@ -177,8 +177,8 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
               + f" ({splits[0]} prompts)", "",
               "Speedup is wall-clock (MACs speedup in brackets); – means no point of the method reaches the bar.", "",
               "| method | kind | speedup @ ≥35 dB | point | speedup @ ≥30 dB | point | HV (speedup×dB) |"
-              + (" HV (speedup×reward) |" if has_reward else ""),
-              "|---|---|---|---|---|---|---|" + ("---|" if has_reward else "")]
+              + (" HV (speedup×reward) | PSNR only: @ ≥35 dB | @ ≥30 dB |" if has_reward else ""),
+              "|---|---|---|---|---|---|---|" + ("---|---|---|" if has_reward else "")]
     for fam, e in summ["families"].items():
         if e["kind"] == "reference":
             continue
@@ -186,9 +186,10 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
         row = (f"| {fam} | {e['kind']} | {_goal(b35)} | {b35['label'] if b35 else '–'} | "
                f"{_goal(b30)} | {b30['label'] if b30 else '–'} | {_f(e['hv_psnr'], '{:.1f}')} |")
         if has_reward:
-            row += f" {_f(e.get('hv_reward'), '{:.3f}')} |"
+            row += (f" {_f(e.get('hv_reward'), '{:.3f}')} | {_goal(e.get('best_at_35db_psnr_only'))} | "
+                    f"{_goal(e.get('best_at_30db_psnr_only'))} |")
         if e["ok"] == 0:
-            row = f"| {fam} | {e['kind']} | failed | – | failed | – | – |" + (" – |" if has_reward else "")
+            row = f"| {fam} | {e['kind']} | failed | – | failed | – | – |" + (" – | – | – |" if has_reward else "")
         lines.append(row)
     lines.append("")
 
@@ -283,12 +284,13 @@ def _verdict(summ: dict, summ_macs: dict, has_reward: bool) -> list[str]:
     if "ecad" not in fams or not fams["ecad"]["ok"]:
         return ["**No ECAD front in this run** (no bank): only the heuristics and competitors are compared."]
     out = ["**Verdict** (held-out prompts):", ""]
-    for goal in GOAL_PSNR:
-        key = f"best_at_{int(goal)}db"
+    bars = [(g, "") for g in GOAL_PSNR] + ([(g, "_psnr_only") for g in GOAL_PSNR] if has_reward else [])
+    for goal, suffix in bars:
+        key = f"best_at_{int(goal)}db{suffix}"
         mine = fams["ecad"][key]
         others = [(f, e[key]) for f, e in fams.items() if f != "ecad" and e["kind"] != "reference" and e[key]]
         best = max(others, key=lambda fe: fe[1]["speedup"], default=None)
-        cond = f"≥ {goal:.0f} dB" + (" and reward within 2%" if has_reward else "")
+        cond = f"≥ {goal:.0f} dB" + (" and reward within 2%" if has_reward and not suffix else " (PSNR only)" if suffix else "")
         text = f"- {cond}: ECAD {_goal(mine) if mine else 'reaches no point'}"
         if best:
             text += f"; best other method {best[0]} {_goal(best[1])}"

@@ -157,14 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     splits = [Split("held-out", prompt_set(model, args.held_out_prompts, "held-out") if Path(model).exists()
                     else prompt_set("generic", args.held_out_prompts, "held-out"), seeds)]
-    calib_prompts, calib_seeds = [], seeds[:1]
+    calib_prompts, calib_seeds = [], seeds[: max(1, args.calibration_seeds)]
     if args.calibration_prompts > 0:
         if bank is not None and bank.calibration.get("prompts"):
             calib_prompts = list(bank.calibration["prompts"])[: args.calibration_prompts]
             calib_seeds = [int(s) for s in bank.calibration.get("seeds", seeds)][: max(1, args.calibration_seeds)]
         else:
             calib_prompts = prompt_set(model, args.calibration_prompts, "calibration")
-            notes.append("no bank calibration metadata: 'calibration' prompts are the built-in calibration set")
+            notes.append("no bank calibration metadata: 'calibration' prompts are the built-in calibration set "
+                         "(what ecad-calibrate uses by default), with the held-out seeds")
         splits.append(Split("calibration", calib_prompts, calib_seeds))
     overlap = set(splits[0].prompts) & set(calib_prompts)
     if overlap:
