@@ -178,6 +178,13 @@ def save_grid(rows: list[list[torch.Tensor]], path: Path, scale=4, pad=2):
     grid.save(path)
 
 
+T0 = time.time()
+
+
+def progress(what):
+    print(f"[{time.time() - T0:6.0f} s] {what}", file=sys.stderr, flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=Path("models/ecad-scenes"))
@@ -206,6 +213,7 @@ def main():
     results["parameters_millions"] = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) / 1e6
                                       for name in ("transformer", "vae", "text_encoder")}
 
+    progress("loaded; quality")
     # --- quality: real renders vs no-cache generations of the same prompts (training pairs)
     rng = np.random.default_rng(12345)
     prompts = [scenes.random_scene(rng, exclude_pairs=scenes.HELD_OUT_PAIRS).prompt for _ in range(args.num_prompts)]
@@ -236,6 +244,7 @@ def main():
     q["uniform noise"] = {"reward": reward.score(torch.rand_like(real), prompts).mean().item()}
     results["quality"] = q
 
+    progress("caching")
     # --- caching: reward drop vs PSNR drop over schedules mild -> brutal
     cache_prompts = prompts[: args.num_cache_prompts]
     rows, engine_used = [], None
@@ -247,6 +256,7 @@ def main():
         if baseline is None:
             baseline = imgs
         cached_images[name] = imgs
+        progress(f"  {name}")
         rows.append({"schedule": name, "recompute_fraction": float(mask.mean()),
                      "reward": reward.score(imgs, cache_prompts).mean().item(),
                      "accuracy": reward.accuracy(imgs, cache_prompts).mean().item(),
@@ -258,6 +268,7 @@ def main():
     results["caching"] = {"engine": engine_used, "rows": rows,
                           "spearman_reward_drop_vs_psnr_drop": spearman(reward_drop, psnr_drop)}
 
+    progress("latency")
     # --- latency on one thread
     if not args.skip_latency:
         results["latency"] = {"breakdown_batch1": step_breakdown(pipe),
@@ -265,6 +276,7 @@ def main():
                               "image_seconds_batch8": latency(pipe, 8)}
         results["latency"]["per_image_seconds_batch8"] = results["latency"]["image_seconds_batch8"] / 8
 
+    progress("grid")
     # --- sample grid: rows = prompts; columns = real, no cache (3 seeds), FORA 3, FORA 6, reuse after 8
     grid_prompts = prompts[:6] + held_prompts[:2]
     seeds = [generate(pipe, grid_prompts, seed=s)[0] for s in (100, 200, 300)]

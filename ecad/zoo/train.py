@@ -191,6 +191,10 @@ def save_pipeline(pipe, out: Path):
     index = json.loads(index_path.read_text())
     index["tokenizer"] = ["transformers", "PreTrainedTokenizerFast"]
     index_path.write_text(json.dumps(index, indent=2) + "\n")
+    for config_path in out.glob("*/config.json"):  # from_pretrained records a local path: do not ship it
+        config = json.loads(config_path.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def generate_eval(pipe, prompts, seed, steps=20, guidance=4.5, batch=64):
