@@ -13,12 +13,13 @@ import json
 import os
 import platform
 import re
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ecad.atomic import atomic_write_text
 
 BANK_FORMAT_VERSION = 1
 
@@ -201,20 +202,6 @@ class ScheduleBank(BaseModel):
         path = Path(path)
         atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
         return path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def fingerprint(transformer_config: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 from ecad.search.memo import MemoRecord
-from ecad.search.run_folder import atomic_write_bytes
+from ecad.atomic import atomic_write_bytes
 
 
 def plot_pareto(
