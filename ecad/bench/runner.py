@@ -64,6 +64,7 @@ class Point:
     cache_bytes_per_image: float | None = None
     changes_output: bool | None = None
     speedup: float | None = None
+    speedup_min: float | None = None  # ratio of the fastest runs: a robustness check on a noisy machine
     macs_speedup: float | None = None
     quality: dict[str, dict[str, float]] = field(default_factory=dict)
     per_image: dict[str, dict[str, list[float]]] = field(default_factory=dict)
@@ -77,7 +78,7 @@ class Point:
         d = {
             **self.method.describe(), "knob_value": _jsonable(self.knob), "label": self.label,
             "status": self.status, "error": self.error, "as_shipped": self.as_shipped,
-            "times_s": self.times, "speedup": self.speedup, "macs_per_image": self.macs_per_image,
+            "times_s": self.times, "speedup": self.speedup, "speedup_min": self.speedup_min, "macs_per_image": self.macs_per_image,
             "analytic_macs_per_image": self.analytic_macs_per_image, "macs_speedup": self.macs_speedup,
             "cache_bytes_peak": self.cache_bytes_peak, "cache_bytes_per_image": self.cache_bytes_per_image,
             "changes_output": self.changes_output, "quality": self.quality, "per_image": self.per_image,
@@ -246,6 +247,7 @@ def run_experiment(
         if p.status != "ok":
             continue
         p.speedup = ref_median / statistics.median(p.times)
+        p.speedup_min = min(ref.times) / min(p.times)
         if p.macs_per_image and ref.macs_per_image:
             p.macs_speedup = ref.macs_per_image / p.macs_per_image
         for split in splits:
