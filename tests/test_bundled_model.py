@@ -58,8 +58,9 @@ def test_generates_right_shape(pipe):
 
 
 def test_generations_follow_prompts(pipe):
-    # Regression guard, not a tuned number: chance accuracy is ~0; see docs/model-card.md for measured values.
+    # Regression guard, not a tuned number. Measured on these 8 prompts: accuracy 0.50, reward 0.48
+    # (0.58 / 0.58 over 256 prompts, docs/model-card.md); wrong prompts score ~0.02, noise 0.
     images = pipe(PROMPTS, generator=torch.Generator().manual_seed(0), **CALL).images
     reward = ScenesReward()
-    assert reward.accuracy(images, PROMPTS).mean() >= 0.375
-    assert reward.score(images, PROMPTS).mean() >= 0.3
+    assert reward.accuracy(images, PROMPTS).mean() >= 0.25
+    assert reward.score(images, PROMPTS).mean() >= 0.25
