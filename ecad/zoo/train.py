@@ -1,6 +1,6 @@
 """Retrain the bundled ecad-scenes model from scratch: VAE, reward network, then text encoder + DiT.
 
-    ecad-train-bundled --out models/ecad-scenes            # everything, ~75 min on one core
+    ecad-train-bundled --out models/ecad-scenes            # everything, ~90 min on one shared core
     ecad-train-bundled --out DIR --stages dit             # one stage (earlier stages read from DIR)
 
 Every stage uses fixed seeds and one CPU thread, and writes into the diffusers folder layout
@@ -315,7 +315,7 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=Path("models/ecad-scenes"))
     p.add_argument("--stages", default="vae,reward,dit,dit2", help="comma-separated subset of vae,reward,dit,dit2 "
                    "(dit2 continues the DiT from the saved folder at half the learning rate on fresh data)")
-    p.add_argument("--vae-steps", type=int, default=1500)
+    p.add_argument("--vae-steps", type=int, default=800)
     p.add_argument("--reward-steps", type=int, default=250)
     p.add_argument("--reward-batch", type=int, default=64)
     p.add_argument("--dit-steps", type=int, default=1500)
@@ -324,7 +324,7 @@ def main(argv=None):
     p.add_argument("--dataset-size", type=int, default=30000)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--ema-decay", type=float, default=0.998)
-    p.add_argument("--dit2-steps", type=int, default=600)
+    p.add_argument("--dit2-steps", type=int, default=800)
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue DiT training from this pipeline folder's transformer and text encoder")
     p.add_argument("--threads", type=int, default=1)
