@@ -18,5 +18,6 @@ def test_bentoml_build_includes_service_library_and_banks(tmp_path):
     assert (src / "server" / "service.py").is_file()
     assert (src / "ecad" / "hooks.py").is_file()
     banks = sorted(p.relative_to(REPO) for p in (REPO / "schedules").rglob("*.json"))
+    assert banks, "the bundled model's bank is missing from schedules/"
     assert all((src / b).is_file() for b in banks)
     assert not list(src.rglob("__pycache__"))
