@@ -67,6 +67,10 @@ class GenerateRequest(BaseModel):
     height: int | None = Field(default=None, ge=1, le=8192, description="Defaults to the bank's height.")
     num_inference_steps: int | None = Field(default=None, ge=1, le=1000, description="Defaults to the bank's.")
     guidance_scale: float | None = Field(default=None, ge=0, le=50, allow_inf_nan=False)
+    schedule_id: str | None = Field(
+        default=None, max_length=64,
+        description="Pin a bank entry (e.g. 'no-cache') instead of selecting by budget.",
+    )
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class ResolvedRequest:
     height: int
     num_inference_steps: int
     guidance_scale: float
+    schedule_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +287,8 @@ class ScheduleServer:
         steps = b.num_inference_steps if request.num_inference_steps is None else request.num_inference_steps
         if not 1 <= steps <= c.max_steps:
             raise RequestError("num_inference_steps", f"must be between 1 and {c.max_steps}, got {steps}")
+        if request.schedule_id is not None and request.schedule_id not in self.schedules:
+            raise RequestError("schedule_id", f"unknown entry {request.schedule_id!r}; see GET /schedules for the ids")
         seed = request.seed if request.seed is not None else random.SystemRandom().randrange(MAX_SEED + 1)
         return ResolvedRequest(
             prompt=request.prompt,
@@ -293,6 +300,7 @@ class ScheduleServer:
             height=sizes["height"],
             num_inference_steps=steps,
             guidance_scale=b.guidance_scale if request.guidance_scale is None else request.guidance_scale,
+            schedule_id=request.schedule_id,
         )
 
     def plan(self, request: ResolvedRequest, waited_ms: float = 0.0) -> Plan:
@@ -301,7 +309,14 @@ class ScheduleServer:
         entries = [(i, self.quality[i], self.profile.latency_ms[i]) for i in self.schedules]
         corrections = self.corrector.corrections(list(self.schedules))
         candidates = predict_candidates(entries, self.profiled_shape, shape, corrections)
-        choice = select_schedule(candidates, remaining_budget(request.latency_ms, waited_ms))
+        budget = remaining_budget(request.latency_ms, waited_ms)
+        if request.schedule_id is not None:  # pinned by the client: no selection
+            candidates = [c for c in candidates if c.id == request.schedule_id]
+            pinned = candidates[0]
+            choice = Choice(pinned.id, pinned.predicted_ms, pinned.quality, budget,
+                            budget is None or pinned.predicted_ms <= budget, "pinned by the request")
+        else:
+            choice = select_schedule(candidates, budget)
         notes = []
         if shape.num_inference_steps != self.bank.num_inference_steps:
             notes.append(
@@ -315,8 +330,10 @@ class ScheduleServer:
             )
         if shape.batch_size != self.profile.batch_size:
             notes.append(f"latency predicted by scaling from batch {self.profile.batch_size} to {shape.batch_size}")
-        if not choice.budget_met:
+        if not choice.budget_met and request.schedule_id is None:
             notes.append(f"budget cannot be met: fastest schedule predicted at {choice.predicted_ms:.0f} ms")
+        elif not choice.budget_met:
+            notes.append(f"pinned schedule predicted at {choice.predicted_ms:.0f} ms, over the budget")
         return Plan(choice, shape, tuple(notes))
 
     def generate(self, request: ResolvedRequest, *, arrival: float | None = None,

@@ -224,3 +224,15 @@ def test_views(server):
     assert chosen["schedule_id"] == "no-cache"
     with pytest.raises(RequestError):
         server.select_view(100.0, width=SIZE + 1)
+
+
+def test_a_pinned_schedule_is_served_and_unknown_ids_are_refused(server, tiny_setup):
+    _, _, pipe = tiny_setup
+    result = server.generate(server.resolve(GenerateRequest(prompt="a", seed=2, schedule_id="fora-3", latency_ms=1e6)))
+    assert result.schedule_id == "fora-3" and result.budget_met
+    expected = generate(pipe, ["a"], [2], num_inference_steps=STEPS, guidance_scale=4.5, height=SIZE, width=SIZE,
+                        schedule=server.schedules["fora-3"])
+    assert torch.equal(result.images, expected)
+    with pytest.raises(RequestError) as info:
+        server.resolve(GenerateRequest(prompt="a", schedule_id="nope"))
+    assert info.value.field == "schedule_id"
