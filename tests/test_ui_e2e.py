@@ -277,12 +277,14 @@ def test_playground_end_to_end(server, tmp_path):
             page.click("#errors .error-close")
             page.fill("#seed", "7")
 
-            # Compare: the same prompt and seed without a budget (the bank's best-quality entry).
+            # Compare: the same prompt and seed, pinned to the no-cache schedule.
             page.click("#compare")
             reference = page.locator(".result-ref")
             expect(reference).to_have_attribute("data-loaded", "true", timeout=30_000)
             expect(page.locator(".result-main")).to_have_attribute("data-loaded", "true")
-            assert reference.locator(".result-id").inner_text() == get_json(f"{server}/select")["schedule_id"]
+            no_cache_id = next(e["id"] for e in bank["entries"] if e["source"] == "no-cache")
+            assert reference.locator(".result-id").inner_text() == no_cache_id
+            expect(reference.locator(".cap-label")).to_have_text("Reference")
             expect(selection).to_have_attribute("data-state", "ready", timeout=10_000)
             assert not page.locator("#errors .error").count()
 

@@ -610,9 +610,10 @@
     try {
       cached = await postGenerate(withBudget);
       if (compare) {
-        setBusy(true, "Generating the reference (no budget: best quality)…");
+        setBusy(true, "Generating the no-cache reference…");
         const ref = readForm(false);
         ref.seed = cached.seed; // same noise, so the images are comparable
+        ref.schedule_id = state.noCacheId; // pinned: exactly what a server without caching runs
         reference = await postGenerate(ref);
       }
       state.lastRun = { schedule_id: cached.schedule_id, predicted_ms: cached.predicted_ms, actual_ms: cached.actual_ms };
