@@ -1,18 +1,27 @@
-"""Helpers for tests and demos: a schedule bank of heuristic schedules for any pipeline.
+"""Helpers for tests, demos and benchmarks: a bank of heuristic schedules for any pipeline, a
+synthetic latency profile, and the real server started on a free local port.
 
-The quality numbers here are a stand-in (the fraction of recomputed work), so a bank built this
-way exercises selection and serving end to end without a calibration run. Real banks come from
-``ecad-calibrate``.
+The quality numbers of `heuristic_bank` are a stand-in (the fraction of recomputed work), so a bank
+built this way exercises selection and serving end to end without a calibration run. Real banks
+come from ``ecad-calibrate``.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
 
 from ecad.adapters import get_adapter
 from ecad.bank import BankEntry, ScheduleBank, fingerprint
 from ecad.cost import schedule_macs
 from ecad.heuristics import heuristic_suite
+from ecad.serving import REPO_ROOT
 
 
 def heuristic_bank(
@@ -66,3 +75,53 @@ def synthetic_profile(bank: ScheduleBank, *, ms_per_gmac: float = 10.0, num_thre
         dtype="float32", batch_size=1, num_threads=threads, measured_at=datetime.now(timezone.utc), repeats=1,
         latency_ms={entry.id: entry.macs / 1e9 * ms_per_gmac for entry in bank.entries},
     )
+
+
+@contextmanager
+def running_server(env: dict[str, str], *, home: str | os.PathLike, ready_timeout_s: float = 150.0) -> Iterator[str]:
+    """``bentoml serve server.service:ECAD`` on a free 127.0.0.1 port; yields its base URL.
+
+    ``env`` adds to the environment (ECAD_MODEL, ECAD_BANK, ...); BentoML's home, log and
+    telemetry switch live under ``home``. The server runs in its own process group and is stopped
+    by its pid (SIGTERM, then SIGKILL), whatever happens in the block.
+    """
+    import socket
+    import urllib.request
+
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = home / "server.log"
+    full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": str(home / "bentoml"),
+                "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **env}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "server.service:ECAD", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:  # not listening yet, or busy loading
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {ready_timeout_s:.0f} s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

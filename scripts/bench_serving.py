@@ -14,26 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 
+from ecad.testing import running_server
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_load(url: str, budget: float, n: int, concurrency: int, pin: str | None) -> list[dict]:
@@ -59,25 +50,11 @@ def main() -> int:
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args()
 
-    home = tempfile.mkdtemp(prefix="ecad-bench-serving-")
-    port = free_port()
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": home, "ECAD_MODEL": args.model,
-           "ECAD_BANK": args.bank, "ECAD_NUM_THREADS": "1"}
-    log = open(Path(home) / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "server.service:ECAD", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        quality = {e["id"]: e["quality"] for e in requests.get(f"{url}/schedules", timeout=10).json()["entries"]}
-        metric = requests.get(f"{url}/schedules", timeout=10).json()["quality_metric"]
+    env = {"ECAD_MODEL": args.model, "ECAD_BANK": args.bank, "ECAD_NUM_THREADS": "1"}
+    with running_server(env, home=tempfile.mkdtemp(prefix="ecad-bench-serving-")) as url:
+        bank = requests.get(f"{url}/schedules", timeout=10).json()
+        quality = {e["id"]: e["quality"] for e in bank["entries"]}
+        metric = bank["quality_metric"]
         rows = []
         for budget in args.budgets:
             for policy, pin in (("ecad", None), ("always no-cache", "no-cache")):
@@ -101,12 +78,6 @@ def main() -> int:
         if args.out:
             Path(args.out).write_text(json.dumps({"metric": metric, "rows": rows, "requests": args.requests,
                                                   "concurrency": args.concurrency}, indent=1))
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
     return 0
 
 

@@ -5,32 +5,18 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image
 
 from ecad.generate import load_pipeline
-from ecad.testing import heuristic_bank, synthetic_profile
+from ecad.testing import heuristic_bank, running_server, synthetic_profile
 from ecad.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
 
-REPO = Path(__file__).resolve().parent.parent
 SIZE = TINY_IMAGE_SIZE
 STEPS = 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -41,41 +27,11 @@ def served(tmp_path_factory):
     bank = heuristic_bank(pipe, str(model), height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=4.5)
     # The server runs with one torch thread; its profile key says so.
     bank_path = bank.with_profile(synthetic_profile(bank, ms_per_gmac=10_000, num_threads=1)).save(root / "bank.json")
-    port = free_port()
-    env = {
-        **os.environ, "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": str(root / "bentoml"),
-        "ECAD_MODEL": str(model), "ECAD_BANK": str(bank_path), "ECAD_NUM_THREADS": "1",
-        "ECAD_LATENCY_LEARNING_RATE": "0", "ECAD_TIMEOUT_S": "20", "PROMETHEUS_MULTIPROC_DIR": str(root / "prom"),
-    }
     (root / "prom").mkdir()
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "server.service:ECAD", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(root / 'server.log').read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or busy loading
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready: {(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    env = {"ECAD_MODEL": str(model), "ECAD_BANK": str(bank_path), "ECAD_NUM_THREADS": "1",
+           "ECAD_LATENCY_LEARNING_RATE": "0", "ECAD_TIMEOUT_S": "20", "PROMETHEUS_MULTIPROC_DIR": str(root / "prom")}
+    with running_server(env, home=root / "server") as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def post(url, body, path="/generate", **kw):

@@ -15,11 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -89,44 +84,9 @@ def build_bank(model_dir: Path, bank_path: Path) -> Path:
 # -- the server ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get_json(url: str, timeout: float = 10.0):
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.loads(response.read())
-
-
-def wait_ready(base: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"server not ready after {READY_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Stop the server's whole process group (bentoml serve starts worker processes)."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +101,7 @@ def browser_ready():
 
 @pytest.fixture(scope="module")
 def server(browser_ready, tmp_path_factory):
+    from ecad.testing import running_server
     from ecad.tiny import build_tiny_pipeline
 
     root = tmp_path_factory.mktemp("ui-e2e")
@@ -153,32 +114,15 @@ def server(browser_ready, tmp_path_factory):
         bank_path = build_bank(Path(model_dir), root / "bank.json")
         # Deterministic selection: trust the stored profile instead of learning from noisy timings.
         os_env_extra = {"ECAD_LATENCY_LEARNING_RATE": "0"}
-    port = free_port()
-    log = root / "server.log"
     env = {
-        **os.environ,
-        "BENTOML_DO_NOT_TRACK": "true",
-        "BENTOML_HOME": str(root / "bentoml"),
         "ECAD_MODEL": str(model_dir),
         "ECAD_BANK": str(bank_path),  # empty: the server's default bank for the model
         "ECAD_NUM_THREADS": "1",
         "ECAD_PROFILE_BUDGET_S": os.environ.get("ECAD_PROFILE_BUDGET_S", "30"),
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONUNBUFFERED": "1",
         **os_env_extra,
     }
-    bentoml = Path(sys.executable).with_name("bentoml")
-    command = [str(bentoml) if bentoml.exists() else "bentoml", "serve", "server.service:ECAD",
-               "--host", "127.0.0.1", "--port", str(port)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, proc, log)
+    with running_server(env, home=root / "server", ready_timeout_s=READY_TIMEOUT_S) as base:
         yield base
-    finally:
-        stop(proc)
 
 
 # -- the test --------------------------------------------------------------------------------
