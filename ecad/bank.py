@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ecad.atomic import atomic_write_text
+from ecad.setting import Setting
 
 BANK_FORMAT_VERSION = 1
 
@@ -79,7 +80,11 @@ class HardwareProfile(BaseModel):
 
 
 class ScheduleBank(BaseModel):
-    """A model setting's schedule bank."""
+    """A model setting's schedule bank.
+
+    The setting's fields are flat in the file (``height``, ``width``, ...); construct a bank with
+    ``ScheduleBank(**setting.to_dict(), ...)`` and read it back as ``bank.setting``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -136,6 +141,11 @@ class ScheduleBank(BaseModel):
             if unknown:
                 raise ValueError(f"profile {profile.key!r} times unknown entries {unknown}")
         return self
+
+    @property
+    def setting(self) -> Setting:
+        """The setting every entry was searched and profiled for (flat keys in the file)."""
+        return Setting(self.height, self.width, self.num_inference_steps, self.guidance_scale)
 
     # -- lookups -------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .adapters import get_adapter
 from .schedule import CacheSchedule
+from .setting import Setting
 
 
 def _transformer_and_vae_factor(model: Any, vae_scale_factor: int | None) -> tuple[Any, int]:
@@ -48,10 +49,26 @@ def schedule_macs(schedule: CacheSchedule, model: Any, *, height: int, width: in
     return calls_per_step * (recomputed + schedule.num_steps * other)
 
 
-def macs_speedup(schedule: CacheSchedule, model: Any, **shape: Any) -> float:
-    """MACs of no caching / MACs of `schedule` (same shape arguments as `schedule_macs`)."""
-    full = CacheSchedule.full(schedule.layout, schedule.num_steps)
-    return schedule_macs(full, model, **shape) / schedule_macs(schedule, model, **shape)
+def image_macs(pipe: Any, setting: Setting, schedule: CacheSchedule | None = None, *,
+               true_cfg: bool = False) -> int:
+    """Transformer MACs of one image generated through `pipe` at `setting` under `schedule`.
+
+    The one recipe for "what does an image cost": the adapter says how many transformer calls a
+    step makes and how large their batch is for one image (PixArt with CFG: one call of batch 2),
+    and how long the padded prompt is. `schedule=None` is no caching.
+    """
+    adapter = get_adapter(pipe)
+    if schedule is None:
+        schedule = CacheSchedule.full(adapter.layout(getattr(pipe, "transformer", pipe)), setting.num_inference_steps)
+    batch, calls = adapter.transformer_batch(pipe, 1, guidance_scale=setting.guidance_scale, true_cfg=true_cfg)
+    return schedule_macs(schedule, pipe, height=setting.height, width=setting.width, batch_size=batch,
+                         text_len=adapter.text_len(pipe), calls_per_step=calls)
+
+
+def macs_speedup(pipe: Any, setting: Setting, schedule: CacheSchedule, *, true_cfg: bool = False) -> float:
+    """MACs of an uncached image / MACs of an image under `schedule`."""
+    return (image_macs(pipe, setting, None, true_cfg=true_cfg)
+            / image_macs(pipe, setting, schedule, true_cfg=true_cfg))
 
 
 def measure_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1) -> dict[str, list[float]]:

@@ -10,6 +10,7 @@ import torch
 from .adapters import get_adapter
 from .hooks import cache_schedule
 from .schedule import CacheSchedule, ScheduleError
+from .setting import Setting
 
 
 def load_pipeline(model_id_or_path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -37,25 +38,25 @@ def _as_list(value: str | Sequence[str] | None, n: int, what: str) -> list[str] 
 
 
 @torch.no_grad()
-def generate(pipe: Any, prompts: str | Sequence[str], seeds: int | Sequence[int], *, num_inference_steps: int,
-             guidance_scale: float, height: int, width: int, schedule: CacheSchedule | None = None,
-             negative_prompt: str | Sequence[str] | None = None, **pipeline_kwargs: Any) -> torch.Tensor:
+def generate(pipe: Any, prompts: str | Sequence[str], seeds: int | Sequence[int], setting: Setting,
+             schedule: CacheSchedule | None = None, *, negative_prompt: str | Sequence[str] | None = None,
+             **pipeline_kwargs: Any) -> torch.Tensor:
     """Images for `prompts` (one per prompt, image i from `seeds[i]`) as float [N, 3, H, W] in [0, 1].
 
     Each image gets its own `torch.Generator`, so the initial noise of image i depends only on
-    its seed. `schedule` (steps must equal `num_inference_steps`; see `CacheSchedule.resample`) is
-    applied for this call only. `guidance_scale` is passed as is (PixArt: CFG; FLUX: the distilled
-    guidance embedding); extra kwargs go to the pipeline, e.g. FLUX `true_cfg_scale=4.0` with a
-    `negative_prompt`.
+    its seed. `schedule` (steps must equal `setting.num_inference_steps`; see
+    `CacheSchedule.resample`) is applied for this call only. `setting.guidance_scale` is passed as
+    is (PixArt: CFG; FLUX: the distilled guidance embedding); extra kwargs go to the pipeline,
+    e.g. FLUX `true_cfg_scale=4.0` with a `negative_prompt`.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     if len(seeds) != len(prompts):
         raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
-    if schedule is not None and schedule.num_steps != num_inference_steps:
+    if schedule is not None and schedule.num_steps != setting.num_inference_steps:
         raise ScheduleError(
-            f"schedule has {schedule.num_steps} steps but num_inference_steps={num_inference_steps}; "
-            f"use schedule.resample({num_inference_steps})"
+            f"schedule has {schedule.num_steps} steps but num_inference_steps={setting.num_inference_steps}; "
+            f"use schedule.resample({setting.num_inference_steps})"
         )
     device = getattr(pipe, "_execution_device", None) or pipe.device
     generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
@@ -65,8 +66,8 @@ def generate(pipe: Any, prompts: str | Sequence[str], seeds: int | Sequence[int]
         kwargs["negative_prompt"] = negative
     with cache_schedule(pipe, schedule):
         out = pipe(
-            prompt=prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-            height=height, width=width, generator=generators, num_images_per_prompt=1,
-            output_type="pt", **kwargs,
+            prompt=prompts, num_inference_steps=setting.num_inference_steps,
+            guidance_scale=setting.guidance_scale, height=setting.height, width=setting.width,
+            generator=generators, num_images_per_prompt=1, output_type="pt", **kwargs,
         )
     return out.images.float()

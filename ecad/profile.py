@@ -51,11 +51,8 @@ def profile_bank(
 
     def run(entry_id: str) -> float:
         start = time.perf_counter()
-        generate(
-            pipe, [prompt] * batch_size, [seed + i for i in range(batch_size)],
-            num_inference_steps=bank.num_inference_steps, guidance_scale=bank.guidance_scale,
-            height=bank.height, width=bank.width, schedule=schedules[entry_id],
-        )
+        generate(pipe, [prompt] * batch_size, [seed + i for i in range(batch_size)], bank.setting,
+                 schedules[entry_id])
         return (time.perf_counter() - start) * 1000.0
 
     started = time.monotonic()

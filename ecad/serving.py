@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from ecad.paths import DEFAULT_MODEL, SCHEDULES_DIR, model_name
+from ecad.setting import Setting
 from ecad.bank import BankError, HardwareProfile, ScheduleBank, hardware_key
 from ecad.deadline import DeadlineExceeded, pipeline_deadline
 from ecad.select import (
@@ -32,8 +34,6 @@ from ecad.select import (
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO_ROOT / "models" / "ecad-scenes"
 MAX_SEED = 2**32 - 1
 
 
@@ -173,8 +173,7 @@ class ServingConfig:
 
 def default_bank_path(model: str) -> Path:
     """The bank under ``schedules/<model folder or id's last part>/``; it must be unambiguous."""
-    name = Path(model.rstrip("/")).name
-    folder = REPO_ROOT / "schedules" / name
+    folder = SCHEDULES_DIR / model_name(model)
     banks = sorted(folder.glob("*.json"))
     if not banks:
         raise BankError(
@@ -247,9 +246,7 @@ class ScheduleServer:
         fastest = min(self.profile.latency_ms, key=self.profile.latency_ms.get)
         for entry_id in dict.fromkeys([self.bank.no_cache_entry().id, fastest]):
             started = time.perf_counter()
-            run_pipeline(self.pipe, [DEFAULT_PROFILE_PROMPT], [0], num_inference_steps=self.bank.num_inference_steps,
-                         guidance_scale=self.bank.guidance_scale, height=self.bank.height, width=self.bank.width,
-                         schedule=self.schedules[entry_id])
+            run_pipeline(self.pipe, [DEFAULT_PROFILE_PROMPT], [0], self.bank.setting, self.schedules[entry_id])
             logger.info("warm-up with %s: %.0f ms", entry_id, (time.perf_counter() - started) * 1000)
 
     # -- requests -----------------------------------------------------------------------------
@@ -368,10 +365,8 @@ class ScheduleServer:
                 images = run_pipeline(
                     self.pipe, [request.prompt] * request.num_images,
                     [(request.seed + i) % (MAX_SEED + 1) for i in range(request.num_images)],
-                    num_inference_steps=request.num_inference_steps,
-                    guidance_scale=request.guidance_scale,
-                    height=request.height, width=request.width,
-                    schedule=schedule, negative_prompt=request.negative_prompt,
+                    Setting(request.height, request.width, request.num_inference_steps, request.guidance_scale),
+                    schedule, negative_prompt=request.negative_prompt,
                 )
             actual_ms = (time.monotonic() - started) * 1000.0
         finally:

@@ -19,42 +19,30 @@ from typing import Iterator, Sequence
 
 from ecad.adapters import get_adapter
 from ecad.bank import BankEntry, ScheduleBank, fingerprint
-from ecad.cost import schedule_macs
+from ecad.cost import image_macs
 from ecad.heuristics import heuristic_suite
-from ecad.serving import REPO_ROOT
+from ecad.paths import REPO_ROOT
+from ecad.setting import Setting
 
 
-def heuristic_bank(
-    pipe,
-    model: str,
-    *,
-    height: int,
-    width: int,
-    num_inference_steps: int,
-    guidance_scale: float,
-    names: Sequence[str] = ("no-cache", "fora-2", "fora-3", "fora-4"),
-) -> ScheduleBank:
-    adapter = get_adapter(pipe)
-    layout = adapter.layout(pipe.transformer)
-    suite = heuristic_suite(layout, num_inference_steps)
+def heuristic_bank(pipe, model: str, setting: Setting,
+                   names: Sequence[str] = ("no-cache", "fora-2", "fora-3", "fora-4")) -> ScheduleBank:
+    layout = get_adapter(pipe).layout(pipe.transformer)
+    suite = heuristic_suite(layout, setting.num_inference_steps)
     unknown = sorted(set(names) - set(suite))
     if unknown:
         raise ValueError(f"unknown heuristics {unknown}; available: {sorted(suite)}")
-    batch, calls = adapter.transformer_batch(pipe, 1, guidance_scale=guidance_scale)
-    entries = []
-    for name in names:
-        schedule = suite[name]
-        macs = schedule_macs(schedule, pipe, height=height, width=width, batch_size=batch,
-                             text_len=adapter.text_len(pipe), calls_per_step=calls)
-        entries.append(BankEntry(
-            id=name, schedule=schedule.to_dict(), macs=macs,
-            quality={"recompute_fraction": schedule.recompute_fraction},
-            source="no-cache" if schedule.mask.all() else "heuristic",
-        ))
+    entries = [
+        BankEntry(
+            id=name, schedule=suite[name].to_dict(), macs=image_macs(pipe, setting, suite[name]),
+            quality={"recompute_fraction": suite[name].recompute_fraction},
+            source="no-cache" if suite[name].mask.all() else "heuristic",
+        )
+        for name in names
+    ]
     return ScheduleBank(
-        model=model, model_fingerprint=fingerprint(dict(pipe.transformer.config)), height=height, width=width,
-        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, scorer="none (test bank)",
-        quality_metric="recompute_fraction", entries=entries,
+        model=model, model_fingerprint=fingerprint(dict(pipe.transformer.config)), **setting.to_dict(),
+        scorer="none (test bank)", quality_metric="recompute_fraction", entries=entries,
     )
 
 

@@ -70,6 +70,7 @@ def bench(name: str, path: str, args, size: int | None = None) -> list[dict]:
     from ecad.cost import macs_speedup, measure_interleaved
     from ecad.generate import generate, load_pipeline
     from ecad.heuristics import fora, no_cache
+    from ecad.setting import Setting
 
     pipe = load_pipeline(path)
     adapter = get_adapter(pipe)
@@ -77,6 +78,7 @@ def bench(name: str, path: str, args, size: int | None = None) -> list[dict]:
     sample = pipe.transformer.config.get("sample_size") or getattr(pipe, "default_sample_size", 64)
     height = args.height or size or int(sample) * pipe.vae_scale_factor
     width = args.width or size or int(sample) * pipe.vae_scale_factor
+    setting = Setting(height, width, args.steps, args.guidance_scale)
     prompts = ["a red house on a green field"] * args.batch_size
     seeds = list(range(args.batch_size))
     variants = {"unhooked": None, "no-cache": no_cache(layout, args.steps)}
@@ -88,17 +90,13 @@ def bench(name: str, path: str, args, size: int | None = None) -> list[dict]:
     def runner(key, schedule):
         def fn():
             timer.total = 0.0
-            generate(pipe, prompts, seeds, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
-                     height=height, width=width, schedule=schedule)
+            generate(pipe, prompts, seeds, setting, schedule)
             transformer_times[key].append(timer.total)
         return fn
 
     call_times = measure_interleaved({k: runner(k, s) for k, s in variants.items()},
                                      repeats=args.repeats, warmup=args.warmup)
     timer.remove()
-    batch, calls = adapter.transformer_batch(pipe, args.batch_size, guidance_scale=args.guidance_scale)
-    shape = dict(height=height, width=width, batch_size=batch, text_len=adapter.text_len(pipe),
-                 calls_per_step=calls)
     med = {k: statistics.median(v[args.warmup:]) for k, v in transformer_times.items()}
     rows = []
     for key, schedule in variants.items():
@@ -107,7 +105,7 @@ def bench(name: str, path: str, args, size: int | None = None) -> list[dict]:
         if key == "no-cache":
             row["overhead"] = med[key] / med["unhooked"]
         if key.startswith("fora"):
-            row["predicted"] = macs_speedup(schedule, pipe, **shape)
+            row["predicted"] = macs_speedup(pipe, setting, schedule)
             row["realized"] = med["unhooked"] / med[key]
             row["efficiency"] = row["realized"] / row["predicted"]
         rows.append(row)

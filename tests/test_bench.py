@@ -17,11 +17,12 @@ from ecad.bench.runner import MAX_PSNR, Split, run_experiment
 from ecad.generate import generate, load_pipeline
 from ecad.heuristics import fora
 from ecad.hooks import cache_schedule
+from ecad.setting import Setting
 from ecad.testing import heuristic_bank
 from ecad.tiny import build_tiny_pipeline
 
 STEPS = 10
-KW = dict(num_inference_steps=STEPS, guidance_scale=4.5, height=32, width=32)
+SETTING = Setting(32, 32, STEPS, 4.5)
 PROMPTS = ["a red cat", "a blue dog"]
 
 
@@ -49,7 +50,7 @@ def test_cli_end_to_end_on_tiny_pipeline(tiny, tmp_path):
     from ecad.cli.bench import main
 
     path, pipe = tiny
-    bank = heuristic_bank(pipe, str(path), height=32, width=32, num_inference_steps=STEPS, guidance_scale=4.5,
+    bank = heuristic_bank(pipe, str(path), Setting(32, 32, STEPS, 4.5),
                           names=("no-cache", "fora-2", "fora-3-ff"))
     bank_path = bank.save(tmp_path / "bank.json")
     out = tmp_path / "out"
@@ -110,7 +111,7 @@ class Broken(C.Method):
 def test_failing_method_is_reported_not_dropped(tiny, tmp_path):
     _, pipe = tiny
     layout = get_adapter(pipe).layout(pipe.transformer)
-    setting = C.RunSetting(STEPS, 32, 32, 4.5)
+    setting = SETTING
     methods = [C.engine_methods(layout, STEPS)[0], C.ScheduleMethod("fora", "heuristic", {"fora-2": fora(layout, STEPS, 2)}),
                Broken([1, 2])]
     exp = run_experiment(pipe, methods, setting, [Split("held-out", PROMPTS, [0])], batch_size=1, progress=False)
@@ -126,26 +127,26 @@ def test_failing_method_is_reported_not_dropped(tiny, tmp_path):
 
 def test_shim_runs_diffusers_caches_and_leaves_no_state(tiny):
     _, pipe = tiny
-    ref = generate(pipe, PROMPTS, [0, 1], **KW)
-    setting = C.RunSetting(STEPS, 32, 32, 4.5)
+    ref = generate(pipe, PROMPTS, [0, 1], SETTING)
+    setting = SETTING
     for method in C.diffusers_methods(setting):
-        method.prepare(pipe, setting, lambda: generate(pipe, PROMPTS[:1], [0], **KW))
+        method.prepare(pipe, setting, lambda: generate(pipe, PROMPTS[:1], [0], SETTING))
         knob = method.knobs[-1]
         method.enable(pipe, knob)
         try:
             counter = C.MacsCounter(pipe, height=32, width=32, num_images=2, guidance_scale=4.5)
-            first = generate(pipe, PROMPTS, [0, 1], **KW)
+            first = generate(pipe, PROMPTS, [0, 1], SETTING)
             counter.remove()
-            second = generate(pipe, PROMPTS, [0, 1], **KW)  # state is reset between pipeline calls
+            second = generate(pipe, PROMPTS, [0, 1], SETTING)  # state is reset between pipeline calls
         finally:
             method.disable(pipe)
         full = C.MacsCounter(pipe, height=32, width=32, num_images=2, guidance_scale=4.5)
-        generate(pipe, PROMPTS, [0, 1], **KW)
+        generate(pipe, PROMPTS, [0, 1], SETTING)
         full.remove()
         assert torch.equal(first, second), method.family
         assert not torch.equal(first, ref), f"{method.family} changed nothing"
         assert counter.total < full.total, method.family
-    assert torch.equal(generate(pipe, PROMPTS, [0, 1], **KW), ref)  # removal restores the pipeline exactly
+    assert torch.equal(generate(pipe, PROMPTS, [0, 1], SETTING), ref)  # removal restores the pipeline exactly
     assert getattr(pipe.transformer, "_diffusers_hook", None) is None or not any(
         getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in pipe.transformer.modules())
 
@@ -157,7 +158,7 @@ def test_memory_probe_agrees_with_engine_bytes(tiny):
     method.enable(pipe, "fora-2")
     try:
         sampler = C.MemorySampler(pipe, method)
-        generate(pipe, PROMPTS, [0, 1], **KW)
+        generate(pipe, PROMPTS, [0, 1], SETTING)
         sampler.remove()
         handle = C.get_cache_handle(pipe)
         assert sampler.peak == handle.peak_bytes_held > 0

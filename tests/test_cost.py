@@ -8,7 +8,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine_helpers import run, tiny_pipe  # noqa: F401
 from ecad.adapters import get_adapter
-from ecad.cost import macs_speedup, macs_table, measure_interleaved, median_ratio, schedule_macs
+from ecad.cost import image_macs, macs_speedup, macs_table, measure_interleaved, median_ratio, schedule_macs
+from ecad.setting import Setting
 from ecad.heuristics import fora
 from ecad.schedule import CacheSchedule
 
@@ -57,7 +58,10 @@ def test_schedule_macs_is_a_sum(tiny_pipe):
     f2 = schedule_macs(fora(lay, 6, 2), pipe, **shape)
     assert f2 == 3 * component.sum() + 6 * other
     assert schedule_macs(fora(lay, 6, 2), pipe, calls_per_step=2, **shape) == 2 * f2
-    assert macs_speedup(fora(lay, 6, 2), pipe, **shape) == pytest.approx(full / f2)
+    setting = Setting(32, 32, 6, 4.5)
+    assert image_macs(pipe, setting, None) == image_macs(pipe, setting, CacheSchedule.full(lay, 6))
+    assert macs_speedup(pipe, setting, fora(lay, 6, 2)) == pytest.approx(
+        image_macs(pipe, setting, None) / image_macs(pipe, setting, fora(lay, 6, 2)))
     mask = np.ones((6, lay.num_blocks, lay.num_components), bool)
     mask[1:, 0, 0] = False
     one = schedule_macs(CacheSchedule(mask, lay), pipe, **shape)
@@ -69,4 +73,4 @@ def test_measure_interleaved_order_and_counts():
     times = measure_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=1)
     assert order == ["a", "b"] + ["a", "b", "b", "a", "a", "b"]  # warm-up, then rotated rounds
     assert [len(v) for v in times.values()] == [3, 3]
-    assert median_ratio(times, "a", "a") == 1.0
+    assert median_ratio({"a": [3.0, 1.0, 2.0], "b": [4.0, 8.0, 6.0]}, "b", "a") == 3.0  # 6 / 2

@@ -9,12 +9,12 @@ from ecad.generate import generate
 from ecad.heuristics import fora
 from ecad.hooks import get_cache_handle
 from ecad.schedule import ScheduleError
+from ecad.setting import Setting
 from ecad.tiny import TINY_IMAGE_SIZE as SIZE
 
 
 def gen(pipe, prompts, seeds, **kw):
-    return generate(pipe, prompts, seeds, num_inference_steps=STEPS, guidance_scale=4.5, height=SIZE,
-                    width=SIZE, **kw)
+    return generate(pipe, prompts, seeds, Setting(SIZE, SIZE, STEPS, 4.5), **kw)
 
 
 def test_generate_shape_determinism_and_schedule(tiny_pipe):

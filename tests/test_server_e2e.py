@@ -12,6 +12,7 @@ import requests
 from PIL import Image
 
 from ecad.generate import load_pipeline
+from ecad.setting import Setting
 from ecad.testing import heuristic_bank, running_server, synthetic_profile
 from ecad.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
 
@@ -24,7 +25,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     model = build_tiny_pipeline("pixart-alpha", root / "tiny-pixart")
     pipe = load_pipeline(model)
-    bank = heuristic_bank(pipe, str(model), height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=4.5)
+    bank = heuristic_bank(pipe, str(model), Setting(SIZE, SIZE, STEPS, 4.5))
     # The server runs with one torch thread; its profile key says so.
     bank_path = bank.with_profile(synthetic_profile(bank, ms_per_gmac=10_000, num_threads=1)).save(root / "bank.json")
     (root / "prom").mkdir()

@@ -11,11 +11,13 @@ from ecad.bank import BankError, HardwareProfile, ScheduleBank, device_name, har
 from ecad.deadline import DeadlineExceeded
 from ecad.generate import generate, load_pipeline
 from ecad.serving import GenerateRequest, Overloaded, RequestError, ScheduleServer, ServingConfig
+from ecad.setting import Setting
 from ecad.testing import heuristic_bank
 from ecad.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
 
 STEPS = 6
 SIZE = TINY_IMAGE_SIZE
+SETTING = Setting(SIZE, SIZE, STEPS, 4.5)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     model = build_tiny_pipeline("pixart-alpha", root / "tiny-pixart")
     pipe = load_pipeline(model)
-    bank = heuristic_bank(pipe, str(model), height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=4.5)
+    bank = heuristic_bank(pipe, str(model), SETTING)
     bank_path = bank.save(root / "bank.json")
     return model, bank_path, pipe
 
@@ -113,8 +115,8 @@ def test_generation_matches_the_library_with_the_chosen_schedule(server, tiny_se
     result = server.generate(request)
     assert result.schedule_id == "no-cache"  # no budget: best quality
     assert result.budget_met is None
-    expected = generate(pipe, ["a red cat"] * 2, [7, 8], num_inference_steps=STEPS, guidance_scale=4.5,
-                        height=SIZE, width=SIZE, schedule=server.schedules["no-cache"])
+    expected = generate(pipe, ["a red cat"] * 2, [7, 8], SETTING,
+                        schedule=server.schedules["no-cache"])
     assert torch.equal(result.images, expected)
     assert len(result.png_bytes()) == 2 and result.png_bytes()[0][:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -127,8 +129,8 @@ def test_budget_picks_a_faster_schedule_and_the_images_follow_it(server, tiny_se
     plan = server.plan(request)
     assert plan.choice.entry_id != "no-cache" and plan.choice.budget_met
     result = server.generate(request)
-    expected = generate(pipe, ["a red cat"], [3], num_inference_steps=STEPS, guidance_scale=4.5,
-                        height=SIZE, width=SIZE, schedule=server.schedules[result.schedule_id])
+    expected = generate(pipe, ["a red cat"], [3], SETTING,
+                        schedule=server.schedules[result.schedule_id])
     assert torch.equal(result.images, expected)
 
 
@@ -211,8 +213,8 @@ def test_concurrent_requests_equal_sequential_ones(server):
     assert len({r.schedule_id for r in results}) >= 2  # different budgets, different schedules
     for request, result in zip(requests, results):
         # Exactly what the same schedule gives alone, outside the server (no shared state).
-        alone = generate(server.pipe, [request.prompt], [request.seed], num_inference_steps=STEPS,
-                         guidance_scale=4.5, height=SIZE, width=SIZE, schedule=server.schedules[result.schedule_id])
+        alone = generate(server.pipe, [request.prompt], [request.seed], SETTING,
+                         schedule=server.schedules[result.schedule_id])
         assert torch.equal(alone, result.images)
 
 
@@ -230,8 +232,7 @@ def test_a_pinned_schedule_is_served_and_unknown_ids_are_refused(server, tiny_se
     _, _, pipe = tiny_setup
     result = server.generate(server.resolve(GenerateRequest(prompt="a", seed=2, schedule_id="fora-3", latency_ms=1e6)))
     assert result.schedule_id == "fora-3" and result.budget_met
-    expected = generate(pipe, ["a"], [2], num_inference_steps=STEPS, guidance_scale=4.5, height=SIZE, width=SIZE,
-                        schedule=server.schedules["fora-3"])
+    expected = generate(pipe, ["a"], [2], SETTING, schedule=server.schedules["fora-3"])
     assert torch.equal(result.images, expected)
     with pytest.raises(RequestError) as info:
         server.resolve(GenerateRequest(prompt="a", schedule_id="nope"))

@@ -45,26 +45,24 @@ def build_bank(model_dir: Path, bank_path: Path) -> Path:
     """
     from ecad.adapters import get_adapter
     from ecad.bank import BankEntry, ScheduleBank
-    from ecad.cost import schedule_macs
+    from ecad.cost import image_macs
     from ecad.generate import load_pipeline
     from ecad.schedule import CacheSchedule
+    from ecad.setting import Setting
     from ecad.testing import heuristic_bank, synthetic_profile
     from ecad.tiny import TINY_IMAGE_SIZE
 
     pipe = load_pipeline(model_dir)
-    setting = dict(height=TINY_IMAGE_SIZE, width=TINY_IMAGE_SIZE, num_inference_steps=STEPS, guidance_scale=4.5)
-    base = heuristic_bank(pipe, str(model_dir), names=("no-cache", "fora-2", "fora-3", "fora-5", "tgate-4"), **setting)
-    adapter = get_adapter(pipe)
-    layout = adapter.layout(pipe.transformer)
-    batch, calls = adapter.transformer_batch(pipe, 1, guidance_scale=4.5)
+    setting = Setting(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, STEPS, 4.5)
+    base = heuristic_bank(pipe, str(model_dir), setting, names=("no-cache", "fora-2", "fora-3", "fora-5", "tgate-4"))
+    layout = get_adapter(pipe).layout(pipe.transformer)
     rng = np.random.default_rng(0)
     made_up = []
     for i, keep in enumerate((0.75, 0.45)):
         mask = rng.random(CacheSchedule.full(layout, STEPS).mask.shape) < keep
         mask[0] = True
         schedule = CacheSchedule(mask, layout)
-        macs = schedule_macs(schedule, pipe, height=TINY_IMAGE_SIZE, width=TINY_IMAGE_SIZE, batch_size=batch,
-                             text_len=adapter.text_len(pipe), calls_per_step=calls)
+        macs = image_macs(pipe, setting, schedule)
         made_up.append(BankEntry(id=f"ecad-demo-{i + 1}", schedule=schedule.to_dict(), macs=macs, quality={}, source="ecad"))
     entries = []
     for entry in [*base.entries, *made_up]:

@@ -52,27 +52,13 @@ from ecad.adapters import get_adapter
 from ecad.heuristics import heuristic_suite
 from ecad.hooks import apply_cache_schedule, get_cache_handle, remove_cache_schedule
 from ecad.schedule import CacheSchedule
+from ecad.setting import Setting
 
 os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")
 
 SHIM_HOOK = "ecad_bench_cache_context_shim"
 
 KIND_ORDER = ("reference", "ecad", "heuristic", "competitor")
-
-
-@dataclass
-class RunSetting:
-    """The pipeline call every point of one experiment shares."""
-
-    num_inference_steps: int
-    height: int
-    width: int
-    guidance_scale: float
-    name: str = "main"
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "num_inference_steps": self.num_inference_steps, "height": self.height,
-                "width": self.width, "guidance_scale": self.guidance_scale}
 
 
 class Method:
@@ -90,7 +76,7 @@ class Method:
     def label(self, knob: Any) -> str:
         return f"{self.family}:{knob}"
 
-    def prepare(self, pipe: Any, setting: RunSetting, run: Callable[[], Any]) -> None:
+    def prepare(self, pipe: Any, setting: Setting, run: Callable[[], Any]) -> None:
         """One-off preparation before the sweep (e.g. MagCache calibration); `run()` makes images."""
 
     def enable(self, pipe: Any, knob: Any) -> None:
@@ -260,7 +246,7 @@ class DiffusersCache(Method):
     kind = "competitor"
 
     def __init__(self, family: str, knob_name: str, knobs, make_config: Callable[[Any, "DiffusersCache"], Any],
-                 *, shim: bool = True, setting: RunSetting | None = None):
+                 *, shim: bool = True, setting: Setting | None = None):
         super().__init__(knobs)
         self.family, self.knob_name = family, knob_name
         self.make_config = make_config
@@ -436,7 +422,7 @@ class MagCacheMethod(DiffusersCache):
         self.extra["mag_ratios"] = [float(r) for r in ratios[:steps]]
 
 
-def diffusers_methods(setting: RunSetting, *, shim: bool = True) -> list[Method]:
+def diffusers_methods(setting: Setting, *, shim: bool = True) -> list[Method]:
     return [
         DiffusersCache("diffusers-fbcache", "threshold", [0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7], _fbc, shim=shim, setting=setting),
         DiffusersCache("diffusers-taylorseer", "cache_interval", [2, 3, 4, 5, 6], _taylorseer, shim=shim, setting=setting),
@@ -455,7 +441,7 @@ class CacheDitMethod(Method):
     kind = "competitor"
     api = "cache_dit.enable_cache (as shipped)"
 
-    def __init__(self, family: str, knob_name: str, knobs, make: Callable[[Any], dict], setting: RunSetting):
+    def __init__(self, family: str, knob_name: str, knobs, make: Callable[[Any], dict], setting: Setting):
         super().__init__(knobs)
         self.family, self.knob_name, self.make, self.setting = family, knob_name, make, setting
 
@@ -482,7 +468,7 @@ def _quiet_cache_dit():
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def cache_dit_methods(setting: RunSetting) -> list[Method]:
+def cache_dit_methods(setting: Setting) -> list[Method]:
     try:
         import cache_dit  # noqa: F401
         from cache_dit import DBCacheConfig, DBPruneConfig, TaylorSeerCalibratorConfig
@@ -528,7 +514,7 @@ class UnavailableMethod(Method):
         pass
 
 
-def competitor_methods(setting: RunSetting, *, shim: bool = True) -> list[Method]:
+def competitor_methods(setting: Setting, *, shim: bool = True) -> list[Method]:
     return cache_dit_methods(setting) + diffusers_methods(setting, shim=shim)
 
 

@@ -105,7 +105,7 @@ def summarize(exp: Experiment, split: str = HELD_OUT, speed_key: str = "speedup"
 
 def experiment_dict(exp: Experiment) -> dict[str, Any]:
     return {
-        "setting": exp.setting.to_dict(),
+        "setting": {"name": exp.name, **exp.setting.to_dict()},
         "splits": [{"name": s.name, "prompts": s.prompts, "seeds": s.seeds} for s in exp.splits],
         "batch_size": exp.batch_size, "timed_rounds": exp.rounds, "seconds": exp.seconds,
         "reference_reproducible": exp.reference_reproducible,
@@ -205,7 +205,7 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
                   else "**changed** (a method left state behind)."), ""]
 
     # all points
-    lines += [f"## Every point ({main.setting.name} setting)", "",
+    lines += [f"## Every point ({main.name} setting)", "",
               "speedup: ratio of medians (the headline); speedup (min): ratio of the fastest runs, a check on a "
               "noisy shared machine; MACs speedup: work that actually ran, immune to machine noise.", "",
               "Last two columns: the fastest ECAD point at least as fast (wall-clock / MACs) and at least as good "
@@ -252,7 +252,7 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
         lines.append("")
 
     for exp in experiments[1:]:
-        lines += [f"## Transfer: {exp.setting.name} ({exp.setting.num_inference_steps} steps, "
+        lines += [f"## Transfer: {exp.name} ({exp.setting.num_inference_steps} steps, "
                   f"{exp.setting.height}x{exp.setting.width})", "",
                   "Bank schedules calibrated at the main setting, resampled in time (`CacheSchedule.resample`) "
                   "or applied as is at another resolution; FORA recomputed for this setting.", ""]
@@ -405,7 +405,7 @@ def plot_transfer(experiments: Sequence[Experiment], path: Path) -> None:
                              _style(pts[0].method.kind, fam), fam)
         for g in GOAL_PSNR:
             ax.axhline(g, color="red", lw=0.7, ls=":")
-        ax.set_title(f"{exp.setting.name}: {exp.setting.num_inference_steps} steps, {exp.setting.height}x{exp.setting.width}")
+        ax.set_title(f"{exp.name}: {exp.setting.num_inference_steps} steps, {exp.setting.height}x{exp.setting.width}")
         ax.set_xlabel("wall-clock speedup")
         ax.set_ylabel(f"PSNR vs no-cache (dB, ≥{PLOT_PSNR_CAP:.0f} drawn at {PLOT_PSNR_CAP:.0f})")
         ax.grid(alpha=0.3)

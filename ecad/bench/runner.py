@@ -1,6 +1,6 @@
 """Run every point of every method on the same prompts and seeds, in one process, interleaved.
 
-One experiment (`run_experiment`) = one `RunSetting` (steps, size, guidance) and a list of
+One experiment (`run_experiment`) = one named `Setting` (steps, size, guidance) and a list of
 methods; each method contributes one point per knob value. Procedure:
 
 1. ``prepare``: one-off method set-up (MagCache calibrates its ratios on the calibration prompts).
@@ -29,8 +29,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ecad.bench.competitors import DiffusersCache, MacsCounter, MemorySampler, Method, RunSetting
+from ecad.bench.competitors import DiffusersCache, MacsCounter, MemorySampler, Method
 from ecad.generate import generate
+from ecad.setting import Setting
 from ecad.quality.fidelity import psnr_per_image, ssim_per_image
 
 MAX_PSNR = 100.0  # identical images; caps the infinite PSNR so JSON and means stay finite
@@ -98,7 +99,8 @@ def _jsonable(value):
 
 @dataclass
 class Experiment:
-    setting: RunSetting
+    name: str  # e.g. "main", "50-steps", "48px"
+    setting: Setting
     points: list[Point]
     splits: list[Split]
     batch_size: int
@@ -118,9 +120,10 @@ def _batches(items: list[tuple[str, int]], size: int) -> list[list[tuple[str, in
 def run_experiment(
     pipe: Any,
     methods: Sequence[Method],
-    setting: RunSetting,
+    setting: Setting,
     splits: Sequence[Split],
     *,
+    name: str = "main",
     batch_size: int = 8,
     reward: Any = None,
     fid_fn: Callable[[torch.Tensor, str], float] | None = None,
@@ -133,8 +136,6 @@ def run_experiment(
 ) -> Experiment:
     """Run every (method, knob) point; see the module docstring. The first method must be no-cache."""
     start = time.perf_counter()
-    kw = dict(num_inference_steps=setting.num_inference_steps, guidance_scale=setting.guidance_scale,
-              height=setting.height, width=setting.width)
     points = [Point(m, k, m.label(k)) for m in methods for k in m.knobs]
     if not points or points[0].label != "no-cache":
         raise ValueError("the first method must be the no-cache reference")
@@ -147,16 +148,16 @@ def run_experiment(
     def run(batch, point=None):
         prompts = [it[1][0] for it in batch]
         seeds = [it[1][1] for it in batch]
-        return generate(pipe, prompts, seeds, **kw)
+        return generate(pipe, prompts, seeds, setting)
 
     total = len(points) * (1 + len(batches)) + sum(1 for m in methods if isinstance(m, DiffusersCache) and as_shipped)
-    bar = _progress(total, progress, f"bench {setting.name}")
+    bar = _progress(total, progress, f"bench {name}")
 
     # 1. prepare
     prepared: dict[int, BaseException] = {}
     for m in methods:
         try:
-            m.prepare(pipe, setting, lambda: generate(pipe, [c[0] for c in calib], [c[1] for c in calib], **kw))
+            m.prepare(pipe, setting, lambda: generate(pipe, [c[0] for c in calib], [c[1] for c in calib], setting))
         except Exception as err:  # noqa: BLE001
             prepared[id(m)] = err
             m.disable(pipe)
@@ -194,14 +195,9 @@ def run_experiment(
             _safe_disable(m, pipe)
         schedule = m.schedule(p.knob)
         if schedule is not None:
-            from ecad.adapters import get_adapter
-            from ecad.cost import schedule_macs
+            from ecad.cost import image_macs
 
-            adapter = get_adapter(pipe)
-            batch, calls = adapter.transformer_batch(pipe, 1, guidance_scale=setting.guidance_scale)
-            p.analytic_macs_per_image = float(schedule_macs(
-                schedule, pipe, height=setting.height, width=setting.width, batch_size=batch,
-                text_len=adapter.text_len(pipe), calls_per_step=calls))
+            p.analytic_macs_per_image = float(image_macs(pipe, setting, schedule))
         if as_shipped and isinstance(m, DiffusersCache) and m.uses_shim and id(m) not in shipped_tried:
             shipped_tried.add(id(m))
             bar.update(1)
@@ -277,7 +273,7 @@ def run_experiment(
                 base = ref.quality[split.name].get("reward")
                 if base:
                     p.quality[split.name]["reward_rel"] = p.quality[split.name]["reward"] / base
-    return Experiment(setting, points, list(splits), batch_size, len(full), time.perf_counter() - start,
+    return Experiment(name, setting, points, list(splits), batch_size, len(full), time.perf_counter() - start,
                       reference_reproducible=reproducible)
 
 

@@ -10,8 +10,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = REPO_ROOT / "models" / "ecad-scenes"
+from ecad.paths import DEFAULT_MODEL, REPO_ROOT, SCHEDULES_DIR
 
 EPILOG = """\
 What runs (same prompts, same seeds, same process, interleaved):
@@ -87,11 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _find_bank(model: str, args) -> Path | None:
-    from ecad.search.model_task import model_name
+    from ecad.paths import model_name
 
     if args.bank:
         return Path(args.bank)
-    folder = REPO_ROOT / "schedules" / model_name(model)
+    folder = SCHEDULES_DIR / model_name(model)
     candidates = sorted(folder.glob("*.json")) if folder.is_dir() else []
     if args.height and args.steps:
         exact = folder / f"{args.height}x{args.width or args.height}-{args.steps}steps.json"
@@ -121,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     from ecad.bench.report import write_report
     from ecad.bench.runner import Split, run_experiment
     from ecad.generate import load_pipeline
-    from ecad.search.model_task import model_name
+    from ecad.setting import Setting
+    from ecad.paths import model_name
     from ecad.search.prompts import default_resolution, is_scenes_model, prompt_set
 
     model = str(args.model)
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         fid_fn = _scenes_fid_fn(model, splits, args.fid_renders, reward)
 
     # methods
-    setting = C.RunSetting(steps, height, width, guidance, "main")
+    setting = Setting(height, width, steps, guidance)
     wanted = None if args.methods == "all" else {m.strip() for m in args.methods.split(",") if m.strip()}
 
     def pick(methods):
@@ -215,20 +215,20 @@ def main(argv: list[str] | None = None) -> int:
         transfer_splits = [Split("held-out", splits[0].prompts[: args.transfer_prompts], seeds[:1])]
         multiple = adapter.spatial_multiple(pipe)
         size = args.transfer_size or _round_to(int(height * 1.5), multiple)
-        settings = [C.RunSetting(int(n), height, width, guidance, f"{n}-steps")
-                    for n in args.transfer_steps.split(",") if n.strip()]
-        settings.append(C.RunSetting(steps, size, size, guidance, f"{size}px"))
-        for ts in settings:
+        transfers = [(f"{n}-steps", setting.with_changes(num_inference_steps=int(n)))
+                     for n in args.transfer_steps.split(",") if n.strip()]
+        transfers.append((f"{size}px", setting.with_changes(height=size, width=size)))
+        for name, ts in transfers:
             eng = C.engine_methods(layout, ts.num_inference_steps)
             tmethods = [eng[0]] + ([C.ecad_method(bank, ts.num_inference_steps)] if bank else []) + \
                        [m for m in eng if m.family == "fora"]
             try:
-                experiments.append(run_experiment(pipe, tmethods, ts, transfer_splits,
+                experiments.append(run_experiment(pipe, tmethods, ts, transfer_splits, name=name,
                                                   batch_size=min(args.batch_size, 4, len(transfer_splits[0].items())),
                                                   reward=reward, fid_fn=None, as_shipped=False, progress=bar,
                                                   probe_images=args.probe_images))
             except Exception as err:  # noqa: BLE001
-                meta["notes"].append(f"transfer {ts.name} failed: {type(err).__name__}: {err}")
+                meta["notes"].append(f"transfer {name} failed: {type(err).__name__}: {err}")
 
     out = Path(args.out or REPO_ROOT / "docs" / "benchmarks" / model_name(model))
     write_report(out, meta, experiments)

@@ -11,8 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = REPO_ROOT / "models" / "ecad-scenes"
+from ecad.paths import DEFAULT_MODEL, REPO_ROOT, SCHEDULES_DIR
 
 EPILOG = """\
 examples:
@@ -148,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     setting = setting_name(height, width, args.steps)
     run_dir = Path(args.run_dir or Path("runs") / "calibrate" / model_name(args.model) / f"{setting}-{scorer}-s{args.seed}")
-    out = Path(args.out or REPO_ROOT / "schedules" / model_name(args.model) / f"{setting}.json")
+    out = Path(args.out or SCHEDULES_DIR / model_name(args.model) / f"{setting}.json")
     settings = GeneticSettings(
         population=args.population, crossover_points=args.crossover_points, crossover_prob=args.crossover_prob,
         mutation_prob=args.mutation_prob, mutation_bit_prob=args.mutation_bit_prob,

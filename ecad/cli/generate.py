@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_schedule(spec: str | None, layout, steps: int):
     """A schedule from a JSON file path or a heuristic name, with `steps` steps (resampled if needed)."""
     from ..heuristics import heuristic_suite
+    from ..setting import Setting
     from ..schedule import CacheSchedule
 
     if spec is None:
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..cost import macs_speedup
     from ..generate import generate, load_pipeline
     from ..heuristics import heuristic_suite
+    from ..setting import Setting
 
     pipe = load_pipeline(args.model, device=args.device)
     adapter = get_adapter(pipe)
@@ -92,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     schedule = resolve_schedule(args.schedule, layout, args.steps)
     extra = {"true_cfg_scale": args.true_cfg_scale} if args.true_cfg_scale else {}
     start = time.perf_counter()
-    images = generate(pipe, [args.prompt], [args.seed], num_inference_steps=args.steps,
-                      guidance_scale=args.guidance_scale, height=height, width=width, schedule=schedule,
+    setting = Setting(height, width, args.steps, args.guidance_scale)
+    images = generate(pipe, [args.prompt], [args.seed], setting, schedule,
                       negative_prompt=args.negative_prompt, **extra)
     elapsed = time.perf_counter() - start
     from PIL import Image
@@ -101,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     array = (images[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     Image.fromarray(array).save(args.out)
     if schedule is not None:
-        batch, calls = adapter.transformer_batch(pipe, 1, guidance_scale=args.guidance_scale,
-                                                 true_cfg=bool(extra) and args.negative_prompt is not None)
-        speedup = macs_speedup(schedule, pipe, height=height, width=width, batch_size=batch,
-                               text_len=adapter.text_len(pipe), calls_per_step=calls)
+        speedup = macs_speedup(pipe, setting, schedule, true_cfg=bool(extra) and args.negative_prompt is not None)
         note = f", schedule {schedule.hash[:12]} ({speedup:.2f}x fewer transformer MACs)"
     else:
         note = ""

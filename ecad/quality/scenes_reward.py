@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ecad.paths import DEFAULT_MODEL
+
 from ecad.quality.base import QualityScorer, register_scorer
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "ecad-scenes"
+DEFAULT_MODEL_DIR = DEFAULT_MODEL
 
 
 class SceneRewardNet(nn.Module):

@@ -16,6 +16,7 @@ import torch
 
 from ecad.search.evaluation import CandidateResult
 from ecad.search.space import BitSpace
+from ecad.setting import Setting
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -58,8 +59,7 @@ class PipelineEvaluator:
         self.prompts = [p for p in prompts for _ in seeds]
         self.seeds = [int(s) for _ in prompts for s in seeds]
         self.batch_size = batch_size or len(self.prompts)
-        self.setting = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                            height=height, width=width)
+        self.setting = Setting(height, width, num_inference_steps, guidance_scale)
         self.space = BitSpace((num_inference_steps, self.layout.num_blocks, self.layout.num_components))
         self.cost = cost
         self.references: torch.Tensor | None = None
@@ -71,13 +71,9 @@ class PipelineEvaluator:
         return CacheSchedule(self.space.bits_to_mask(bits), self.layout)
 
     def _macs(self, schedule) -> int:
-        from ecad.cost import schedule_macs
+        from ecad.cost import image_macs
 
-        batch, calls = self.adapter.transformer_batch(self.pipe, 1, guidance_scale=self.setting["guidance_scale"])
-        return schedule_macs(
-            schedule, self.pipe, height=self.setting["height"], width=self.setting["width"],
-            batch_size=batch, text_len=self.adapter.text_len(self.pipe), calls_per_step=calls,
-        )
+        return image_macs(self.pipe, self.setting, schedule)
 
     def _generate(self, schedule) -> torch.Tensor:
         from ecad.generate import generate
@@ -86,7 +82,7 @@ class PipelineEvaluator:
         for start in range(0, len(self.prompts), self.batch_size):
             end = start + self.batch_size
             chunks.append(generate(self.pipe, self.prompts[start:end], self.seeds[start:end],
-                                   schedule=schedule, **self.setting).cpu())
+                                   self.setting, schedule).cpu())
         return torch.cat(chunks)
 
     def compute_references(self) -> dict[str, torch.Tensor] | None:
