@@ -14,16 +14,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .adapters import get_adapter
+from .adapters import get_adapter, split_pipeline
 from .schedule import CacheSchedule
 from .setting import Setting
-
-
-def _transformer_and_vae_factor(model: Any, vae_scale_factor: int | None) -> tuple[Any, int]:
-    transformer = getattr(model, "transformer", model)
-    if vae_scale_factor is None:
-        vae_scale_factor = int(getattr(model, "vae_scale_factor", 8))
-    return transformer, vae_scale_factor
 
 
 def macs_table(model: Any, *, height: int, width: int, batch_size: int, text_len: int,
@@ -32,7 +25,8 @@ def macs_table(model: Any, *, height: int, width: int, batch_size: int, text_len
 
     `model` is a transformer or a pipeline (then its `vae_scale_factor` is used).
     """
-    transformer, vsf = _transformer_and_vae_factor(model, vae_scale_factor)
+    pipe, transformer = split_pipeline(model)
+    vsf = vae_scale_factor if vae_scale_factor is not None else int(getattr(pipe, "vae_scale_factor", 8))
     adapter = get_adapter(transformer)
     kw = dict(height=height, width=width, batch_size=batch_size, text_len=text_len, vae_scale_factor=vsf)
     return adapter.component_macs(transformer, **kw), adapter.other_macs(transformer, **kw)
@@ -59,7 +53,7 @@ def image_macs(pipe: Any, setting: Setting, schedule: CacheSchedule | None = Non
     """
     adapter = get_adapter(pipe)
     if schedule is None:
-        schedule = CacheSchedule.full(adapter.layout(getattr(pipe, "transformer", pipe)), setting.num_inference_steps)
+        schedule = CacheSchedule.full(adapter.layout(split_pipeline(pipe)[1]), setting.num_inference_steps)
     batch, calls = adapter.transformer_batch(pipe, 1, guidance_scale=setting.guidance_scale, true_cfg=true_cfg)
     return schedule_macs(schedule, pipe, height=setting.height, width=setting.width, batch_size=batch,
                          text_len=adapter.text_len(pipe), calls_per_step=calls)

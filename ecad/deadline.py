@@ -15,6 +15,8 @@ from typing import Iterator
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
+from ecad.adapters import split_pipeline
+
 DEADLINE_HOOK = "ecad_deadline"
 
 
@@ -33,17 +35,13 @@ class DeadlineHook(ModelHook):
         return args, kwargs
 
 
-def _transformer(pipe_or_transformer) -> torch.nn.Module:
-    return getattr(pipe_or_transformer, "transformer", pipe_or_transformer)
-
-
 @contextmanager
 def pipeline_deadline(pipe_or_transformer, deadline: float | None) -> Iterator[None]:
     """Within the block, transformer calls after ``deadline`` (monotonic s) raise ``DeadlineExceeded``."""
     if deadline is None:
         yield
         return
-    registry = HookRegistry.check_if_exists_or_initialize(_transformer(pipe_or_transformer))
+    registry = HookRegistry.check_if_exists_or_initialize(split_pipeline(pipe_or_transformer)[1])
     registry.register_hook(DeadlineHook(deadline), DEADLINE_HOOK)
     try:
         yield

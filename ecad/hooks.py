@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from .adapters import get_adapter
+from .adapters import get_adapter, split_pipeline
 from .schedule import CacheSchedule, ScheduleError
 
 _STEP_TRACKER_HOOK = "ecad_step_tracker"
@@ -315,15 +315,6 @@ class CacheHandle:
         return f"CacheHandle({self.schedule!r}, bytes_held={self.bytes_held}, peak={self.peak_bytes_held})"
 
 
-def _split(pipe_or_transformer: Any) -> tuple[Any, torch.nn.Module]:
-    transformer = getattr(pipe_or_transformer, "transformer", None)
-    if isinstance(transformer, torch.nn.Module):
-        return pipe_or_transformer, transformer
-    if isinstance(pipe_or_transformer, torch.nn.Module):
-        return None, pipe_or_transformer
-    raise TypeError(f"expected a diffusers pipeline or transformer, got {type(pipe_or_transformer).__name__}")
-
-
 def _registry_hook(module: torch.nn.Module, name: str) -> ModelHook | None:
     registry = getattr(module, "_diffusers_hook", None)
     return registry.get_hook(name) if registry is not None else None
@@ -341,7 +332,7 @@ def apply_cache_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> C
     Replaces a schedule applied earlier. Raises `ScheduleError` if the schedule is malformed or
     made for another block layout, `UnsupportedModelError` for an unknown transformer class.
     """
-    pipe, transformer = _split(pipe_or_transformer)
+    pipe, transformer = split_pipeline(pipe_or_transformer)
     adapter = get_adapter(transformer)
     schedule.validate(layout=adapter.layout(transformer))
     if _registry_hook(transformer, _STEP_TRACKER_HOOK) is not None:
@@ -367,7 +358,7 @@ def apply_cache_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> C
 
 def remove_cache_schedule(pipe_or_transformer: Any) -> None:
     """Remove an applied schedule and restore the modules exactly (no-op if none is applied)."""
-    _, transformer = _split(pipe_or_transformer)
+    _, transformer = split_pipeline(pipe_or_transformer)
     tracker = _registry_hook(transformer, _STEP_TRACKER_HOOK)
     if tracker is None:
         return
@@ -389,7 +380,7 @@ def remove_cache_schedule(pipe_or_transformer: Any) -> None:
 
 def get_cache_handle(pipe_or_transformer: Any) -> CacheHandle | None:
     """The handle of the schedule applied to this pipeline/transformer, if any."""
-    _, transformer = _split(pipe_or_transformer)
+    _, transformer = split_pipeline(pipe_or_transformer)
     tracker = _registry_hook(transformer, _STEP_TRACKER_HOOK)
     return getattr(tracker, "handle", None)
 

@@ -5,6 +5,7 @@ from .base import (
     UnsupportedModelError,
     get_adapter,
     register_adapter,
+    split_pipeline,
     supported_transformers,
 )
 from . import flux, pixart  # noqa: E402,F401  (register the built-in adapters)
@@ -14,5 +15,6 @@ __all__ = [
     "UnsupportedModelError",
     "get_adapter",
     "register_adapter",
+    "split_pipeline",
     "supported_transformers",
 ]

@@ -35,9 +35,20 @@ def supported_transformers() -> list[str]:
     return sorted(cls.__name__ for cls in _ADAPTERS)
 
 
+def split_pipeline(pipe_or_transformer: Any) -> tuple[Any | None, nn.Module]:
+    """(pipeline or None, transformer): every ecad entry point takes either a pipeline or its
+    bare transformer, and this is the one place that tells them apart."""
+    transformer = getattr(pipe_or_transformer, "transformer", None)
+    if isinstance(transformer, nn.Module):
+        return pipe_or_transformer, transformer
+    if isinstance(pipe_or_transformer, nn.Module):
+        return None, pipe_or_transformer
+    raise TypeError(f"expected a diffusers pipeline or transformer, got {type(pipe_or_transformer).__name__}")
+
+
 def get_adapter(model: Any) -> "TransformerAdapter":
     """The adapter for a transformer (or a pipeline's `.transformer`), by class (subclasses match)."""
-    transformer = getattr(model, "transformer", model)
+    _, transformer = split_pipeline(model)
     for cls in type(transformer).__mro__:
         if cls in _ADAPTERS:
             return _ADAPTERS[cls]
