@@ -53,13 +53,13 @@ def default_model(out: Path) -> str:
 
 
 def front_hv(points: np.ndarray, lower, upper) -> float:
-    from ecad.search.hypervolume import hypervolume
+    from ecad.search.engine.hypervolume import hypervolume
 
     return hypervolume(points, lower, upper) if len(points) else 0.0
 
 
 def F_of(records, values=None):
-    from ecad.search.hypervolume import objectives
+    from ecad.search.engine.hypervolume import objectives
 
     if values is None:
         return objectives([r.result.quality for r in records], [r.result.cost for r in records])
@@ -73,13 +73,15 @@ def main(argv=None):
 
     torch.set_num_threads(1)
     from ecad.cli.calibrate import _scorer_arg, resolve_scorer
-    from ecad.search.evaluation import EvaluatorSpec
+    from dataclasses import replace
+
+    from ecad.quality.prompts import default_resolution, prompt_set
+    from ecad.search.engine.hypervolume import normalization_from
+    from ecad.search.engine.loop import archive_front, run_search
+    from ecad.search.engine.nsga import GeneticSettings
     from ecad.search.executors import LocalExecutor
-    from ecad.search.hypervolume import nondominated_mask, normalization_from
-    from ecad.search.loop import archive_front, run_search
-    from ecad.search.model_task import build_model_task
-    from ecad.search.nsga import GeneticSettings
-    from ecad.search.prompts import default_resolution, prompt_set
+    from ecad.search.render import RenderRecipe, build_model_task
+    from ecad.setting import Setting
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,16 +91,16 @@ def main(argv=None):
     scorer, scorer_kwargs = resolve_scorer(args)
     size = default_resolution(model)
     seeds = [int(s) for s in args.seeds.split(",")]
-    common = dict(model=model, scorer=scorer, scorer_kwargs=scorer_kwargs, seeds=seeds,
-                  num_inference_steps=args.steps, guidance_scale=args.guidance, height=size, width=size,
-                  num_threads=1)
-    task = build_model_task(prompts=prompt_set(model, args.num_prompts, "calibration"), **common)
+    recipe = RenderRecipe(model=model, setting=Setting(size, size, args.steps, args.guidance), scorer=scorer,
+                          scorer_kwargs=scorer_kwargs, prompts=prompt_set(model, args.num_prompts, "calibration"),
+                          seeds=seeds, num_threads=1)
+    task = build_model_task(recipe)
     settings = GeneticSettings(population=args.population)
     tag = f"{Path(model).name}-{scorer}-p{args.population}-s{args.seed}"
 
     # 1. in-process search
     started = time.perf_counter()
-    local = run_search(task, out / f"run-local-{tag}", LocalExecutor(task.evaluator), generations=args.generations,
+    local = run_search(task, out / f"run-local-{tag}", LocalExecutor(task.recipe), generations=args.generations,
                        settings=settings, seed=args.seed, progress=False)
     local_wall = time.perf_counter() - started
     history = local.state.history
@@ -107,9 +109,7 @@ def main(argv=None):
     heuristic_hv = front_hv(F_of(heuristics), lower, upper)
 
     # 2. held-out prompts: re-score every schedule that was on a front at some generation + heuristics
-    held_spec = EvaluatorSpec(task.evaluator.factory,
-                              {**task.evaluator.kwargs, "prompts": prompt_set(model, args.held_out_prompts, "held-out")})
-    held = held_spec.build()
+    held = replace(recipe, prompts=prompt_set(model, args.held_out_prompts, "held-out")).build()
     held.set_references(held.compute_references())
     fronts = {g: archive_front(local.memo, g) for g in range(local.state.generation + 1)}
     to_score = {r.key: r for rs in fronts.values() for r in rs} | {r.key: r for r in heuristics}
@@ -135,13 +135,13 @@ def main(argv=None):
     if args.ray_generations > 0:
         import ray
 
-        from ecad.search.ray_executor import RayExecutor
+        from ecad.search.executors.ray_actors import RayExecutor
 
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}})
         g_ray = min(args.ray_generations, args.generations)
         started = time.perf_counter()
-        with RayExecutor(task.evaluator, num_workers=args.workers) as executor:
+        with RayExecutor(task.recipe, num_workers=args.workers) as executor:
             startup = time.perf_counter() - started
             distributed = run_search(task, out / f"run-ray-{tag}-{time.time_ns()}", executor, generations=g_ray,
                                      settings=settings, seed=args.seed, progress=False, plot=False)
@@ -163,7 +163,7 @@ def main(argv=None):
         }
 
     summary = {
-        "model": model, "scorer": scorer, "setting": f"{size}x{size}-{args.steps}steps",
+        "model": model, "scorer": scorer, "setting": recipe.setting.name,
         "population": args.population, "generations": args.generations, "bits": task.space.n_var,
         "calibration_prompts": args.num_prompts, "held_out_prompts": args.held_out_prompts, "seeds": seeds,
         "heuristics": len(heuristics), "hv_heuristics_calibration": heuristic_hv,

@@ -14,15 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecad.search.evaluation import CandidateResult, EvaluatorSpec
+from ecad.search.engine.evaluation import CandidateResult, Recipe
+from ecad.search.engine.hypervolume import hypervolume, nondominated_mask
+from ecad.search.engine.loop import archive_front, run_search, scorer_spread_warning
+from ecad.search.engine.nsga import GeneticSettings
+from ecad.search.engine.run_folder import Memo, RunFolderError
+from ecad.search.engine.space import BitSpace, pack_bits, unpack_bits
+from ecad.search.engine.synthetic import synthetic_task, true_front
 from ecad.search.executors import LocalExecutor
-from ecad.search.hypervolume import hypervolume, nondominated_mask
-from ecad.search.loop import archive_front, run_search, scorer_spread_warning
-from ecad.search.memo import Memo
-from ecad.search.nsga import GeneticSettings
-from ecad.search.run_folder import RunFolderError
-from ecad.search.space import BitSpace, pack_bits, unpack_bits
-from ecad.search.synthetic import synthetic_task, true_front
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = GeneticSettings(population=12)
@@ -45,8 +44,8 @@ def memo_keys(run_dir: Path) -> list[str]:
 
 
 class CountingEvaluator:
-    def __init__(self, spec: EvaluatorSpec):
-        self.inner = spec.build()
+    def __init__(self, recipe: Recipe):
+        self.inner = recipe.build()
         self.calls = 0
 
     def compute_references(self):
@@ -81,9 +80,9 @@ def test_nondominated_and_hypervolume():
 
 def test_found_front_reaches_the_true_front(tmp_path):
     task = synthetic_task(shape=(4, 2, 2))
-    result = run_search(task, tmp_path, LocalExecutor(task.evaluator), generations=30,
+    result = run_search(task, tmp_path, LocalExecutor(task.recipe), generations=30,
                         settings=GeneticSettings(population=24), seed=0, progress=False, plot=False)
-    expected = true_front(np.array(task.evaluator.kwargs["weights"]))
+    expected = true_front(np.array(task.recipe.weights))
     found = front_F(result)
     assert len(found) == len(expected)
     assert np.allclose(found[np.argsort(found[:, 1])], expected[np.argsort(expected[:, 1])])
@@ -94,11 +93,11 @@ def test_found_front_reaches_the_true_front(tmp_path):
 
 def test_extending_a_run_equals_running_longer_and_never_reevaluates(tmp_path):
     task = synthetic_task(shape=(4, 2, 2))
-    direct = run_search(task, tmp_path / "direct", LocalExecutor(task.evaluator), generations=6,
+    direct = run_search(task, tmp_path / "direct", LocalExecutor(task.recipe), generations=6,
                         settings=SMALL, seed=3, progress=False, plot=False)
 
-    counting = CountingEvaluator(task.evaluator)
-    executor = LocalExecutor(task.evaluator, evaluator=counting)
+    counting = CountingEvaluator(task.recipe)
+    executor = LocalExecutor(task.recipe, evaluator=counting)
     run_search(task, tmp_path / "ext", executor, generations=3, settings=SMALL, seed=3, progress=False, plot=False)
     first_calls = counting.calls
     run_search(task, tmp_path / "ext", executor, generations=3, settings=SMALL, seed=3, progress=False, plot=False)
@@ -113,17 +112,17 @@ def test_extending_a_run_equals_running_longer_and_never_reevaluates(tmp_path):
 
 def test_other_settings_in_an_existing_run_folder_are_refused(tmp_path):
     task = synthetic_task(shape=(4, 2, 2))
-    run_search(task, tmp_path, LocalExecutor(task.evaluator), generations=1, settings=SMALL, seed=0,
+    run_search(task, tmp_path, LocalExecutor(task.recipe), generations=1, settings=SMALL, seed=0,
                progress=False, plot=False)
     with pytest.raises(RunFolderError, match="different settings"):
-        run_search(task, tmp_path, LocalExecutor(task.evaluator), generations=1, settings=SMALL, seed=1,
+        run_search(task, tmp_path, LocalExecutor(task.recipe), generations=1, settings=SMALL, seed=1,
                    progress=False, plot=False)
 
 
 def test_memo_ignores_a_torn_last_line(tmp_path):
     path = tmp_path / "memo.jsonl"
     memo = Memo(path, 4)
-    from ecad.search.memo import MemoRecord
+    from ecad.search.engine.run_folder import MemoRecord
 
     memo.add(MemoRecord("k1", np.array([1, 0, 1, 0], bool), CandidateResult(0.5, 0.5), 0))
     with open(path, "a") as handle:
@@ -135,7 +134,7 @@ def test_memo_ignores_a_torn_last_line(tmp_path):
 
 
 def test_blind_scorer_is_reported():
-    from ecad.search.memo import MemoRecord
+    from ecad.search.engine.run_folder import MemoRecord
 
     def record(label, quality):
         return MemoRecord(label, np.zeros(2, bool), CandidateResult(quality, 0.5), 0, label)
@@ -148,13 +147,13 @@ def test_blind_scorer_is_reported():
 RUNNER = textwrap.dedent(
     """
     import sys
+    from ecad.search.engine.loop import run_search
+    from ecad.search.engine.nsga import GeneticSettings
+    from ecad.search.engine.synthetic import synthetic_task
     from ecad.search.executors import LocalExecutor
-    from ecad.search.loop import run_search
-    from ecad.search.nsga import GeneticSettings
-    from ecad.search.synthetic import synthetic_task
 
     task = synthetic_task(shape=(4, 2, 2), delay=float(sys.argv[2]))
-    run_search(task, sys.argv[1], LocalExecutor(task.evaluator), generations=6,
+    run_search(task, sys.argv[1], LocalExecutor(task.recipe), generations=6,
                settings=GeneticSettings(population=12), seed=5, progress=False, plot=False)
     """
 )
@@ -186,3 +185,22 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
     keys = memo_keys(killed)
     assert len(keys) == len(set(keys)), "no candidate evaluated twice"
     assert set(keys) == set(memo_keys(tmp_path / "straight"))
+
+
+def test_recipes_travel_as_json_with_their_kind():
+    from ecad.search.recipes import recipe_from_json, recipe_to_json
+    from ecad.search.render import RenderRecipe
+    from ecad.setting import Setting
+
+    render = RenderRecipe(model="m", setting=Setting(32, 32, 4, 4.5), scorer="fidelity", prompts=["a", "b"],
+                          seeds=[0, 1], scorer_kwargs={"max_psnr": 150.0}, cost="latency")
+    synthetic = synthetic_task(shape=(4, 2, 2), delay=0.5).recipe
+    for recipe in (render, synthetic):
+        data = json.loads(json.dumps(recipe_to_json(recipe)))
+        assert recipe_from_json(data) == recipe
+    assert recipe_to_json(render)["kind"] == "render" and recipe_to_json(render)["setting"]["height"] == 32
+    with pytest.raises(ValueError, match="unknown recipe kind 'nope'"):
+        recipe_from_json({"kind": "nope"})
+    with pytest.raises(ValueError, match="RenderRecipe.cost"):
+        RenderRecipe(model="m", setting=Setting(32, 32, 4, 4.5), scorer="fidelity", prompts=["a"], seeds=[0],
+                     cost="flops")

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from ecad.generate import load_pipeline
     from ecad.setting import Setting
     from ecad.paths import model_name
-    from ecad.search.prompts import default_resolution, is_scenes_model, prompt_set
+    from ecad.quality.prompts import default_resolution, is_scenes_model, prompt_set
 
     model = str(args.model)
     if not Path(model).exists() and "/" not in model:

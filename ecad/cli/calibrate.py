@@ -1,6 +1,7 @@
 """ecad-calibrate: search the Pareto front of cache schedules for a model and write a bank.
 
-Thin shell over ecad.search: parse arguments, build the task and executor, run, write the bank.
+Thin shell over ecad.search: parse arguments, build the recipe, task and executor (in-process or
+Ray: the choice is made here), run the engine, write the bank.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ecad.paths import DEFAULT_MODEL, REPO_ROOT, SCHEDULES_DIR
+from ecad.paths import DEFAULT_MODEL, SCHEDULES_DIR
 
 EPILOG = """\
 examples:
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_scorer(args) -> tuple[str, dict]:
-    from ecad.search.prompts import is_scenes_model
+    from ecad.quality.prompts import is_scenes_model
 
     kwargs = dict(args.scorer_arg)
     scenes = is_scenes_model(args.model)
@@ -110,6 +111,17 @@ def resolve_scorer(args) -> tuple[str, dict]:
     return name, kwargs
 
 
+def make_executor(recipe, args):
+    """In-process by default; Ray actors with ``--ray ADDRESS`` ('auto', 'local', 'ray://...')."""
+    if not args.ray:
+        from ecad.search.executors import LocalExecutor
+
+        return LocalExecutor(recipe)
+    from ecad.search.executors.ray_actors import RayExecutor
+
+    return RayExecutor(recipe, address=args.ray, num_workers=args.workers, num_threads=args.threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -118,12 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from ecad.search.bank_output import write_bank
-    from ecad.search.executors import make_executor
-    from ecad.search.loop import run_search
-    from ecad.search.model_task import build_model_task, model_name, setting_name
-    from ecad.search.nsga import GeneticSettings
-    from ecad.search.prompts import default_resolution, prompt_set, read_prompt_file
+    from ecad.paths import model_name
+    from ecad.quality.prompts import default_resolution, prompt_set, read_prompt_file
+    from ecad.search.engine.loop import run_search
+    from ecad.search.engine.nsga import GeneticSettings
+    from ecad.search.render import RenderRecipe, build_model_task, write_bank
+    from ecad.setting import Setting
 
     if not Path(args.model).exists() and (Path(args.model).is_absolute() or args.model.startswith(".")):
         hint = " (the bundled model is made by ecad-train-bundled)" if Path(args.model) == DEFAULT_MODEL else ""
@@ -135,28 +147,26 @@ def main(argv: list[str] | None = None) -> int:
             print("ecad-calibrate: pass --height and --width for a hub model", file=sys.stderr)
             return 2
         size = default_resolution(args.model)
-    height, width = args.height or size, args.width or size
+    setting = Setting(args.height or size, args.width or size, args.steps, args.guidance)
     prompts = read_prompt_file(args.prompts) if args.prompts else prompt_set(args.model, args.num_prompts)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     scorer, scorer_kwargs = resolve_scorer(args)
-    task = build_model_task(
-        model=str(args.model), scorer=scorer, scorer_kwargs=scorer_kwargs, prompts=prompts, seeds=seeds,
-        num_inference_steps=args.steps, guidance_scale=args.guidance, height=height, width=width,
-        cost=args.cost, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+    recipe = RenderRecipe(
+        model=str(args.model), setting=setting, scorer=scorer, scorer_kwargs=scorer_kwargs, prompts=prompts,
+        seeds=seeds, cost=args.cost, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
         num_threads=args.threads,
     )
-    setting = setting_name(height, width, args.steps)
-    run_dir = Path(args.run_dir or Path("runs") / "calibrate" / model_name(args.model) / f"{setting}-{scorer}-s{args.seed}")
-    out = Path(args.out or SCHEDULES_DIR / model_name(args.model) / f"{setting}.json")
+    task = build_model_task(recipe)
+    run_dir = Path(args.run_dir or Path("runs") / "calibrate" / model_name(args.model)
+                   / f"{setting.name}-{scorer}-s{args.seed}")
+    out = Path(args.out or SCHEDULES_DIR / model_name(args.model) / f"{setting.name}.json")
     settings = GeneticSettings(
         population=args.population, crossover_points=args.crossover_points, crossover_prob=args.crossover_prob,
         mutation_prob=args.mutation_prob, mutation_bit_prob=args.mutation_bit_prob,
     )
     log.info("calibrating %s at %s: %d bits, scorer %s, %d prompts x %d seeds, run folder %s",
-             args.model, setting, task.space.n_var, scorer, len(prompts), len(seeds), run_dir)
-    executor = make_executor(task.evaluator, ray_address=args.ray, num_workers=args.workers, num_threads=args.threads) \
-        if args.ray else make_executor(task.evaluator)
-    with executor:
+             args.model, setting.name, task.space.n_var, scorer, len(prompts), len(seeds), run_dir)
+    with make_executor(recipe, args) as executor:
         result = run_search(
             task, run_dir, executor, generations=args.generations, settings=settings, seed=args.seed,
             progress=not args.no_progress, plot=not args.no_plot,

@@ -1,7 +1,7 @@
 """Ray backend: one long-lived actor per GPU (or per CPU worker) holding pipeline and scorer.
 
-Each actor builds its evaluator from the same :class:`EvaluatorSpec` as the in-process executor,
-so both produce the same numbers. Each actor has at most one candidate in flight; when an actor
+Each actor rebuilds its evaluator from the same recipe as the in-process executor (sent as JSON
+with its kind, see ``ecad.search.recipes``), so both produce the same numbers. Each actor has at most one candidate in flight; when an actor
 dies (OOM, node lost, segfault) it is replaced by a fresh one and its candidate is retried.
 """
 
@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ecad.search.evaluation import CandidateResult, EvaluatorSpec
-from ecad.search.executors import Executor
+from ecad.search.engine.evaluation import CandidateResult, Executor, Recipe
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +21,14 @@ log = logging.getLogger(__name__)
 class _EvaluatorActor:
     """Body of the Ray actor (wrapped with ray.remote at runtime, so ray stays optional)."""
 
-    def __init__(self, spec: dict, num_threads: int | None, device: str | None):
-        kwargs = dict(spec.get("kwargs") or {})
-        if device and "device" in kwargs:
+    def __init__(self, recipe: dict, num_threads: int | None, device: str | None):
+        from ecad.search.recipes import recipe_from_json
+
+        recipe = dict(recipe)
+        if device and "device" in recipe:
             # Ray sets CUDA_VISIBLE_DEVICES per actor: the actor's GPU is always "cuda".
-            kwargs["device"] = device
-        self.evaluator = EvaluatorSpec(spec["factory"], kwargs).build()
+            recipe["device"] = device
+        self.evaluator = recipe_from_json(recipe).build()
         # only if the evaluator uses torch: importing it just to set threads costs seconds
         if num_threads and "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(num_threads)
@@ -49,7 +50,7 @@ class _EvaluatorActor:
 class RayExecutor(Executor):
     def __init__(
         self,
-        spec: EvaluatorSpec,
+        recipe: Recipe,
         *,
         address: str = "auto",
         num_workers: int | None = None,
@@ -81,12 +82,14 @@ class RayExecutor(Executor):
         if num_workers is None:
             num_workers = gpus if gpus_per_worker else max(1, int(resources.get("CPU", 1) // cpus_per_worker))
         self.num_workers = num_workers
-        self.spec = spec
+        self.recipe = recipe
         self.max_retries = max_retries
         self._actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(
             _EvaluatorActor
         )
-        self._actor_args = (spec.to_dict(), num_threads, "cuda" if gpus_per_worker else None)
+        from ecad.search.recipes import recipe_to_json
+
+        self._actor_args = (recipe_to_json(recipe), num_threads, "cuda" if gpus_per_worker else None)
         self._references_ref = None
         self.actors = [self._new_actor() for _ in range(num_workers)]
         self.replaced_actors = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ecad.search.memo import MemoRecord
+from ecad.search.engine.run_folder import MemoRecord
 from ecad.atomic import atomic_write_bytes
 
 

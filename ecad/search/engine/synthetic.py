@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ecad.search.evaluation import CandidateResult, EvaluatorSpec
-from ecad.search.space import BitSpace, pack_bits
-from ecad.search.task import SearchTask
+from ecad.search.engine.evaluation import CandidateResult
+from ecad.search.engine.space import BitSpace, pack_bits
+from ecad.search.engine.task import SearchTask
 
 
 def synthetic_weights(space: BitSpace, seed: int = 0) -> np.ndarray:
@@ -37,8 +39,8 @@ class SyntheticEvaluator:
     def __init__(self, weights, delay: float = 0.0, crash_on: str | None = None, crash_flag: str | None = None):
         self.weights = np.asarray(weights, dtype=float)
         self.delay = delay
-        self.crash_on = crash_on  # packed bits of a candidate that kills its worker once
-        self.crash_flag = crash_flag  # file that records the crash happened
+        self.crash_on = crash_on
+        self.crash_flag = crash_flag
         self.references = None
 
     def compute_references(self):
@@ -58,23 +60,37 @@ class SyntheticEvaluator:
         return CandidateResult(quality=quality, cost=float(bits.mean()), metrics={"weighted": quality})
 
 
-def build_synthetic_evaluator(weights, delay: float = 0.0, crash_on=None, crash_flag=None) -> SyntheticEvaluator:
-    return SyntheticEvaluator(weights, delay=delay, crash_on=crash_on, crash_flag=crash_flag)
+@dataclass(frozen=True)
+class SyntheticRecipe:
+    """The synthetic evaluator's recipe (``kind`` "synthetic" in ``ecad.search.recipes``)."""
+
+    kind: ClassVar[str] = "synthetic"
+    weights: tuple[float, ...]
+    delay: float = 0.0
+    crash_on: str | None = None  # packed bits of a candidate that kills its worker once
+    crash_flag: str | None = None  # file that records the crash happened
+
+    def build(self) -> SyntheticEvaluator:
+        return SyntheticEvaluator(self.weights, delay=self.delay, crash_on=self.crash_on, crash_flag=self.crash_flag)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "weights": list(self.weights)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SyntheticRecipe":
+        return cls(**{**data, "weights": tuple(float(w) for w in data["weights"])})
 
 
 def synthetic_task(shape=(5, 2, 2), weight_seed: int = 0, delay: float = 0.0, **evaluator_kwargs) -> SearchTask:
     space = BitSpace(tuple(shape))
     weights = synthetic_weights(space, weight_seed)
-    spec = EvaluatorSpec(
-        "ecad.search.synthetic:build_synthetic_evaluator",
-        {"weights": [float(w) for w in weights], "delay": delay, **evaluator_kwargs},
-    )
+    recipe = SyntheticRecipe(tuple(float(w) for w in weights), delay=delay, **evaluator_kwargs)
     n = space.n_var
     every_other = np.zeros(n, dtype=bool)
     every_other[::2] = True
     return SearchTask(
         space=space,
-        evaluator=spec,
+        recipe=recipe,
         seeds=[("no-cache", space.all_recompute()), ("every-other", every_other)],
         description={"name": "synthetic", "shape": list(shape), "weight_seed": weight_seed},
     )

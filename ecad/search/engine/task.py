@@ -1,5 +1,5 @@
 """A search task: the bit space, how to name a candidate, which candidates seed the search, and
-how to build the evaluator that scores one. Built in the driver without loading the model."""
+the recipe of the evaluator that scores one. Built in the driver without loading the model."""
 
 from __future__ import annotations
 
@@ -8,20 +8,23 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ecad.search.evaluation import EvaluatorSpec
-from ecad.search.space import BitSpace, bits_key
+from ecad.search.engine.evaluation import Recipe
+from ecad.search.engine.space import BitSpace, bits_key
+from ecad.setting import Setting
 
 
 @dataclass
 class SearchTask:
     space: BitSpace
-    evaluator: EvaluatorSpec
+    recipe: Recipe
     #: labelled candidates that seed the initial population (heuristics, no-cache), in order
     seeds: list[tuple[str, np.ndarray]] = field(default_factory=list)
     #: memo key of a candidate; for real schedules the CacheSchedule hash
     key_fn: Callable[[np.ndarray], str] = bits_key
-    #: JSON-able description stored in the run config (model, setting, scorer, ...)
+    #: JSON-able description stored in the run config (model, scorer, layout, ...)
     description: dict[str, Any] = field(default_factory=dict)
+    #: the model setting the schedules are searched for (None for model-free problems)
+    setting: Setting | None = None
 
     def key(self, bits: np.ndarray) -> str:
         return self.key_fn(np.asarray(bits, dtype=bool))

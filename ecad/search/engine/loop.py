@@ -1,0 +1,244 @@
+"""The calibration loop, read top to bottom as the story of a candidate.
+
+``run_search``: the run folder binds the config; generation 0 evaluates the seeded heuristics
+plus random schedules and keeps the best ``population`` of them; then each generation
+
+1. **asks** NSGA-II for offspring of the saved population (nsga.py),
+2. **evaluates** those not yet in the memo on the executor, each result appended to the memo
+   (run_folder.py) the moment it finishes,
+3. **tells** NSGA-II the offspring's objectives, which picks the next population,
+4. saves that population as the new state (atomically) and logs the archive's front.
+
+At the end the front of everything evaluated is returned; ``ecad.search.render.front_to_bank``
+turns it into a schedule bank.
+
+Invariants that make ``kill -9`` + rerun safe and equivalent to an uninterrupted run:
+
+* every finished evaluation is in the memo before anything else happens, and the memo is
+  consulted before any evaluation, so nothing is evaluated twice;
+* ``state.json`` is replaced atomically after each generation and is the only thing the next
+  generation starts from;
+* each generation's offspring depend only on the saved state and ``(seed, generation)``, so a
+  repeated generation asks for the same candidates (and hits the memo).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ecad.search.engine.evaluation import CandidateResult, Executor
+from ecad.search.engine.hypervolume import hypervolume, nondominated_mask, normalization_from, objectives
+from ecad.search.engine.nsga import Generation, GeneticSettings, select_initial
+from ecad.search.engine.run_folder import Memo, MemoRecord, RunFolder, SearchState
+from ecad.search.engine.task import SearchTask
+
+log = logging.getLogger("ecad.search")
+
+#: relative spread of the seeded heuristics' quality below which the scorer is called blind
+BLIND_SCORER_SPREAD = 0.02
+
+#: a candidate on its way to the memo: (schedule hash, bits, heuristic label or None)
+Candidate = tuple[str, np.ndarray, "str | None"]
+
+
+@dataclass
+class SearchResult:
+    state: SearchState
+    front: list[MemoRecord]  # nondominated over every candidate this run evaluated, by cost
+    seeds: list[MemoRecord]  # the labelled seed candidates (heuristics, no-cache)
+    memo: Memo
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_search(
+    task: SearchTask,
+    run_dir: str | Path,
+    executor: Executor,
+    *,
+    generations: int,
+    settings: GeneticSettings = GeneticSettings(),
+    seed: int = 0,
+    progress: bool = True,
+    plot: bool = True,
+    extra_config: dict[str, Any] | None = None,
+) -> SearchResult:
+    """Run (or resume, or extend) a search until ``generations`` generations are done."""
+    folder = RunFolder(run_dir)
+    folder.bind_config(
+        {
+            "task": task.description,
+            "space": {"shape": list(task.space.shape), "fixed_steps": task.space.fixed_steps},
+            "evaluator": {"kind": task.recipe.kind, **task.recipe.to_dict()},
+            "genetic": settings.to_dict(),
+            "seed": seed,
+            "generations": generations,
+            **(extra_config or {}),
+        },
+        mutable_keys=("generations", "execution"),
+    )
+    memo = folder.memo(task.space.n_var)
+    references = folder.load_references()
+    if references is None:
+        references = executor.compute_references()
+        if references is not None:
+            folder.save_references(references)
+    executor.set_references(references)
+
+    state = folder.load_state(task.space.n_var)
+    if state is None:  # generation 0: seeds + random schedules, cut down to the population
+        started = time.perf_counter()
+        candidates = initial_candidates(task, settings.population, seed)
+        evaluated = evaluate_missing(executor, memo, candidates, 0, progress)
+        bits = np.array([b for _, b, _ in candidates], dtype=bool)
+        F_all = objectives_of(memo, [key for key, _, _ in candidates])
+        pop_bits, pop_F = select_initial(settings, bits, F_all, seed)
+        state = SearchState(0, [task.key(b) for b in pop_bits], pop_bits, pop_F, normalization_from(F_all))
+        _finish_generation(folder, task, memo, state, evaluated, started, plot)
+
+    seed_records = [memo[task.key(b)] for _, b in task.seeds if task.key(b) in memo]
+    warnings = [w for w in [scorer_spread_warning(seed_records)] if w]
+    for warning in warnings:
+        log.warning(warning)
+
+    bar = tqdm(total=generations, initial=min(state.generation, generations), desc="generations", unit="gen",
+               disable=not progress)
+    try:
+        while state.generation < generations:
+            started = time.perf_counter()
+            generation = state.generation + 1
+            step = Generation(settings, state.population_bits, state.F, seed, generation)
+            offspring = step.offspring()  # 1. ask
+            candidates = [(task.key(b), b, None) for b in offspring]
+            evaluated = evaluate_missing(executor, memo, candidates, generation, progress)  # 2. evaluate → memo
+            pop_bits, pop_F = step.survivors(objectives_of(memo, [key for key, _, _ in candidates]))  # 3. tell
+            state = SearchState(generation, [task.key(b) for b in pop_bits], pop_bits, pop_F, state.normalization,
+                                state.history)
+            _finish_generation(folder, task, memo, state, evaluated, started, plot)  # 4. save, log
+            bar.update(1)
+    finally:
+        bar.close()
+    return SearchResult(state=state, front=archive_front(memo), seeds=seed_records, memo=memo, warnings=warnings)
+
+
+# -- the steps ----------------------------------------------------------------------------------
+
+
+def random_candidates(n_var: int, count: int, seed: int) -> np.ndarray:
+    """Random schedules with varied density, so the initial population spans many costs."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
+    density = rng.uniform(0.1, 0.9, size=(count, 1))
+    return rng.random((count, n_var)) < density
+
+
+def initial_candidates(task: SearchTask, population: int, seed: int) -> list[Candidate]:
+    """Seeded schedules first (deduplicated by key), then random ones up to ``population``."""
+    chosen: dict[str, Candidate] = {}
+    for label, bits in task.seeds:
+        bits = np.asarray(bits, dtype=bool)
+        chosen.setdefault(task.key(bits), (task.key(bits), bits, label))
+    missing = max(0, population - len(chosen))
+    # draw extra to survive duplicates; deterministic in (seed)
+    for bits in random_candidates(task.space.n_var, 2 * missing + 8, seed):
+        if len(chosen) >= population:
+            break
+        chosen.setdefault(task.key(bits), (task.key(bits), bits, None))
+    return list(chosen.values())
+
+
+def evaluate_missing(executor: Executor, memo: Memo, candidates: list[Candidate], generation: int,
+                     progress: bool) -> int:
+    """Evaluate the candidates the memo lacks; each result is in the memo as soon as it exists."""
+    todo = [(key, bits) for key, bits, _ in candidates if key not in memo]
+    labels = {key: label for key, _, label in candidates}
+    bits_of = {key: bits for key, bits, _ in candidates}
+    bar = tqdm(total=len(todo), desc=f"gen {generation} candidates", unit="cand", leave=False, disable=not progress)
+
+    def store(key: str, result: CandidateResult) -> None:
+        memo.add(MemoRecord(key=key, bits=bits_of[key], result=result, generation=generation, label=labels[key]))
+        bar.update(1)
+
+    try:
+        if todo:
+            executor.evaluate(todo, store)
+    finally:
+        bar.close()
+    return len(todo)
+
+
+def objectives_of(memo: Memo, keys: list[str]) -> np.ndarray:
+    """The minimised objectives NSGA-II sees, one row per key: (−quality, cost)."""
+    return objectives([memo[k].result.quality for k in keys], [memo[k].result.cost for k in keys])
+
+
+def archive_front(memo: Memo, up_to_generation: int | None = None) -> list[MemoRecord]:
+    """Nondominated records among everything evaluated (up to a generation), cheapest first."""
+    records = [r for r in memo.records.values() if up_to_generation is None or r.generation <= up_to_generation]
+    if not records:
+        return []
+    front = [r for r, keep in zip(records, nondominated_mask(objectives_of(memo, [r.key for r in records]))) if keep]
+    # deterministic order: by cost, then quality, then key (independent of evaluation order)
+    return sorted(front, key=lambda r: (r.result.cost, -r.result.quality, r.key))
+
+
+def scorer_spread_warning(seed_records: list[MemoRecord], threshold: float = BLIND_SCORER_SPREAD) -> str | None:
+    """A warning when the scorer barely separates the seeded heuristics (a blind reward)."""
+    qualities = np.array([r.result.quality for r in seed_records if r.label != "no-cache"], dtype=float)
+    if len(qualities) < 2:
+        return None
+    # relative to the typical value; floored so scores centred on 0 (ImageReward) still compare
+    scale = max(abs(float(np.median(qualities))), 0.1)
+    spread = float(qualities.max() - qualities.min())
+    if spread / scale < threshold:
+        return (
+            f"the scorer barely varies over the {len(qualities)} seeded heuristic schedules "
+            f"(quality {qualities.min():.4g}..{qualities.max():.4g}, spread {100 * spread / scale:.2f}% "
+            f"of the median < {100 * threshold:.0f}%): it cannot tell cheap schedules from good ones, "
+            "so the front it gives is meaningless. Use a scorer that sees caching damage "
+            "(e.g. --scorer combined or fidelity) or harder prompts."
+        )
+    return None
+
+
+def _finish_generation(folder: RunFolder, task: SearchTask, memo: Memo, state: SearchState, evaluated: int,
+                       started: float, plot: bool) -> None:
+    """Log record into the state, state saved atomically, one log line, the plot redrawn."""
+    front = archive_front(memo, state.generation)
+    record = {
+        "generation": state.generation,
+        "hypervolume": hypervolume(objectives_of(memo, [r.key for r in front]), *state.normalization),
+        "front_size": len(front),
+        "evaluated": evaluated,
+        "evaluated_total": sum(1 for r in memo.records.values() if r.generation <= state.generation),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    state.history.append(record)
+    folder.save_state(state)
+    log.info("generation %d: hypervolume %.4f, front %d, %d new evaluations (%d total), %.1f s",
+             record["generation"], record["hypervolume"], record["front_size"], record["evaluated"],
+             record["evaluated_total"], record["seconds"])
+    if plot:
+        _plot(folder, task, memo, state)
+
+
+def _plot(folder: RunFolder, task: SearchTask, memo: Memo, state: SearchState) -> None:
+    from ecad.search.engine.plot import plot_pareto
+
+    try:
+        plot_pareto(
+            folder.plot_path,
+            front=archive_front(memo),
+            seeds=[memo[task.key(b)] for _, b in task.seeds if task.key(b) in memo],
+            evaluated=list(memo.records.values()),
+            title=f"{task.description.get('name', 'ecad')} — generation {state.generation}",
+            cost_label=task.description.get("cost_label", "cost"),
+            quality_label=task.description.get("quality_label", "quality"),
+        )
+    except Exception as err:  # a plot must never stop a calibration
+        log.warning("could not write %s: %s", folder.plot_path, err)
