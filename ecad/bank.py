@@ -97,6 +97,11 @@ class ScheduleBank(BaseModel):
     guidance_scale: float
     scorer: str = Field(description="Scorer the front was searched with.")
     quality_metric: str = Field(description="Key of BankEntry.quality that ranks entries (higher is better).")
+    objectives: list[str] | None = Field(
+        default=None,
+        description="Keys of BankEntry.quality the front was searched over (maximised, beside cost); "
+        "None: the scorer's score alone (banks from before objectives could be chosen).",
+    )
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     calibration: dict[str, Any] = Field(default_factory=dict, description="Run metadata (prompts, seeds, ...).")
     entries: list[BankEntry]
@@ -127,8 +132,9 @@ class ScheduleBank(BaseModel):
                 )
             layouts.add(json.dumps(schedule.layout.to_dict(), sort_keys=True))
             has_no_cache |= bool(schedule.mask.all())
-            if self.quality_metric not in entry.quality:
-                raise ValueError(f"entry {entry.id!r}: quality has no {self.quality_metric!r} score")
+            for metric in [self.quality_metric, *(self.objectives or [])]:
+                if metric not in entry.quality:
+                    raise ValueError(f"entry {entry.id!r}: quality has no {metric!r} score")
         if len(layouts) > 1:
             raise ValueError("entries were made for different block layouts")
         if not has_no_cache:

@@ -88,7 +88,7 @@ def main(argv=None):
     model = args.model or default_model(out)
     args.model = model
     args.scorer_arg = [_scorer_arg(a) for a in args.scorer_arg]
-    scorer, scorer_kwargs = resolve_scorer(args)
+    scorer, scorer_kwargs, _ = resolve_scorer(args)
     size = default_resolution(model)
     seeds = [int(s) for s in args.seeds.split(",")]
     recipe = RenderRecipe(model=model, setting=Setting(size, size, args.steps, args.guidance), scorer=scorer,

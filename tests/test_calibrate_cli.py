@@ -93,3 +93,24 @@ def test_latency_cost_is_measured_seconds(tiny_model, tmp_path):
 def test_a_missing_model_folder_is_named(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "nowhere"), "--no-progress"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_three_objective_calibration_writes_a_valid_bank(tiny_model, tmp_path):
+    assert main(common(tiny_model, tmp_path, "--generations", "1", "--no-plot", "--objectives", "psnr,ssim",
+                       "--scorer", "auto", "--scorer-arg", "max_psnr=150")) == 0
+    bank = ScheduleBank.load(tmp_path / "bank.json")
+    assert bank.objectives == ["psnr", "ssim"] and bank.quality_metric == "psnr" and bank.scorer == "fidelity"
+    assert bank.calibration["objectives"] == ["psnr", "ssim"]
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert {len(p["F"]) for p in state["population"]} == {3}, "(-psnr, -ssim, cost)"
+    points = np.array([[-e.quality["psnr"], -e.quality["ssim"], e.macs] for e in bank.entries])
+    from ecad.search.engine.hypervolume import nondominated_mask
+
+    assert nondominated_mask(points).all(), "every entry is on the 3-objective front"
+
+
+def test_unknown_objective_is_named(tiny_model, tmp_path, capsys):
+    assert main(common(tiny_model, tmp_path, "--objectives", "psnr,sharpness")) == 2
+    assert "unknown objective 'sharpness'" in capsys.readouterr().err
+    assert main(common(tiny_model, tmp_path, "--objectives", "reward")) == 2
+    assert "name the reward scorer" in capsys.readouterr().err

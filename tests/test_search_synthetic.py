@@ -54,9 +54,9 @@ class CountingEvaluator:
     def set_references(self, references):
         pass
 
-    def evaluate(self, bits):
+    def evaluate(self, bits, samples=None):
         self.calls += 1
-        return self.inner.evaluate(bits)
+        return self.inner.evaluate(bits, samples)
 
 
 def test_space_fixes_step_zero_and_round_trips():
@@ -204,3 +204,21 @@ def test_recipes_travel_as_json_with_their_kind():
     with pytest.raises(ValueError, match="RenderRecipe.cost"):
         RenderRecipe(model="m", setting=Setting(32, 32, 4, 4.5), scorer="fidelity", prompts=["a"], seeds=[0],
                      cost="flops")
+
+
+def test_three_objectives_search_a_3d_front(tmp_path):
+    task = synthetic_task(shape=(4, 2, 2), objectives=("weighted", "late"))
+    result = run_search(task, tmp_path, LocalExecutor(task.recipe), generations=4, settings=SMALL, seed=1,
+                        progress=False, plot=True)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert {len(p["F"]) for p in state["population"]} == {3}
+    assert json.loads((tmp_path / "config.json").read_text())["objectives"] == ["weighted", "late"]
+    F = np.array([[-r.result.metrics["weighted"], -r.result.metrics["late"], r.result.cost] for r in result.front])
+    assert nondominated_mask(F).all()
+    everything = np.array([[-r.result.metrics["weighted"], -r.result.metrics["late"], r.result.cost]
+                           for r in result.memo.records.values()])
+    assert len(result.front) == nondominated_mask(everything).sum()
+    # the 2-objective front (weighted only) is a strict subset: 'late' keeps other trade-offs alive
+    assert len(result.front) > len(archive_front(result.memo))
+    hv = [h["hypervolume"] for h in result.state.history]
+    assert all(b >= a - 1e-12 for a, b in zip(hv, hv[1:])) and hv[-1] > hv[0]

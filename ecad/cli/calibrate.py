@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         "on the bundled model 'combined' (scenes reward + SSIM to the uncached image, which sees "
         "caching damage), else 'fidelity' (PSNR to the uncached image)",
     )
+    q.add_argument(
+        "--objectives", metavar="LIST",
+        help="quality objectives searched as separate objectives beside cost, comma-separated: psnr, ssim "
+        "(vs the uncached image), reward (the bundled model's scenes-reward) or a scorer name; e.g. "
+        "'psnr' or 'psnr,reward' (NSGA-II over 3 objectives). Default: the scorer's single score",
+    )
     q.add_argument("--scorer-arg", type=_scorer_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="scorer constructor argument (JSON value or string), repeatable, e.g. metric=ssim")
     q.add_argument("--prompts", help="file with one calibration prompt per line (default: built-in set)")
@@ -96,19 +102,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_scorer(args) -> tuple[str, dict]:
+#: objectives the fidelity scorer computes (vs the uncached image); any other objective is a scorer name
+FIDELITY_METRICS = ("psnr", "ssim", "psnr_norm")
+
+
+def parse_objectives(text: str | None, model: str) -> tuple[str, ...]:
+    """``--objectives psnr,reward`` → metric names; "reward" is the bundled model's scenes-reward."""
+    from ecad.quality import available_scorers
     from ecad.quality.prompts import is_scenes_model
 
-    kwargs = dict(args.scorer_arg)
-    scenes = is_scenes_model(args.model)
+    objectives = []
+    for name in filter(None, (part.strip() for part in (text or "").split(","))):
+        if name == "reward":
+            if not is_scenes_model(model):
+                raise ValueError("--objectives: 'reward' means the bundled model's scenes-reward; for this model "
+                                 "name the reward scorer (clip or image-reward)")
+            name = "scenes-reward"
+        if name not in FIDELITY_METRICS and name not in available_scorers():
+            raise ValueError(f"--objectives: unknown objective {name!r}; use {', '.join(FIDELITY_METRICS)}, "
+                             f"'reward' or a scorer name ({', '.join(available_scorers())})")
+        if name not in objectives:
+            objectives.append(name)
+    return tuple(objectives)
+
+
+def _model_scorer_kwargs(name: str, model: str, kwargs: dict) -> dict:
+    """The bundled model's scorers read its reward network from the model folder."""
+    from ecad.quality.prompts import is_scenes_model
+
+    kwargs = dict(kwargs)
+    if is_scenes_model(model) and name == "combined":
+        kwargs.setdefault("component_kwargs", {"scenes-reward": {"model_dir": str(model)}})
+    if is_scenes_model(model) and name == "scenes-reward":
+        kwargs.setdefault("model_dir", str(model))
+    return kwargs
+
+
+def resolve_scorer(args, objectives: tuple[str, ...] = ()) -> tuple[str, dict, dict[str, dict]]:
+    """(scorer name, its kwargs, extra scorers the objectives need: name -> kwargs).
+
+    ``--scorer auto``: the first objective's scorer when objectives are chosen, else 'combined'
+    on the bundled model and 'fidelity' elsewhere. ``--scorer-arg`` goes to the main scorer.
+    """
+    from ecad.quality.prompts import is_scenes_model
+
+    needed = [("fidelity" if o in FIDELITY_METRICS else o) for o in objectives]
     name = args.scorer
     if name == "auto":
-        name = "combined" if scenes else "fidelity"
-    if scenes and name == "combined":
-        kwargs.setdefault("component_kwargs", {"scenes-reward": {"model_dir": str(args.model)}})
-    if scenes and name == "scenes-reward":
-        kwargs.setdefault("model_dir", str(args.model))
-    return name, kwargs
+        name = needed[0] if needed else ("combined" if is_scenes_model(args.model) else "fidelity")
+    extra = {other: _model_scorer_kwargs(other, args.model, {}) for other in needed if other != name}
+    return name, _model_scorer_kwargs(name, args.model, dict(args.scorer_arg)), extra
 
 
 def make_executor(recipe, args):
@@ -150,15 +193,21 @@ def main(argv: list[str] | None = None) -> int:
     setting = Setting(args.height or size, args.width or size, args.steps, args.guidance)
     prompts = read_prompt_file(args.prompts) if args.prompts else prompt_set(args.model, args.num_prompts)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    scorer, scorer_kwargs = resolve_scorer(args)
+    try:
+        objectives = parse_objectives(args.objectives, args.model)
+    except ValueError as err:
+        print(f"ecad-calibrate: {err}", file=sys.stderr)
+        return 2
+    scorer, scorer_kwargs, extra_scorers = resolve_scorer(args, objectives)
     recipe = RenderRecipe(
-        model=str(args.model), setting=setting, scorer=scorer, scorer_kwargs=scorer_kwargs, prompts=prompts,
-        seeds=seeds, cost=args.cost, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-        num_threads=args.threads,
+        model=str(args.model), setting=setting, scorer=scorer, scorer_kwargs=scorer_kwargs,
+        extra_scorers=extra_scorers, prompts=prompts, seeds=seeds, cost=args.cost, device=args.device,
+        dtype=args.dtype, batch_size=args.batch_size, num_threads=args.threads,
     )
-    task = build_model_task(recipe)
+    task = build_model_task(recipe, objectives)
+    searched = "+".join(objectives) or scorer
     run_dir = Path(args.run_dir or Path("runs") / "calibrate" / model_name(args.model)
-                   / f"{setting.name}-{scorer}-s{args.seed}")
+                   / f"{setting.name}-{searched}-s{args.seed}")
     out = Path(args.out or SCHEDULES_DIR / model_name(args.model) / f"{setting.name}.json")
     settings = GeneticSettings(
         population=args.population, crossover_points=args.crossover_points, crossover_prob=args.crossover_prob,
@@ -174,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     calibration = {
         "prompts": prompts, "seeds": seeds, "scorer_kwargs": scorer_kwargs, "cost": args.cost,
+        **({"objectives": list(objectives)} if objectives else {}),
         "generations": result.state.generation, "population": args.population, "search_seed": args.seed,
         "evaluations": len(result.memo), "hypervolume": result.state.history[-1]["hypervolume"],
         "run_dir": str(run_dir), "warnings": result.warnings,

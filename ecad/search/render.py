@@ -43,6 +43,9 @@ class RenderRecipe:
     prompts: tuple[str, ...]
     seeds: tuple[int, ...]
     scorer_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: more scorers whose metrics are also recorded (name -> constructor kwargs), e.g. for
+    #: objectives the main scorer does not compute
+    extra_scorers: dict[str, dict[str, Any]] = field(default_factory=dict)
     cost: str = "macs"
     device: str = "cpu"
     dtype: str = "float32"
@@ -88,7 +91,8 @@ class PipelineEvaluator:
         self.setting = recipe.setting
         self.pipe = load_pipeline(recipe.model, device=recipe.device, dtype=getattr(torch, recipe.dtype))
         self.layout = get_adapter(self.pipe).layout(self.pipe.transformer)
-        self.scorer = build_scorer(recipe.scorer, device=recipe.device, **recipe.scorer_kwargs)
+        self.scorers = {name: build_scorer(name, device=recipe.device, **kwargs)
+                        for name, kwargs in {recipe.scorer: recipe.scorer_kwargs, **recipe.extra_scorers}.items()}
         # prompts x seeds, the same for every candidate: differences are the schedule's doing
         self.prompts = [p for p in recipe.prompts for _ in recipe.seeds]
         self.seeds = [s for _ in recipe.prompts for s in recipe.seeds]
@@ -107,55 +111,53 @@ class PipelineEvaluator:
 
         return image_macs(self.pipe, self.setting, schedule)
 
-    def _generate(self, schedule):
+    def _generate(self, schedule, samples: list[int]):
         import torch
 
         from ecad.generate import generate
 
         chunks = []
-        for start in range(0, len(self.prompts), self.batch_size):
-            end = start + self.batch_size
-            chunks.append(generate(self.pipe, self.prompts[start:end], self.seeds[start:end],
+        for start in range(0, len(samples), self.batch_size):
+            batch = samples[start : start + self.batch_size]
+            chunks.append(generate(self.pipe, [self.prompts[i] for i in batch], [self.seeds[i] for i in batch],
                                    self.setting, schedule).cpu())
         return torch.cat(chunks)
 
     def compute_references(self) -> dict[str, Any] | None:
-        if not self.scorer.needs_reference:
+        if not any(scorer.needs_reference for scorer in self.scorers.values()):
             return None
-        return {"images": self._generate(None)}
+        return {"images": self._generate(None, list(range(len(self.prompts))))}
 
     def set_references(self, references) -> None:
         self.references = None if references is None else references["images"]
 
-    def _metrics(self, images) -> dict[str, float]:
-        name = self.recipe.scorer
-        references = self.references if self.scorer.needs_reference else None
-        if self.scorer.needs_reference and references is None:
-            raise RuntimeError("scorer needs reference images but none were set")
-        if hasattr(self.scorer, "metrics"):
-            per_image = self.scorer.metrics(images, self.prompts, references)
+    def _per_image(self, images, samples: list[int]) -> dict[str, list[float]]:
+        """Every metric of every scorer, one value per image (the scorer's own score under its name)."""
+        prompts = [self.prompts[i] for i in samples]
+        values: dict[str, Any] = {}
+        for name, scorer in self.scorers.items():
+            references = None
+            if scorer.needs_reference:
+                if self.references is None:
+                    raise RuntimeError(f"scorer {name!r} needs reference images but none were set")
+                references = self.references[samples]
+            per_image = scorer.metrics(images, prompts, references) if hasattr(scorer, "metrics") else {}
             score = per_image.get(name)
-            if score is None:
-                score = self.scorer.score(images, self.prompts, references)
-        else:
-            per_image = {}
-            score = self.scorer.score(images, self.prompts, references)
-        means = {metric: float(values.float().mean()) for metric, values in per_image.items()}
-        means[name] = float(score.float().mean())
-        return means
+            values.update(per_image)
+            values[name] = scorer.score(images, prompts, references) if score is None else score
+        return {name: [float(v) for v in tensor.float().reshape(-1)] for name, tensor in values.items()}
 
-    def evaluate(self, bits: np.ndarray) -> CandidateResult:
+    def evaluate(self, bits: np.ndarray, samples=None) -> CandidateResult:
+        samples = list(range(len(self.prompts))) if samples is None else [int(i) for i in samples]
         schedule = self._schedule(bits)
         started = time.perf_counter()
-        images = self._generate(schedule)
-        seconds_per_image = (time.perf_counter() - started) / len(self.prompts)
-        metrics = self._metrics(images)
+        images = self._generate(schedule, samples)
+        seconds_per_image = (time.perf_counter() - started) / len(samples)
+        per_image = self._per_image(images, samples)
         macs = self._macs(schedule)
         cost = macs / self.full_macs if self.recipe.cost == "macs" else seconds_per_image
-        return CandidateResult(
-            quality=metrics[self.recipe.scorer], cost=float(cost), macs=int(macs), metrics=metrics,
-            seconds=time.perf_counter() - started,
-        )
+        return CandidateResult.from_samples(per_image, samples, cost=float(cost), quality_metric=self.recipe.scorer,
+                                            macs=int(macs), seconds=time.perf_counter() - started)
 
 
 def transformer_skeleton(model: str):
@@ -172,8 +174,11 @@ def transformer_skeleton(model: str):
     return transformer, dict(config)
 
 
-def build_model_task(recipe: RenderRecipe) -> SearchTask:
-    """The search over ``recipe``'s model: bit space, heuristic seeds, schedule hashes."""
+def build_model_task(recipe: RenderRecipe, objectives: tuple[str, ...] = ()) -> SearchTask:
+    """The search over ``recipe``'s model: bit space, heuristic seeds, schedule hashes.
+
+    ``objectives``: metric names maximised beside cost (empty: the scorer's score).
+    """
     from ecad.adapters import get_adapter
     from ecad.bank import fingerprint
     from ecad.heuristics import heuristic_suite
@@ -194,6 +199,8 @@ def build_model_task(recipe: RenderRecipe) -> SearchTask:
         seeds=seeds_bits,
         key_fn=schedule_hash,
         setting=recipe.setting,
+        objectives=tuple(objectives),
+        num_samples=len(recipe.prompts) * len(recipe.seeds),
         description={
             "name": f"{model_name(recipe.model)} {recipe.setting.name}",
             "model": recipe.model,
@@ -244,7 +251,8 @@ def front_to_bank(setting: Setting, task: SearchTask, result: SearchResult, *, c
         model_fingerprint=task.description["model_fingerprint"],
         **setting.to_dict(),
         scorer=scorer,
-        quality_metric=scorer,
+        quality_metric=task.objectives[0] if task.objectives else scorer,
+        objectives=list(task.objectives) or None,
         calibration=calibration,
         entries=entries,
     )

@@ -17,16 +17,44 @@ import numpy as np
 
 @dataclass
 class CandidateResult:
-    """One evaluated candidate. ``quality``: higher is better; ``cost``: lower is better."""
+    """One evaluated candidate. ``quality``: higher is better; ``cost``: lower is better.
+
+    ``metrics`` are means over the samples (prompt x seed images) that were rendered; when the
+    evaluator reports them, ``samples`` holds each metric per sample and ``sample_ids`` which
+    samples those were (indices into the recipe's prompt x seed list), so partial evaluations
+    can be merged (racing) and intervals bootstrapped.
+    """
 
     quality: float
     cost: float
     macs: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    sample_ids: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_samples(cls, samples: dict[str, list[float]], sample_ids: list[int], *, cost: float,
+                     quality_metric: str, macs: int | None = None, seconds: float = 0.0) -> "CandidateResult":
+        metrics = {name: float(np.mean(values)) for name, values in samples.items()}
+        return cls(quality=metrics[quality_metric], cost=cost, macs=macs, metrics=metrics, seconds=seconds,
+                   samples={k: [float(v) for v in vs] for k, vs in samples.items()}, sample_ids=list(sample_ids))
+
+    def merged(self, other: "CandidateResult", quality_metric: str) -> "CandidateResult":
+        """This result and one on other samples of the same candidate, as one (cost: per-sample mean)."""
+        if set(self.sample_ids) & set(other.sample_ids):
+            raise ValueError("merged results must cover disjoint samples")
+        n, m = len(self.sample_ids), len(other.sample_ids)
+        samples = {k: self.samples[k] + other.samples[k] for k in self.samples}
+        return CandidateResult.from_samples(samples, self.sample_ids + other.sample_ids,
+                                            cost=(self.cost * n + other.cost * m) / (n + m), quality_metric=quality_metric,
+                                            macs=self.macs, seconds=self.seconds + other.seconds)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.samples:  # keep memo lines of evaluators without per-sample values as they were
+            data.pop("samples"), data.pop("sample_ids")
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CandidateResult":
@@ -36,6 +64,8 @@ class CandidateResult:
             macs=None if data.get("macs") is None else int(data["macs"]),
             metrics={k: float(v) for k, v in (data.get("metrics") or {}).items()},
             seconds=float(data.get("seconds", 0.0)),
+            samples={k: [float(v) for v in vs] for k, vs in (data.get("samples") or {}).items()},
+            sample_ids=[int(i) for i in data.get("sample_ids") or []],
         )
 
 
@@ -47,7 +77,8 @@ class CandidateEvaluator(Protocol):
 
     def set_references(self, references: dict[str, Any] | None) -> None: ...
 
-    def evaluate(self, bits: np.ndarray) -> CandidateResult: ...
+    def evaluate(self, bits: np.ndarray, samples: Sequence[int] | None = None) -> CandidateResult:
+        """Score one candidate on ``samples`` (indices of prompt x seed pairs; None: all)."""
 
 
 class Recipe(Protocol):
@@ -64,7 +95,8 @@ class Recipe(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-Job = tuple[str, np.ndarray]
+#: (memo key, bits, sample indices or None for all)
+Job = tuple[str, np.ndarray, "Sequence[int] | None"]
 ResultCallback = Callable[[str, CandidateResult], None]
 
 
@@ -72,7 +104,7 @@ class Executor(ABC):
     """Where candidates are evaluated (``ecad.search.executors``: in this process, or on Ray).
 
     An executor owns long-lived evaluators (pipeline + scorer loaded once) and evaluates a batch
-    of ``(key, bits)`` jobs, calling ``on_result`` as each one finishes so the caller can persist
+    of ``(key, bits, samples)`` jobs, calling ``on_result`` as each one finishes so the caller can persist
     it immediately. Results are keyed, so the order in which workers finish never matters.
     """
 

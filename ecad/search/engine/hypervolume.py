@@ -1,4 +1,4 @@
-"""Pareto fronts and hypervolume of (−quality, cost) points, both minimised."""
+"""Pareto fronts and hypervolume of minimised objective vectors, e.g. (−quality, cost)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def normalization_from(F: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 def hypervolume(F: np.ndarray, lower, upper, reference: float = 1.1) -> float:
-    """Hypervolume of the points in the box normalised by (lower, upper), reference (r, r).
+    """Hypervolume of the points in the box normalised by (lower, upper), reference (r, ..., r).
 
     Normalisation is fixed once per run (from its initial population), so values are
     comparable between generations; points beyond the reference contribute nothing.

@@ -34,10 +34,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ecad.search.engine.evaluation import CandidateResult, Executor
-from ecad.search.engine.hypervolume import hypervolume, nondominated_mask, normalization_from, objectives
+from ecad.search.engine.hypervolume import hypervolume, nondominated_mask, normalization_from
 from ecad.search.engine.nsga import Generation, GeneticSettings, select_initial
 from ecad.search.engine.run_folder import Memo, MemoRecord, RunFolder, SearchState
-from ecad.search.engine.task import SearchTask
+from ecad.search.engine.task import SearchTask, objective_matrix
 
 log = logging.getLogger("ecad.search")
 
@@ -79,6 +79,8 @@ def run_search(
             "genetic": settings.to_dict(),
             "seed": seed,
             "generations": generations,
+            # only when set, so run folders from before objectives existed still resume
+            **({"objectives": list(task.objectives)} if task.objectives else {}),
             **(extra_config or {}),
         },
         mutable_keys=("generations", "execution"),
@@ -97,7 +99,7 @@ def run_search(
         candidates = initial_candidates(task, settings.population, seed)
         evaluated = evaluate_missing(executor, memo, candidates, 0, progress)
         bits = np.array([b for _, b, _ in candidates], dtype=bool)
-        F_all = objectives_of(memo, [key for key, _, _ in candidates])
+        F_all = task.objective_matrix(memo[key].result for key, _, _ in candidates)
         pop_bits, pop_F = select_initial(settings, bits, F_all, seed)
         state = SearchState(0, [task.key(b) for b in pop_bits], pop_bits, pop_F, normalization_from(F_all))
         _finish_generation(folder, task, memo, state, evaluated, started, plot)
@@ -117,14 +119,15 @@ def run_search(
             offspring = step.offspring()  # 1. ask
             candidates = [(task.key(b), b, None) for b in offspring]
             evaluated = evaluate_missing(executor, memo, candidates, generation, progress)  # 2. evaluate → memo
-            pop_bits, pop_F = step.survivors(objectives_of(memo, [key for key, _, _ in candidates]))  # 3. tell
+            pop_bits, pop_F = step.survivors(task.objective_matrix(memo[k].result for k, _, _ in candidates))  # 3. tell
             state = SearchState(generation, [task.key(b) for b in pop_bits], pop_bits, pop_F, state.normalization,
                                 state.history)
             _finish_generation(folder, task, memo, state, evaluated, started, plot)  # 4. save, log
             bar.update(1)
     finally:
         bar.close()
-    return SearchResult(state=state, front=archive_front(memo), seeds=seed_records, memo=memo, warnings=warnings)
+    return SearchResult(state=state, front=archive_front(memo, objectives=task.objectives), seeds=seed_records,
+                        memo=memo, warnings=warnings)
 
 
 # -- the steps ----------------------------------------------------------------------------------
@@ -155,7 +158,7 @@ def initial_candidates(task: SearchTask, population: int, seed: int) -> list[Can
 def evaluate_missing(executor: Executor, memo: Memo, candidates: list[Candidate], generation: int,
                      progress: bool) -> int:
     """Evaluate the candidates the memo lacks; each result is in the memo as soon as it exists."""
-    todo = [(key, bits) for key, bits, _ in candidates if key not in memo]
+    todo = [(key, bits, None) for key, bits, _ in candidates if key not in memo]
     labels = {key: label for key, _, label in candidates}
     bits_of = {key: bits for key, bits, _ in candidates}
     bar = tqdm(total=len(todo), desc=f"gen {generation} candidates", unit="cand", leave=False, disable=not progress)
@@ -172,17 +175,13 @@ def evaluate_missing(executor: Executor, memo: Memo, candidates: list[Candidate]
     return len(todo)
 
 
-def objectives_of(memo: Memo, keys: list[str]) -> np.ndarray:
-    """The minimised objectives NSGA-II sees, one row per key: (−quality, cost)."""
-    return objectives([memo[k].result.quality for k in keys], [memo[k].result.cost for k in keys])
-
-
-def archive_front(memo: Memo, up_to_generation: int | None = None) -> list[MemoRecord]:
+def archive_front(memo: Memo, up_to_generation: int | None = None, objectives: tuple[str, ...] = ()) -> list[MemoRecord]:
     """Nondominated records among everything evaluated (up to a generation), cheapest first."""
     records = [r for r in memo.records.values() if up_to_generation is None or r.generation <= up_to_generation]
     if not records:
         return []
-    front = [r for r, keep in zip(records, nondominated_mask(objectives_of(memo, [r.key for r in records]))) if keep]
+    F = objective_matrix((r.result for r in records), objectives)
+    front = [r for r, keep in zip(records, nondominated_mask(F)) if keep]
     # deterministic order: by cost, then quality, then key (independent of evaluation order)
     return sorted(front, key=lambda r: (r.result.cost, -r.result.quality, r.key))
 
@@ -209,10 +208,10 @@ def scorer_spread_warning(seed_records: list[MemoRecord], threshold: float = BLI
 def _finish_generation(folder: RunFolder, task: SearchTask, memo: Memo, state: SearchState, evaluated: int,
                        started: float, plot: bool) -> None:
     """Log record into the state, state saved atomically, one log line, the plot redrawn."""
-    front = archive_front(memo, state.generation)
+    front = archive_front(memo, state.generation, task.objectives)
     record = {
         "generation": state.generation,
-        "hypervolume": hypervolume(objectives_of(memo, [r.key for r in front]), *state.normalization),
+        "hypervolume": hypervolume(task.objective_matrix(r.result for r in front), *state.normalization),
         "front_size": len(front),
         "evaluated": evaluated,
         "evaluated_total": sum(1 for r in memo.records.values() if r.generation <= state.generation),
@@ -233,7 +232,7 @@ def _plot(folder: RunFolder, task: SearchTask, memo: Memo, state: SearchState) -
     try:
         plot_pareto(
             folder.plot_path,
-            front=archive_front(memo),
+            front=archive_front(memo, objectives=task.objectives),
             seeds=[memo[task.key(b)] for _, b in task.seeds if task.key(b) in memo],
             evaluated=list(memo.records.values()),
             title=f"{task.description.get('name', 'ecad')} — generation {state.generation}",

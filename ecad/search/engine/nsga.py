@@ -38,8 +38,8 @@ class GeneticSettings:
 class BitProblem(Problem):
     """Only declares the variables; objectives are computed outside pymoo (ask/tell)."""
 
-    def __init__(self, n_var: int):
-        super().__init__(n_var=n_var, n_obj=2, xl=0, xu=1, vtype=bool)
+    def __init__(self, n_var: int, n_obj: int = 2):
+        super().__init__(n_var=n_var, n_obj=n_obj, xl=0, xu=1, vtype=bool)
 
 
 def generation_seed(seed: int, generation: int) -> int:
@@ -67,7 +67,7 @@ class Generation:
     """One NSGA-II step: ``offspring()`` to ask, ``survivors(F_offspring)`` to tell."""
 
     def __init__(self, settings: GeneticSettings, bits: np.ndarray, F: np.ndarray, seed: int, generation: int):
-        self.problem = BitProblem(bits.shape[1])
+        self.problem = BitProblem(bits.shape[1], np.asarray(F).shape[1])
         self.algorithm = _nsga2(settings, bits)
         self.algorithm.setup(self.problem, seed=generation_seed(seed, generation), termination=("n_gen", 1 << 30))
         parents = self.algorithm.ask()
@@ -98,7 +98,7 @@ def select_initial(settings: GeneticSettings, bits: np.ndarray, F: np.ndarray, s
     """
     from pymoo.core.population import Population
 
-    problem = BitProblem(bits.shape[1])
+    problem = BitProblem(bits.shape[1], np.asarray(F).shape[1])
     algorithm = _nsga2(settings, bits)
     algorithm.setup(problem, seed=generation_seed(seed, 0), termination=("n_gen", 1 << 30))
     pop = Population.new(X=np.asarray(bits, dtype=bool))

@@ -129,7 +129,7 @@ class SearchState:
     generation: int
     population_keys: list[str]
     population_bits: np.ndarray  # bool [pop, n_var]
-    F: np.ndarray  # float [pop, 2]: (−quality, cost)
+    F: np.ndarray  # float [pop, objectives]: (−quality..., cost)
     normalization: tuple[list[float], list[float]]  # HV box, fixed at generation 0
     history: list[dict[str, Any]] = field(default_factory=list)  # one log record per generation
 
@@ -156,7 +156,7 @@ class SearchState:
             population_bits=np.array([unpack_bits(p["bits"], n_var) for p in population], dtype=bool).reshape(
                 len(population), n_var
             ),
-            F=np.array([p["F"] for p in population], dtype=float).reshape(len(population), 2),
+            F=np.array([p["F"] for p in population], dtype=float).reshape(len(population), -1),
             normalization=(data["normalization"]["lower"], data["normalization"]["upper"]),
             history=list(data.get("history", [])),
         )

@@ -3,20 +3,25 @@
 Quality is a positive weighted sum of recomputed bits, cost the fraction recomputed: the best
 schedule with k recomputed bits recomputes the k heaviest ones, so the true front has exactly
 ``n_var + 1`` points. Weights decay with the step, like real caching damage does.
+
+Metrics: ``weighted`` (that quality) and ``late`` (the same with the steps' weights reversed, a
+second quality objective that conflicts with the first). With ``noise > 0`` each of
+``num_samples`` samples (the stand-in for prompt x seed images) adds its own deterministic noise,
+so noise-aware evaluation (racing on a subset of samples) can be tested without a model.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ecad.search.engine.evaluation import CandidateResult
-from ecad.search.engine.space import BitSpace, pack_bits
+from ecad.search.engine.space import BitSpace, bits_key, pack_bits
 from ecad.search.engine.task import SearchTask
 
 
@@ -36,8 +41,12 @@ def true_front(weights: np.ndarray) -> np.ndarray:
 
 
 class SyntheticEvaluator:
-    def __init__(self, weights, delay: float = 0.0, crash_on: str | None = None, crash_flag: str | None = None):
+    def __init__(self, weights, delay: float = 0.0, crash_on: str | None = None, crash_flag: str | None = None,
+                 num_samples: int = 1, noise: float = 0.0):
         self.weights = np.asarray(weights, dtype=float)
+        self.late_weights = self.weights[::-1].copy()
+        self.num_samples = num_samples
+        self.noise = noise
         self.delay = delay
         self.crash_on = crash_on
         self.crash_flag = crash_flag
@@ -49,15 +58,29 @@ class SyntheticEvaluator:
     def set_references(self, references):
         self.references = references
 
-    def evaluate(self, bits) -> CandidateResult:
+    def _sample_noise(self, bits: np.ndarray, sample: int) -> float:
+        """Deterministic in (schedule, sample): the same image always scores the same."""
+        seed = int.from_bytes(bytes.fromhex(bits_key(bits)[:8]), "big")
+        return float(np.random.default_rng([seed, sample]).normal(0.0, self.noise))
+
+    def evaluate(self, bits, samples=None) -> CandidateResult:
         bits = np.asarray(bits, dtype=bool)
         if self.crash_on and pack_bits(bits) == self.crash_on and not Path(self.crash_flag).exists():
             Path(self.crash_flag).write_text(str(os.getpid()))
             os._exit(1)  # simulate a worker dying (OOM kill, segfault)
         if self.delay:
             time.sleep(self.delay)
-        quality = float(self.weights @ bits / self.weights.sum())
-        return CandidateResult(quality=quality, cost=float(bits.mean()), metrics={"weighted": quality})
+        samples = range(self.num_samples) if samples is None else samples
+        true = {"weighted": float(self.weights @ bits / self.weights.sum()),
+                "late": float(self.late_weights @ bits / self.late_weights.sum())}
+        if self.noise:
+            noise = [self._sample_noise(bits, i) for i in samples]
+            per_sample = {name: [value + n for n in noise] for name, value in true.items()}
+        else:
+            per_sample = {name: [value] * len(samples) for name, value in true.items()}
+        result = CandidateResult.from_samples(per_sample, [int(i) for i in samples], cost=float(bits.mean()),
+                                              quality_metric="weighted")
+        return result if self.noise else replace(result, samples={}, sample_ids=[])
 
 
 @dataclass(frozen=True)
@@ -69,9 +92,12 @@ class SyntheticRecipe:
     delay: float = 0.0
     crash_on: str | None = None  # packed bits of a candidate that kills its worker once
     crash_flag: str | None = None  # file that records the crash happened
+    num_samples: int = 1
+    noise: float = 0.0
 
     def build(self) -> SyntheticEvaluator:
-        return SyntheticEvaluator(self.weights, delay=self.delay, crash_on=self.crash_on, crash_flag=self.crash_flag)
+        return SyntheticEvaluator(self.weights, delay=self.delay, crash_on=self.crash_on, crash_flag=self.crash_flag,
+                                  num_samples=self.num_samples, noise=self.noise)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "weights": list(self.weights)}
@@ -81,7 +107,8 @@ class SyntheticRecipe:
         return cls(**{**data, "weights": tuple(float(w) for w in data["weights"])})
 
 
-def synthetic_task(shape=(5, 2, 2), weight_seed: int = 0, delay: float = 0.0, **evaluator_kwargs) -> SearchTask:
+def synthetic_task(shape=(5, 2, 2), weight_seed: int = 0, delay: float = 0.0, objectives: tuple[str, ...] = (),
+                   **evaluator_kwargs) -> SearchTask:
     space = BitSpace(tuple(shape))
     weights = synthetic_weights(space, weight_seed)
     recipe = SyntheticRecipe(tuple(float(w) for w in weights), delay=delay, **evaluator_kwargs)
@@ -93,4 +120,6 @@ def synthetic_task(shape=(5, 2, 2), weight_seed: int = 0, delay: float = 0.0, **
         recipe=recipe,
         seeds=[("no-cache", space.all_recompute()), ("every-other", every_other)],
         description={"name": "synthetic", "shape": list(shape), "weight_seed": weight_seed},
+        objectives=tuple(objectives),
+        num_samples=recipe.num_samples,
     )

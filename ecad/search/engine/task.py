@@ -25,6 +25,31 @@ class SearchTask:
     description: dict[str, Any] = field(default_factory=dict)
     #: the model setting the schedules are searched for (None for model-free problems)
     setting: Setting | None = None
+    #: metric names (keys of CandidateResult.metrics) maximised as separate objectives beside
+    #: cost; empty: the one objective CandidateResult.quality (the scorer's score)
+    objectives: tuple[str, ...] = ()
+    #: samples (prompt x seed images) a full evaluation renders; racing renders a subset first
+    num_samples: int = 1
+
+    def objective_matrix(self, results) -> np.ndarray:
+        """The minimised objectives NSGA-II sees, one row per result: (−quality..., cost)."""
+        return objective_matrix(results, self.objectives)
 
     def key(self, bits: np.ndarray) -> str:
         return self.key_fn(np.asarray(bits, dtype=bool))
+
+
+def objective_matrix(results, objectives: tuple[str, ...] = ()) -> np.ndarray:
+    """Rows (−objective_1, ..., −objective_k, cost); ``objectives`` empty: (−quality, cost)."""
+    results = list(results)
+    if not objectives:
+        qualities = [[r.quality] for r in results]
+    else:
+        missing = sorted({o for r in results for o in objectives if o not in r.metrics})
+        if missing:
+            raise KeyError(f"objective(s) {missing} not among the evaluator's metrics "
+                           f"{sorted(results[0].metrics) if results else []}")
+        qualities = [[r.metrics[o] for o in objectives] for r in results]
+    costs = [[r.cost] for r in results]
+    return np.hstack([-np.array(qualities, dtype=float).reshape(len(results), -1),
+                      np.array(costs, dtype=float).reshape(len(results), 1)])

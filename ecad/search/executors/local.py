@@ -23,5 +23,5 @@ class LocalExecutor(Executor):
         self.evaluator.set_references(references)
 
     def evaluate(self, jobs, on_result):
-        for key, bits in jobs:
-            on_result(key, self.evaluator.evaluate(bits))
+        for key, bits, samples in jobs:
+            on_result(key, self.evaluator.evaluate(bits, samples))

@@ -43,8 +43,8 @@ class _EvaluatorActor:
         self.evaluator.set_references(references)
         return True
 
-    def evaluate(self, bits) -> dict:
-        return self.evaluator.evaluate(bits).to_dict()
+    def evaluate(self, bits, samples) -> dict:
+        return self.evaluator.evaluate(bits, samples).to_dict()
 
 
 class RayExecutor(Executor):
@@ -113,17 +113,18 @@ class RayExecutor(Executor):
         ray = self.ray
         pending = list(jobs)[::-1]  # pop() from the end keeps submission order
         attempts: dict[str, int] = {}
-        in_flight: dict[Any, tuple[int, str, Any]] = {}  # object ref -> (actor index, key, bits)
+        in_flight: dict[Any, tuple[int, Any]] = {}  # object ref -> (actor index, job)
         idle = list(range(len(self.actors)))[::-1]
         while pending or in_flight:
             while pending and idle:
                 index = idle.pop()
-                key, bits = pending.pop()
-                ref = self.actors[index].evaluate.remote(bits)
-                in_flight[ref] = (index, key, bits)
+                job = pending.pop()
+                ref = self.actors[index].evaluate.remote(job[1], job[2])
+                in_flight[ref] = (index, job)
             done, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in done:
-                index, key, bits = in_flight.pop(ref)
+                index, job = in_flight.pop(ref)
+                key = job[0]
                 try:
                     result = CandidateResult.from_dict(ray.get(ref))
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
@@ -137,7 +138,7 @@ class RayExecutor(Executor):
                         pass
                     self.actors[index] = self._new_actor()
                     self.replaced_actors += 1
-                    pending.append((key, bits))
+                    pending.append(job)
                 else:
                     on_result(key, result)
                 idle.append(index)
