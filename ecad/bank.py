@@ -41,6 +41,14 @@ class BankEntry(BaseModel):
     macs: int = Field(ge=0, description="Transformer MACs of one image at the bank's setting.")
     quality: dict[str, float] = Field(description="Mean score per scorer metric on calibration prompts.")
     source: str = Field(default="ecad", description="'ecad', 'heuristic', or 'no-cache'.")
+    validation: dict[str, float] | None = Field(
+        default=None, description="Mean score per metric on validation prompts the search never saw (if re-scored)."
+    )
+    interval: dict[str, tuple[float, float]] | None = Field(
+        default=None,
+        description="95% bootstrap interval of the mean per metric, over the images of `validation` "
+        "(else of `quality`).",
+    )
 
     @field_validator("id")
     @classmethod
@@ -53,6 +61,28 @@ class BankEntry(BaseModel):
         from ecad.schedule import CacheSchedule
 
         return CacheSchedule.from_dict(self.schedule)
+
+    def score(self, metric: str) -> float:
+        """The entry's mean on ``metric``: on validation prompts when re-scored there."""
+        return (self.validation or {}).get(metric, self.quality[metric])
+
+    def bounds(self, metric: str) -> tuple[float, float]:
+        """Its bootstrap interval on ``metric``, or (score, score) when none was recorded."""
+        low, high = (self.interval or {}).get(metric, (self.score(metric),) * 2)
+        return float(low), float(high)
+
+
+def outranks(entry: BankEntry, reference: BankEntry, metric: str) -> bool:
+    """True only if ``entry`` beats ``reference`` on ``metric`` beyond the noise: its interval lies
+    wholly above the reference's (a point estimate that merely wins by noise does not count)."""
+    return entry.bounds(metric)[0] > reference.bounds(metric)[1]
+
+
+def quality_for_ranking(entry: BankEntry, no_cache: BankEntry, metric: str) -> float:
+    """``entry``'s score on ``metric`` for ranking by quality, capped at no-cache's unless it
+    ``outranks`` no-cache: no cached schedule is "better than no caching" by noise alone."""
+    score = entry.score(metric)
+    return score if outranks(entry, no_cache, metric) else min(score, no_cache.score(metric))
 
 
 class HardwareProfile(BaseModel):

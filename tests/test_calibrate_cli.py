@@ -114,3 +114,24 @@ def test_unknown_objective_is_named(tiny_model, tmp_path, capsys):
     assert "unknown objective 'sharpness'" in capsys.readouterr().err
     assert main(common(tiny_model, tmp_path, "--objectives", "reward")) == 2
     assert "name the reward scorer" in capsys.readouterr().err
+
+
+def test_racing_surrogate_and_validation_split_write_intervals(tiny_model, tmp_path):
+    args = common(tiny_model, tmp_path, "--generations", "1", "--no-plot", "--num-prompts", "3",
+                  "--scorer-arg", "max_psnr=150", "--racing", "0.34", "--surrogate", "2", "--validation-prompts", "2")
+    assert main(args) == 0
+    bank = ScheduleBank.load(tmp_path / "bank.json")
+    validation = bank.calibration["validation_prompts"]
+    assert len(validation) == 2 and not set(validation) & set(bank.calibration["prompts"])
+    for entry in bank.entries:
+        assert set(entry.validation) >= {"psnr", "ssim", "fidelity"}
+        low, high = entry.interval["psnr"]
+        assert low <= entry.validation["psnr"] <= high
+    assert bank.no_cache_entry().validation["psnr"] == pytest.approx(150.0)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["racing"]["first_fraction"] == 0.34 and config["surrogate"]["pool_factor"] == 2
+    assert (tmp_path / "run" / "validation-2" / "memo.jsonl").is_file()
+    # rerunning resumes: nothing new is rendered, for the search or the validation
+    before = (tmp_path / "run" / "validation-2" / "memo.jsonl").read_text()
+    assert main(args) == 0
+    assert (tmp_path / "run" / "validation-2" / "memo.jsonl").read_text() == before

@@ -148,26 +148,35 @@ RUNNER = textwrap.dedent(
     """
     import sys
     from ecad.search.engine.loop import run_search
+    from ecad.search.engine.noise import RacingSettings
     from ecad.search.engine.nsga import GeneticSettings
+    from ecad.search.engine.surrogate import SurrogateSettings
     from ecad.search.engine.synthetic import synthetic_task
     from ecad.search.executors import LocalExecutor
 
-    task = synthetic_task(shape=(4, 2, 2), delay=float(sys.argv[2]))
+    features = {}
+    if sys.argv[3] == "plain":
+        task = synthetic_task(shape=(4, 2, 2), delay=float(sys.argv[2]))
+    else:  # 3 objectives, noisy samples, racing and the surrogate pre-screen
+        task = synthetic_task(shape=(4, 2, 2), delay=float(sys.argv[2]), num_samples=8, noise=0.05,
+                              objectives=("weighted", "late"))
+        features = dict(racing=RacingSettings(0.25), surrogate=SurrogateSettings(pool_factor=3))
     run_search(task, sys.argv[1], LocalExecutor(task.recipe), generations=6,
-               settings=GeneticSettings(population=12), seed=5, progress=False, plot=False)
+               settings=GeneticSettings(population=12), seed=5, progress=False, plot=False, **features)
     """
 )
 
 
-def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
+@pytest.mark.parametrize("features", ["plain", "objectives-racing-surrogate"])
+def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path, features):
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     # same evaluator recipe in both folders: the delay is part of the run's config
-    subprocess.run([sys.executable, str(script), str(tmp_path / "straight"), "0.02"], env=env, check=True, timeout=120)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "straight"), "0.02", features], env=env, check=True, timeout=120)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, str(script), str(killed), "0.02"], env=env)
+    process = subprocess.Popen([sys.executable, str(script), str(killed), "0.02", features], env=env)
     memo = killed / "memo.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline:  # kill in the middle of generation 2's evaluations
@@ -180,7 +189,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
     state = json.loads((killed / "state.json").read_text())
     assert state["generation"] < 6, "the run was killed before finishing"
 
-    subprocess.run([sys.executable, str(script), str(killed), "0.02"], env=env, check=True, timeout=120)
+    subprocess.run([sys.executable, str(script), str(killed), "0.02", features], env=env, check=True, timeout=120)
     assert comparable_state(killed) == comparable_state(tmp_path / "straight")
     keys = memo_keys(killed)
     assert len(keys) == len(set(keys)), "no candidate evaluated twice"

@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scorer constructor argument (JSON value or string), repeatable, e.g. metric=ssim")
     q.add_argument("--prompts", help="file with one calibration prompt per line (default: built-in set)")
     q.add_argument("--num-prompts", type=int, default=8, help="built-in prompts to use (default %(default)s)")
+    q.add_argument("--validation-prompts", type=int, default=0, metavar="N",
+                   help="re-score the final front on N validation prompts the search never saw (disjoint from "
+                   "the calibration and the benchmark's held-out prompts); entries then store validation means "
+                   "and bootstrap intervals (default 0: off)")
     q.add_argument("--seeds", default="0,1", help="image seeds shared by every candidate (default %(default)s)")
     q.add_argument("--batch-size", type=int, help="images per pipeline call (default: all prompts x seeds)")
     c = p.add_argument_group("cost objective")
@@ -89,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mutation-prob", type=float, default=1.0, help="chance an offspring is mutated (default %(default)s)")
     s.add_argument("--mutation-bit-prob", type=float, help="per-bit flip probability (default 1/bits)")
     s.add_argument("--seed", type=int, default=0, help="search seed (default %(default)s)")
+    s.add_argument("--racing", type=float, metavar="FRACTION",
+                   help="noise-aware racing: render each offspring on this share of the prompts x seeds first, "
+                   "and on the rest only if its optimistic bound could still be non-dominated (e.g. 0.25)")
+    s.add_argument("--surrogate", type=int, metavar="POOL",
+                   help="surrogate pre-screen: ask for POOL x population offspring, render the population a ridge "
+                   "model of earlier results ranks best (e.g. 4)")
     r = p.add_argument_group("execution")
     r.add_argument("--ray", metavar="ADDRESS", help="evaluate on Ray: 'auto' (running cluster), 'local' (start one here) or ray://host:port")
     r.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else one per CPU)")
@@ -175,9 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from ecad.paths import model_name
     from ecad.quality.prompts import default_resolution, prompt_set, read_prompt_file
-    from ecad.search.engine.loop import run_search
+    from dataclasses import replace
+
+    from ecad.quality.prompts import validation_prompts
+    from ecad.search.engine.loop import rescore, run_search
+    from ecad.search.engine.noise import RacingSettings
     from ecad.search.engine.nsga import GeneticSettings
-    from ecad.search.render import RenderRecipe, build_model_task, write_bank
+    from ecad.search.engine.surrogate import SurrogateSettings
+    from ecad.search.render import RenderRecipe, bank_records, build_model_task, write_bank
     from ecad.setting import Setting
 
     if not Path(args.model).exists() and (Path(args.model).is_absolute() or args.model.startswith(".")):
@@ -195,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     try:
         objectives = parse_objectives(args.objectives, args.model)
+        racing = None if args.racing is None else RacingSettings(first_fraction=args.racing)
+        surrogate = None if args.surrogate is None else SurrogateSettings(pool_factor=args.surrogate)
+        if racing and len(prompts) * len(seeds) < 2:
+            raise ValueError("--racing needs at least 2 prompts x seeds to race on")
+        # checked now (disjoint from calibration and held-out prompts), used after the search
+        held_back = validation_prompts(args.model, args.validation_prompts, prompts) if args.validation_prompts else []
     except ValueError as err:
         print(f"ecad-calibrate: {err}", file=sys.stderr)
         return 2
@@ -219,16 +240,25 @@ def main(argv: list[str] | None = None) -> int:
         result = run_search(
             task, run_dir, executor, generations=args.generations, settings=settings, seed=args.seed,
             progress=not args.no_progress, plot=not args.no_plot,
+            racing=racing, surrogate=surrogate,
             extra_config={"execution": {"ray": args.ray, "workers": args.workers}},
         )
+    validation = None
+    if held_back:
+        validation_recipe = replace(recipe, prompts=held_back)
+        with make_executor(validation_recipe, args) as executor:
+            validation = rescore(task, run_dir / f"validation-{len(held_back)}", executor, bank_records(task, result),
+                                 validation_recipe, progress=not args.no_progress)
     calibration = {
         "prompts": prompts, "seeds": seeds, "scorer_kwargs": scorer_kwargs, "cost": args.cost,
         **({"objectives": list(objectives)} if objectives else {}),
         "generations": result.state.generation, "population": args.population, "search_seed": args.seed,
-        "evaluations": len(result.memo), "hypervolume": result.state.history[-1]["hypervolume"],
+        "evaluations": len(result.memo.evaluated()), "images": result.state.history[-1].get("images_total"),
+        "hypervolume": result.state.history[-1]["hypervolume"],
+        **({"validation_prompts": held_back} if held_back else {}),
         "run_dir": str(run_dir), "warnings": result.warnings,
     }
-    write_bank(task, result, out, calibration=calibration)
+    write_bank(task, result, out, calibration=calibration, validation=validation)
     log.info("front of %d schedules written to %s (plot: %s)", len(result.front), out, run_dir / "pareto.png")
     for warning in result.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)

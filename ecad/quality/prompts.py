@@ -1,9 +1,13 @@
-"""Calibration and held-out prompt sets.
+"""Calibration, held-out and validation prompt sets.
 
 For the bundled ecad-scenes model (a folder with a ``reward/`` network) prompts are scenes drawn
 from the training distribution by a fixed generator — one seed for calibration, another for
-held-out evaluation — so they are reproducible and parseable by its reward. For other models a
-small generic list is split in two halves.
+held-out evaluation (ecad-bench) — so they are reproducible and parseable by its reward. For
+other models a small generic list is split in two halves.
+
+The validation split re-scores a calibrated front on prompts the search never saw; it is drawn
+by a third generator (a separate list for generic models) and checked to share no prompt with
+the calibration prompts or the benchmark's held-out prompts.
 """
 
 from __future__ import annotations
@@ -31,6 +35,19 @@ GENERIC_PROMPTS = (
     "a hummingbird near a red flower",
 )
 SPLIT_SEEDS = {"calibration": 101, "held-out": 202}
+VALIDATION_SEED = 303
+VALIDATION_GENERIC_PROMPTS = (
+    "a teapot on a windowsill in the morning",
+    "a red bicycle leaning against a brick wall",
+    "a penguin standing on an ice floe",
+    "a bowl of cherries on a white plate",
+    "a castle on a hill under a starry sky",
+    "a paper boat floating in a puddle",
+    "an owl sitting on a snowy branch",
+    "a jazz band playing in a dim club",
+)
+#: the validation split avoids the first this-many held-out prompts (ecad-bench uses 16 by default)
+HELD_OUT_RESERVE = 256
 
 
 def is_scenes_model(model: str | Path) -> bool:
@@ -48,6 +65,38 @@ def prompt_set(model: str | Path, count: int, split: str = "calibration") -> lis
     half = len(GENERIC_PROMPTS) // 2
     pool = GENERIC_PROMPTS[:half] if split == "calibration" else GENERIC_PROMPTS[half:]
     return [pool[i % len(pool)] for i in range(count)]
+
+
+def validation_prompts(model: str | Path, count: int, calibration: list[str]) -> list[str]:
+    """``count`` prompts never in ``calibration`` nor among the benchmark's held-out prompts."""
+    held_out = prompt_set(model, HELD_OUT_RESERVE, "held-out")
+    excluded = set(calibration) | set(held_out)
+    chosen: list[str] = []
+    if is_scenes_model(model):
+        from ecad.zoo import scenes
+
+        rng = np.random.default_rng(VALIDATION_SEED)
+        for _ in range(100 * count):
+            if len(chosen) == count:
+                break
+            prompt = scenes.random_scene(rng, exclude_pairs=scenes.HELD_OUT_PAIRS).prompt
+            if prompt not in excluded and prompt not in chosen:
+                chosen.append(prompt)
+    else:
+        chosen = [p for p in VALIDATION_GENERIC_PROMPTS if p not in excluded][:count]
+    if len(chosen) < count:
+        raise ValueError(f"only {len(chosen)} validation prompts are disjoint from calibration and held-out "
+                         f"prompts, {count} asked")
+    assert_disjoint(chosen, calibration=calibration, held_out=held_out)
+    return chosen
+
+
+def assert_disjoint(validation: list[str], **others: list[str]) -> None:
+    """Raise ValueError naming the split and prompts that validation shares with another split."""
+    for name, prompts in others.items():
+        shared = sorted(set(validation) & set(prompts))
+        if shared:
+            raise ValueError(f"validation prompts overlap the {name} prompts: {shared[:3]}")
 
 
 def read_prompt_file(path: str | Path) -> list[str]:

@@ -24,6 +24,7 @@ import numpy as np
 from ecad.paths import model_name
 from ecad.search.engine.evaluation import CandidateResult
 from ecad.search.engine.loop import SearchResult
+from ecad.search.engine.noise import bootstrap_interval
 from ecad.search.engine.space import BitSpace
 from ecad.search.engine.task import SearchTask
 from ecad.setting import Setting
@@ -201,6 +202,7 @@ def build_model_task(recipe: RenderRecipe, objectives: tuple[str, ...] = ()) -> 
         setting=recipe.setting,
         objectives=tuple(objectives),
         num_samples=len(recipe.prompts) * len(recipe.seeds),
+        quality_metric=recipe.scorer,
         description={
             "name": f"{model_name(recipe.model)} {recipe.setting.name}",
             "model": recipe.model,
@@ -220,15 +222,34 @@ def schedule_of(task: SearchTask, bits):
     return CacheSchedule(task.space.bits_to_mask(bits), BlockLayout.from_dict(task.description["layout"]))
 
 
-def front_to_bank(setting: Setting, task: SearchTask, result: SearchResult, *, calibration: dict[str, Any]):
-    """Front entries (ids ``ecad-...``/heuristic names), no-cache always included, cheapest first."""
-    from ecad.bank import BankEntry, ScheduleBank
-
-    scorer = task.description["scorer"]
+def bank_records(task: SearchTask, result: SearchResult) -> list:
+    """The records a bank holds: the front, plus no-cache if it is not on it."""
     records = list(result.front)
     no_cache_key = task.key(task.space.all_recompute())
     if all(r.key != no_cache_key for r in records):
         records.append(result.memo[no_cache_key])
+    return records
+
+
+def _intervals(result: CandidateResult | None) -> dict[str, tuple[float, float]] | None:
+    if result is None or not result.samples:
+        return None
+    return {name: bootstrap_interval(values) for name, values in sorted(result.samples.items())}
+
+
+def front_to_bank(setting: Setting, task: SearchTask, result: SearchResult, *, calibration: dict[str, Any],
+                  validation: dict[str, CandidateResult] | None = None):
+    """Front entries (ids ``ecad-...``/heuristic names), no-cache always included, cheapest first.
+
+    ``validation``: the records re-scored on validation prompts (``engine.loop.rescore``); entries
+    then carry those means, and bootstrap intervals over the validation images (else over the
+    calibration images, when the evaluator reported per-image values).
+    """
+    from ecad.bank import BankEntry, ScheduleBank
+
+    scorer = task.description["scorer"]
+    records = bank_records(task, result)
+    no_cache_key = task.key(task.space.all_recompute())
     entries = []
     for record in sorted(records, key=lambda r: (r.result.cost, -r.result.quality, r.key)):
         if record.key == no_cache_key:
@@ -244,6 +265,8 @@ def front_to_bank(setting: Setting, task: SearchTask, result: SearchResult, *, c
                 macs=int(record.result.macs or 0),
                 quality={**record.result.metrics, scorer: record.result.quality},
                 source=source,
+                validation=None if validation is None else validation[record.key].metrics,
+                interval=_intervals(record.result if validation is None else validation[record.key]),
             )
         )
     return ScheduleBank(
@@ -258,5 +281,6 @@ def front_to_bank(setting: Setting, task: SearchTask, result: SearchResult, *, c
     )
 
 
-def write_bank(task: SearchTask, result: SearchResult, path: str | Path, *, calibration: dict[str, Any]) -> Path:
-    return front_to_bank(task.setting, task, result, calibration=calibration).save(path)
+def write_bank(task: SearchTask, result: SearchResult, path: str | Path, *, calibration: dict[str, Any],
+               validation: dict[str, CandidateResult] | None = None) -> Path:
+    return front_to_bank(task.setting, task, result, calibration=calibration, validation=validation).save(path)

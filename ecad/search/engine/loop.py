@@ -33,10 +33,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ecad.search.engine.evaluation import CandidateResult, Executor
+from ecad.search.engine.evaluation import CandidateResult, Executor, Recipe
 from ecad.search.engine.hypervolume import hypervolume, nondominated_mask, normalization_from
+from ecad.search.engine.noise import RacingSettings, could_be_nondominated, first_samples, optimistic_point
 from ecad.search.engine.nsga import Generation, GeneticSettings, select_initial
 from ecad.search.engine.run_folder import Memo, MemoRecord, RunFolder, SearchState
+from ecad.search.engine.surrogate import SurrogateSettings, prescreen
 from ecad.search.engine.task import SearchTask, objective_matrix
 
 log = logging.getLogger("ecad.search")
@@ -67,9 +69,18 @@ def run_search(
     seed: int = 0,
     progress: bool = True,
     plot: bool = True,
+    racing: RacingSettings | None = None,
+    surrogate: SurrogateSettings | None = None,
     extra_config: dict[str, Any] | None = None,
 ) -> SearchResult:
-    """Run (or resume, or extend) a search until ``generations`` generations are done."""
+    """Run (or resume, or extend) a search until ``generations`` generations are done.
+
+    ``racing``: render offspring on a subset of the samples first (noise.py); ``surrogate``: ask
+    for more offspring and render only those a model fitted on earlier results ranks best
+    (surrogate.py). Both are deterministic in ``seed``, so they keep resume exact.
+    """
+    if racing is not None and task.num_samples < 2:
+        raise ValueError(f"racing needs more than one sample per candidate; the task has {task.num_samples}")
     folder = RunFolder(run_dir)
     folder.bind_config(
         {
@@ -81,23 +92,20 @@ def run_search(
             "generations": generations,
             # only when set, so run folders from before objectives existed still resume
             **({"objectives": list(task.objectives)} if task.objectives else {}),
+            **({"racing": racing.to_dict()} if racing else {}),
+            **({"surrogate": surrogate.to_dict()} if surrogate else {}),
             **(extra_config or {}),
         },
         mutable_keys=("generations", "execution"),
     )
     memo = folder.memo(task.space.n_var)
-    references = folder.load_references()
-    if references is None:
-        references = executor.compute_references()
-        if references is not None:
-            folder.save_references(references)
-    executor.set_references(references)
+    _hand_references(folder, executor)
 
     state = folder.load_state(task.space.n_var)
     if state is None:  # generation 0: seeds + random schedules, cut down to the population
         started = time.perf_counter()
         candidates = initial_candidates(task, settings.population, seed)
-        evaluated = evaluate_missing(executor, memo, candidates, 0, progress)
+        evaluated = evaluate_generation(task, executor, memo, candidates, 0, progress)
         bits = np.array([b for _, b, _ in candidates], dtype=bool)
         F_all = task.objective_matrix(memo[key].result for key, _, _ in candidates)
         pop_bits, pop_F = select_initial(settings, bits, F_all, seed)
@@ -115,11 +123,17 @@ def run_search(
         while state.generation < generations:
             started = time.perf_counter()
             generation = state.generation + 1
-            step = Generation(settings, state.population_bits, state.F, seed, generation)
+            pool = surrogate.pool_factor if surrogate else 1
+            step = Generation(settings, state.population_bits, state.F, seed, generation, pool_factor=pool)
             offspring = step.offspring()  # 1. ask
-            candidates = [(task.key(b), b, None) for b in offspring]
-            evaluated = evaluate_missing(executor, memo, candidates, generation, progress)  # 2. evaluate → memo
-            pop_bits, pop_F = step.survivors(task.objective_matrix(memo[k].result for k, _, _ in candidates))  # 3. tell
+            chosen = np.arange(len(offspring))
+            if surrogate:  # 1b. render only the offspring a model of earlier results ranks best
+                chosen = prescreen(task, memo.evaluated(generation - 1), offspring, settings.population, surrogate)
+            candidates = [(task.key(b), b, None) for b in offspring[chosen]]
+            evaluated = evaluate_generation(task, executor, memo, candidates, generation, progress,  # 2. evaluate
+                                            racing=racing, seed=seed)
+            F = task.objective_matrix(best_result(memo, key) for key, _, _ in candidates)
+            pop_bits, pop_F = step.survivors(F, chosen)  # 3. tell
             state = SearchState(generation, [task.key(b) for b in pop_bits], pop_bits, pop_F, state.normalization,
                                 state.history)
             _finish_generation(folder, task, memo, state, evaluated, started, plot)  # 4. save, log
@@ -131,6 +145,30 @@ def run_search(
 
 
 # -- the steps ----------------------------------------------------------------------------------
+
+
+def _hand_references(folder: RunFolder, executor: Executor) -> None:
+    """The uncached outputs: computed once per run folder, stored, given to every worker."""
+    references = folder.load_references()
+    if references is None:
+        references = executor.compute_references()
+        if references is not None:
+            folder.save_references(references)
+    executor.set_references(references)
+
+
+def rescore(task: SearchTask, run_dir: str | Path, executor: Executor, records: list[MemoRecord],
+            recipe: Recipe, progress: bool = False) -> dict[str, CandidateResult]:
+    """``records`` evaluated again by ``executor``, built from ``recipe`` (e.g. on validation
+    prompts the search never saw), on every sample; memoised in their own run folder, bound to
+    that recipe, so an interrupted re-scoring resumes and a different one is refused."""
+    folder = RunFolder(run_dir)
+    folder.bind_config({"evaluator": {"kind": recipe.kind, **recipe.to_dict()}})
+    memo = folder.memo(task.space.n_var)
+    _hand_references(folder, executor)
+    jobs = [(r.key, r.bits, None, r.label) for r in records if r.key not in memo]
+    _evaluate(executor, memo, jobs, 0, task, progress)
+    return {r.key: memo[r.key].result for r in records}
 
 
 def random_candidates(n_var: int, count: int, seed: int) -> np.ndarray:
@@ -155,29 +193,71 @@ def initial_candidates(task: SearchTask, population: int, seed: int) -> list[Can
     return list(chosen.values())
 
 
-def evaluate_missing(executor: Executor, memo: Memo, candidates: list[Candidate], generation: int,
-                     progress: bool) -> int:
-    """Evaluate the candidates the memo lacks; each result is in the memo as soon as it exists."""
-    todo = [(key, bits, None) for key, bits, _ in candidates if key not in memo]
-    labels = {key: label for key, _, label in candidates}
-    bits_of = {key: bits for key, bits, _ in candidates}
-    bar = tqdm(total=len(todo), desc=f"gen {generation} candidates", unit="cand", leave=False, disable=not progress)
+def evaluate_generation(task: SearchTask, executor: Executor, memo: Memo, candidates: list[Candidate],
+                        generation: int, progress: bool, *, racing: RacingSettings | None = None,
+                        seed: int = 0) -> int:
+    """Evaluate the candidates the memo lacks; returns how many evaluations ran.
+
+    Without racing (and always in generation 0, which sets the bar) each is rendered on every
+    sample. With racing each is rendered on the first samples, and on the rest only if its
+    optimistic bound could still be non-dominated by the front of earlier generations' full
+    evaluations: a set fixed before this generation began, so a resumed run decides the same.
+    """
+    missing = [c for c in candidates if c[0] not in memo]
+    if racing is None or generation == 0:
+        return _evaluate(executor, memo, [(key, bits, None, label) for key, bits, label in missing], generation,
+                         task, progress)
+    first = first_samples(task.num_samples, racing.first_fraction, seed)
+    jobs = [(first_stage_key(key), bits, first, label) for key, bits, label in missing
+            if first_stage_key(key) not in memo]
+    evaluated = _evaluate(executor, memo, jobs, generation, task, progress, stage="first")
+    front_F = task.objective_matrix(r.result for r in archive_front(memo, generation - 1, task.objectives))
+    rest = [i for i in range(task.num_samples) if i not in first]
+    promoted = [(key, bits, rest, label) for key, bits, label in missing
+                if could_be_nondominated(optimistic_point(memo[first_stage_key(key)].result, task.objectives,
+                                                          task.quality_metric, racing.z), front_F)]
+    return evaluated + _evaluate(executor, memo, promoted, generation, task, progress)
+
+
+def first_stage_key(key: str) -> str:
+    return f"{key}@first"
+
+
+def best_result(memo: Memo, key: str) -> CandidateResult:
+    """The full evaluation if there is one, else racing's first-stage estimate."""
+    return memo[key].result if key in memo else memo[first_stage_key(key)].result
+
+
+def _evaluate(executor: Executor, memo: Memo, jobs: list[tuple], generation: int, task: SearchTask, progress: bool,
+              stage: str | None = None) -> int:
+    """Run ``(key, bits, samples, label)`` jobs; each result is in the memo as soon as it exists.
+
+    A full evaluation on the samples racing left out is merged with the first-stage result.
+    """
+    bits_of = {key: bits for key, bits, _, _ in jobs}
+    labels = {key: label for key, _, _, label in jobs}
+    images = {key: task.num_samples if samples is None else len(samples) for key, _, samples, _ in jobs}
+    quality_metric = task.quality_metric
+    bar = tqdm(total=len(jobs), desc=f"gen {generation} candidates", unit="cand", leave=False, disable=not progress)
 
     def store(key: str, result: CandidateResult) -> None:
-        memo.add(MemoRecord(key=key, bits=bits_of[key], result=result, generation=generation, label=labels[key]))
+        if stage is None and first_stage_key(key) in memo:
+            result = memo[first_stage_key(key)].result.merged(result, quality_metric)
+        memo.add(MemoRecord(key=key, bits=bits_of[key], result=result, generation=generation, label=labels[key],
+                            stage=stage, images=images[key]))
         bar.update(1)
 
     try:
-        if todo:
-            executor.evaluate(todo, store)
+        if jobs:
+            executor.evaluate([(key, bits, samples) for key, bits, samples, _ in jobs], store)
     finally:
         bar.close()
-    return len(todo)
+    return len(jobs)
 
 
 def archive_front(memo: Memo, up_to_generation: int | None = None, objectives: tuple[str, ...] = ()) -> list[MemoRecord]:
     """Nondominated records among everything evaluated (up to a generation), cheapest first."""
-    records = [r for r in memo.records.values() if up_to_generation is None or r.generation <= up_to_generation]
+    records = memo.evaluated(up_to_generation)
     if not records:
         return []
     F = objective_matrix((r.result for r in records), objectives)
@@ -214,7 +294,9 @@ def _finish_generation(folder: RunFolder, task: SearchTask, memo: Memo, state: S
         "hypervolume": hypervolume(task.objective_matrix(r.result for r in front), *state.normalization),
         "front_size": len(front),
         "evaluated": evaluated,
-        "evaluated_total": sum(1 for r in memo.records.values() if r.generation <= state.generation),
+        "evaluated_total": len(memo.evaluated(state.generation)),
+        "images_total": sum(task.num_samples if r.images is None else r.images
+                            for r in memo.records.values() if r.generation <= state.generation),
         "seconds": round(time.perf_counter() - started, 3),
     }
     state.history.append(record)
@@ -234,7 +316,7 @@ def _plot(folder: RunFolder, task: SearchTask, memo: Memo, state: SearchState) -
             folder.plot_path,
             front=archive_front(memo, objectives=task.objectives),
             seeds=[memo[task.key(b)] for _, b in task.seeds if task.key(b) in memo],
-            evaluated=list(memo.records.values()),
+            evaluated=memo.evaluated(),
             title=f"{task.description.get('name', 'ecad')} — generation {state.generation}",
             cost_label=task.description.get("cost_label", "cost"),
             quality_label=task.description.get("quality_label", "quality"),

@@ -47,7 +47,7 @@ def generation_seed(seed: int, generation: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(generation)]).generate_state(1)[0])
 
 
-def _nsga2(settings: GeneticSettings, sampling: np.ndarray) -> NSGA2:
+def _nsga2(settings: GeneticSettings, sampling: np.ndarray, n_offsprings: int | None = None) -> NSGA2:
     mutation = (
         BitflipMutation(prob=settings.mutation_prob)
         if settings.mutation_bit_prob is None
@@ -55,6 +55,7 @@ def _nsga2(settings: GeneticSettings, sampling: np.ndarray) -> NSGA2:
     )
     return NSGA2(
         pop_size=settings.population,
+        n_offsprings=n_offsprings,
         # a bool array: an int 0/1 array makes BitflipMutation produce -1/-2
         sampling=np.asarray(sampling, dtype=bool),
         crossover=PointCrossover(n_points=settings.crossover_points, prob=settings.crossover_prob),
@@ -64,11 +65,16 @@ def _nsga2(settings: GeneticSettings, sampling: np.ndarray) -> NSGA2:
 
 
 class Generation:
-    """One NSGA-II step: ``offspring()`` to ask, ``survivors(F_offspring)`` to tell."""
+    """One NSGA-II step: ``offspring()`` to ask, ``survivors(F, chosen)`` to tell.
 
-    def __init__(self, settings: GeneticSettings, bits: np.ndarray, F: np.ndarray, seed: int, generation: int):
+    ``pool_factor`` > 1 asks for that many times the population in offspring, of which the
+    caller evaluates and tells only the ``chosen`` ones (a surrogate's pre-screen).
+    """
+
+    def __init__(self, settings: GeneticSettings, bits: np.ndarray, F: np.ndarray, seed: int, generation: int,
+                 pool_factor: int = 1):
         self.problem = BitProblem(bits.shape[1], np.asarray(F).shape[1])
-        self.algorithm = _nsga2(settings, bits)
+        self.algorithm = _nsga2(settings, bits, None if pool_factor == 1 else pool_factor * settings.population)
         self.algorithm.setup(self.problem, seed=generation_seed(seed, generation), termination=("n_gen", 1 << 30))
         parents = self.algorithm.ask()
         if len(parents) != len(bits):
@@ -84,9 +90,10 @@ class Generation:
         self._offspring = self.algorithm.ask()
         return np.asarray(self._offspring.get("X"), dtype=bool)
 
-    def survivors(self, F_offspring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Indices into ``[parents..., offspring...]`` are not exposed by pymoo; return (bits, F)."""
-        self._tell(self._offspring, F_offspring)
+    def survivors(self, F_offspring: np.ndarray, chosen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Tell the objectives of the ``chosen`` offspring (all by default); return the next (bits, F)."""
+        told = self._offspring if chosen is None else self._offspring[np.asarray(chosen, dtype=int)]
+        self._tell(told, F_offspring)
         pop = self.algorithm.pop
         return np.asarray(pop.get("X"), dtype=bool), np.asarray(pop.get("F"), dtype=float)
 

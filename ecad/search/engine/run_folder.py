@@ -46,14 +46,21 @@ class MemoRecord:
     result: CandidateResult
     generation: int  # the generation whose evaluation first asked for this candidate
     label: str | None = None  # e.g. "fora-2" for seeded heuristics
+    #: None: a full evaluation (keyed by the schedule hash); "first": racing's first samples only
+    #: (keyed ``<hash>@first``), not a candidate of the front
+    stage: str | None = None
+    #: images this evaluation rendered (None in memos written before it was recorded)
+    images: int | None = None
 
     def to_json(self) -> str:
+        extra = {name: value for name, value in (("stage", self.stage), ("images", self.images)) if value is not None}
         return json.dumps(
             {
                 "key": self.key,
                 "bits": pack_bits(self.bits),
                 "generation": self.generation,
                 "label": self.label,
+                **extra,
                 **self.result.to_dict(),
             },
             sort_keys=True,
@@ -68,6 +75,8 @@ class MemoRecord:
             result=CandidateResult.from_dict(data),
             generation=int(data["generation"]),
             label=data.get("label"),
+            stage=data.get("stage"),
+            images=data.get("images"),
         )
 
 
@@ -103,6 +112,11 @@ class Memo:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def evaluated(self, up_to_generation: int | None = None) -> list[MemoRecord]:
+        """Fully evaluated candidates (not racing's first-stage records), in memo order."""
+        return [r for r in self.records.values()
+                if r.stage is None and (up_to_generation is None or r.generation <= up_to_generation)]
 
     def add(self, record: MemoRecord) -> None:
         if record.key in self.records:

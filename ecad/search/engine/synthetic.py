@@ -122,4 +122,5 @@ def synthetic_task(shape=(5, 2, 2), weight_seed: int = 0, delay: float = 0.0, ob
         description={"name": "synthetic", "shape": list(shape), "weight_seed": weight_seed},
         objectives=tuple(objectives),
         num_samples=recipe.num_samples,
+        quality_metric="weighted",
     )

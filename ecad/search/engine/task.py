@@ -30,6 +30,8 @@ class SearchTask:
     objectives: tuple[str, ...] = ()
     #: samples (prompt x seed images) a full evaluation renders; racing renders a subset first
     num_samples: int = 1
+    #: the metric CandidateResult.quality is (racing bounds it when no objectives are chosen)
+    quality_metric: str = "quality"
 
     def objective_matrix(self, results) -> np.ndarray:
         """The minimised objectives NSGA-II sees, one row per result: (−quality..., cost)."""

@@ -1,0 +1,80 @@
+"""A surrogate pre-screen: render only the offspring a cheap model of earlier results ranks best.
+
+Each generation, ridge regression (scikit-learn) is refitted on the schedule bits of every
+candidate fully evaluated in earlier generations, one model per objective. NSGA-II is asked for
+``pool_factor`` times the population in offspring; the surrogate predicts their objectives and
+only the best ``population`` by predicted non-dominated rank (then crowding distance) are
+rendered. Fit and choice depend only on earlier generations' results and the offspring, so a
+resumed run chooses the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ecad.search.engine.run_folder import MemoRecord
+from ecad.search.engine.task import SearchTask
+
+
+@dataclass(frozen=True)
+class SurrogateSettings:
+    #: offspring asked per generation, in populations; the surrogate keeps one population of them
+    pool_factor: int = 4
+    #: ridge regularisation
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.pool_factor < 2:
+            raise ValueError(f"SurrogateSettings.pool_factor must be >= 2, got {self.pool_factor}")
+        if self.alpha <= 0:
+            raise ValueError(f"SurrogateSettings.alpha must be > 0, got {self.alpha}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def predict_objectives(task: SearchTask, evaluated: list[MemoRecord], bits: np.ndarray, alpha: float) -> np.ndarray:
+    """Predicted minimised objectives of ``bits`` from a ridge fit on the ``evaluated`` records."""
+    from sklearn.linear_model import Ridge
+
+    X = np.array([r.bits for r in evaluated], dtype=float)
+    Y = task.objective_matrix(r.result for r in evaluated)
+    model = Ridge(alpha=alpha).fit(X, Y)
+    return np.asarray(model.predict(np.asarray(bits, dtype=float)), dtype=float).reshape(len(bits), Y.shape[1])
+
+
+def rank_and_crowding_order(F: np.ndarray) -> np.ndarray:
+    """Indices of ``F`` best first: by non-dominated front, then larger crowding distance, then index."""
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    order = []
+    for front in NonDominatedSorting().do(F):
+        front = np.sort(np.asarray(front))
+        crowding = _crowding_distance(F[front])
+        order.extend(front[np.lexsort((front, -crowding))])
+    return np.array(order, dtype=int)
+
+
+def _crowding_distance(F: np.ndarray) -> np.ndarray:
+    n, m = F.shape
+    if n <= 2:
+        return np.full(n, np.inf)
+    distance = np.zeros(n)
+    for j in range(m):
+        order = np.argsort(F[:, j], kind="stable")
+        span = F[order[-1], j] - F[order[0], j]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if span > 0:
+            distance[order[1:-1]] += (F[order[2:], j] - F[order[:-2], j]) / span
+    return distance
+
+
+def prescreen(task: SearchTask, evaluated: list[MemoRecord], offspring: np.ndarray, keep: int,
+              settings: SurrogateSettings) -> np.ndarray:
+    """Indices (sorted) of the ``keep`` offspring worth rendering."""
+    if len(offspring) <= keep:
+        return np.arange(len(offspring))
+    predicted = predict_objectives(task, evaluated, offspring, settings.alpha)
+    return np.sort(rank_and_crowding_order(predicted)[:keep])

@@ -1,0 +1,137 @@
+"""Noise-aware search: racing, bootstrap intervals, the validation split, the surrogate pre-screen."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ecad.bank import BankEntry, outranks, quality_for_ranking
+from ecad.paths import DEFAULT_MODEL
+from ecad.quality.prompts import assert_disjoint, prompt_set, validation_prompts
+from ecad.search.engine.loop import archive_front, first_stage_key, run_search
+from ecad.search.engine.noise import (
+    RacingSettings, bootstrap_interval, could_be_nondominated, first_samples, optimistic_point,
+)
+from ecad.search.engine.nsga import GeneticSettings
+from ecad.search.engine.surrogate import SurrogateSettings, rank_and_crowding_order
+from ecad.search.engine.synthetic import synthetic_task
+from ecad.search.executors import LocalExecutor
+
+SMALL = GeneticSettings(population=12)
+
+
+def noisy_task():
+    return synthetic_task(shape=(5, 2, 2), num_samples=8, noise=0.05)
+
+
+def search(tmp_path, name, seed=0, generations=5, **features):
+    task = noisy_task()
+    result = run_search(task, tmp_path / name, LocalExecutor(task.recipe), generations=generations, settings=SMALL,
+                        seed=seed, progress=False, plot=False, **features)
+    return task, result
+
+
+def state_of(run):
+    state = json.loads((run / "state.json").read_text())
+    for record in state["history"]:
+        record.pop("seconds")
+    return state
+
+
+def test_racing_is_deterministic_in_the_seed_and_renders_fewer_images(tmp_path):
+    racing = RacingSettings(first_fraction=0.25)
+    task, raced = search(tmp_path, "a", racing=racing)
+    search(tmp_path, "b", racing=racing)
+    assert state_of(tmp_path / "a") == state_of(tmp_path / "b")
+    assert (tmp_path / "a" / "memo.jsonl").read_text() != ""
+    keys = lambda run: sorted(json.loads(l)["key"] for l in (run / "memo.jsonl").read_text().splitlines())
+    assert keys(tmp_path / "a") == keys(tmp_path / "b")
+    assert first_samples(8, 0.25, 0) != first_samples(8, 0.25, 1), "the raced subset depends on the seed"
+
+    _, plain = search(tmp_path, "plain")
+    assert raced.state.history[-1]["images_total"] < plain.state.history[-1]["images_total"]
+
+    memo = raced.memo
+    first = [r for r in memo.records.values() if r.stage == "first"]
+    raced_out = [r for r in first if r.key.removesuffix("@first") not in memo]
+    promoted = [r for r in first if r.key.removesuffix("@first") in memo]
+    assert raced_out and promoted
+    evaluator = task.recipe.build()
+    for record in promoted:  # first samples + the rest, merged == rendering everything at once
+        full = memo[record.key.removesuffix("@first")]
+        direct = evaluator.evaluate(full.bits)
+        assert sorted(full.result.sample_ids) == list(range(8)) and full.images == 6 and record.images == 2
+        for name, value in direct.metrics.items():
+            assert full.result.metrics[name] == pytest.approx(value, rel=1e-12)
+    for record in raced_out:  # dropped only when even its optimistic bound is dominated
+        front = archive_front(memo, record.generation - 1)
+        front_F = task.objective_matrix(r.result for r in front)
+        point = optimistic_point(record.result, task.objectives, task.quality_metric, racing.z)
+        assert not could_be_nondominated(point, front_F)
+        assert first_stage_key(record.key.removesuffix("@first")) == record.key
+
+
+def test_bootstrap_interval_is_seeded_and_narrows_with_more_samples():
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(1.0, 0.2, 8), rng.normal(1.0, 0.2, 128)
+    assert bootstrap_interval(few) == bootstrap_interval(few)
+    low, high = bootstrap_interval(few)
+    assert low < few.mean() < high
+    many_low, many_high = bootstrap_interval(many)
+    assert many_high - many_low < high - low
+    assert bootstrap_interval([3.0]) == (3.0, 3.0)
+
+
+def entry(entry_id, mean, interval):
+    return BankEntry(id=entry_id, schedule={}, macs=1, quality={"reward": mean},
+                     interval={"reward": interval} if interval else None)
+
+
+def test_no_cached_entry_outranks_no_cache_by_noise():
+    no_cache = entry("no-cache", 0.50, (0.48, 0.52))
+    noisy_win = entry("ecad-a", 0.51, (0.46, 0.56))  # better mean, interval overlaps no-cache's
+    clear_win = entry("ecad-b", 0.60, (0.55, 0.65))
+    worse = entry("ecad-c", 0.40, (0.35, 0.45))
+    assert not outranks(noisy_win, no_cache, "reward")
+    assert quality_for_ranking(noisy_win, no_cache, "reward") == 0.50
+    assert outranks(clear_win, no_cache, "reward")
+    assert quality_for_ranking(clear_win, no_cache, "reward") == 0.60
+    assert quality_for_ranking(worse, no_cache, "reward") == 0.40
+    # without intervals the point estimates decide
+    assert outranks(entry("x", 0.51, None), entry("no-cache", 0.50, None), "reward")
+    validated = BankEntry(id="v", schedule={}, macs=1, quality={"reward": 0.9}, validation={"reward": 0.45})
+    assert validated.score("reward") == 0.45 and not outranks(validated, no_cache, "reward")
+
+
+@pytest.mark.parametrize("model", ["generic-model", str(DEFAULT_MODEL)])
+def test_validation_split_is_disjoint_from_calibration_and_held_out(model):
+    calibration = prompt_set(model, 8, "calibration")
+    validation = validation_prompts(model, 8, calibration)
+    assert len(set(validation)) == 8
+    assert not set(validation) & set(calibration)
+    assert not set(validation) & set(prompt_set(model, 256, "held-out"))
+    with pytest.raises(ValueError, match="overlap the calibration prompts"):
+        assert_disjoint(validation, calibration=validation[:1])
+    if model == "generic-model":  # the generic list has 8 validation prompts: 2 taken leaves 6
+        with pytest.raises(ValueError, match="only 6 validation prompts"):
+            validation_prompts(model, 8, calibration + validation[:2])
+
+
+def test_prescreen_ranks_by_front_then_crowding():
+    F = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, 1.0], [0.4, 0.6]])
+    order = rank_and_crowding_order(F)
+    assert set(order[:4]) == {0, 1, 2, 4} and order[4] == 3
+    assert set(order[:2]) == {0, 1}, "the front's extremes have infinite crowding distance"
+
+
+def test_surrogate_is_deterministic_and_renders_only_the_population(tmp_path):
+    surrogate = SurrogateSettings(pool_factor=4)
+    _, first = search(tmp_path, "a", surrogate=surrogate)
+    search(tmp_path, "b", surrogate=surrogate)
+    assert state_of(tmp_path / "a") == state_of(tmp_path / "b")
+    for record in first.state.history[1:]:
+        assert record["evaluated"] <= SMALL.population
+    _, plain = search(tmp_path, "plain")
+    assert first.state.history[-1]["hypervolume"] > plain.state.history[-1]["hypervolume"]
