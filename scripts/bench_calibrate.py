@@ -7,6 +7,12 @@ in-process.
     python scripts/bench_calibrate.py --model models/ecad-scenes --generations 6 --population 24
 
 Writes <out>/bench.json, <out>/hypervolume.png and prints a Markdown summary.
+
+    python scripts/bench_calibrate.py --efficiency     # no model: the synthetic problem
+
+compares plain NSGA-II with racing, the surrogate pre-screen and both at equal images rendered
+(3 search seeds, noisy synthetic problem; hypervolume of the true values of each run's front),
+writes <out>/efficiency.json and the plot docs/benchmarks/search-efficiency.png (--plot).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench-calibrate")
+    p.add_argument("--efficiency", action="store_true", help="compare the search variants on the synthetic problem")
+    p.add_argument("--plot", default=str(REPO / "docs" / "benchmarks" / "search-efficiency.png"))
     return p.parse_args(argv)
 
 
@@ -69,6 +77,8 @@ def F_of(records, values=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.efficiency:
+        return efficiency(args)
     import torch
 
     torch.set_num_threads(1)
@@ -234,6 +244,96 @@ def markdown(s):
     for w in s["warnings"]:
         lines.append(f"WARNING: {w}")
     return "\n".join(lines)
+
+
+EFFICIENCY_VARIANTS = ("plain", "racing", "surrogate", "racing+surrogate")
+
+
+def efficiency(args, shape=(10, 4, 3), num_samples=8, noise=0.05, generations=40, search_seeds=(0, 1, 2)):
+    """Hypervolume vs images rendered for each search variant, on a noisy synthetic problem.
+
+    Each candidate's quality is a mean over ``num_samples`` noisy samples (the stand-in for
+    prompt x seed images); the hypervolume is that of the *true* (noise-free) values of the
+    front each run believes in, normalised by the true front's range, so noise that fools a run
+    costs it hypervolume.
+    """
+    import tempfile
+
+    from ecad.search.engine.hypervolume import hypervolume
+    from ecad.search.engine.loop import archive_front, run_search
+    from ecad.search.engine.noise import RacingSettings
+    from ecad.search.engine.nsga import GeneticSettings
+    from ecad.search.engine.surrogate import SurrogateSettings
+    from ecad.search.engine.synthetic import SyntheticRecipe, synthetic_task
+    from ecad.search.executors import LocalExecutor
+
+    logging.getLogger("ecad.search").setLevel(logging.WARNING)
+    task = synthetic_task(shape=shape, num_samples=num_samples, noise=noise)
+    truth = SyntheticRecipe(task.recipe.weights).build()  # the same problem without noise
+    lower, upper = [-1.0, 0.0], [0.0, 1.0]  # true quality and cost both span [0, 1]
+    features = {
+        "plain": {},
+        "racing": {"racing": RacingSettings(0.25)},
+        "surrogate": {"surrogate": SurrogateSettings(pool_factor=4)},
+        "racing+surrogate": {"racing": RacingSettings(0.25), "surrogate": SurrogateSettings(pool_factor=4)},
+    }
+    curves = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in EFFICIENCY_VARIANTS:
+            for seed in search_seeds:
+                result = run_search(task, Path(tmp) / f"{variant}-{seed}", LocalExecutor(task.recipe),
+                                    generations=generations, settings=GeneticSettings(population=args.population),
+                                    seed=seed, progress=False, plot=False, **features[variant])
+                points = []
+                for record in result.state.history:
+                    front = archive_front(result.memo, record["generation"])
+                    true_F = np.array([[-truth.evaluate(r.bits).quality, r.result.cost] for r in front])
+                    points.append((record["images_total"], hypervolume(true_F, lower, upper)))
+                curves[f"{variant}/{seed}"] = points
+    ratios = {}
+    for seed in search_seeds:
+        plain = curves[f"plain/{seed}"]
+        target, plain_images = plain[-1][1], plain[-1][0]
+        for variant in EFFICIENCY_VARIANTS[1:]:
+            reached = [images for images, hv in curves[f"{variant}/{seed}"] if hv >= target]
+            ratios.setdefault(variant, []).append(reached[0] / plain_images if reached else None)
+    summary = {"problem": {"shape": list(shape), "bits": task.space.n_var, "num_samples": num_samples, "noise": noise},
+               "population": args.population, "generations": generations, "search_seeds": list(search_seeds),
+               "curves": curves,
+               "images_to_reach_plain_final_hv_over_plain_images": ratios}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "efficiency.json").write_text(json.dumps(summary, indent=1))
+    plot_efficiency(Path(args.plot), summary)
+    lines = ["| variant | images to reach plain NSGA-II's final HV / plain's images (per seed) |", "|---|---|"]
+    for variant, values in ratios.items():
+        lines.append(f"| {variant} | {', '.join('not reached' if v is None else f'{v:.2f}' for v in values)} |")
+    print("\n".join(lines))
+
+
+def plot_efficiency(path: Path, summary) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = dict(zip(EFFICIENCY_VARIANTS, ("tab:gray", "tab:blue", "tab:red", "tab:purple")))
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for name, points in summary["curves"].items():
+        variant, seed = name.split("/")
+        images, hv = zip(*points)
+        ax.plot(images, hv, "-", c=colours[variant], lw=1.2, alpha=0.8, label=variant if seed == "0" else None)
+    p = summary["problem"]
+    ax.set_xlabel("images rendered (candidate evaluations x samples)")
+    ax.set_ylabel("hypervolume of the true front values")
+    ax.set_title(f"synthetic problem, {p['bits']} bits, {p['num_samples']} samples (noise {p['noise']}), "
+                 f"population {summary['population']}, 3 seeds", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

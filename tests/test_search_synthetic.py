@@ -173,7 +173,8 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path, features):
     script.write_text(RUNNER)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     # same evaluator recipe in both folders: the delay is part of the run's config
-    subprocess.run([sys.executable, str(script), str(tmp_path / "straight"), "0.02", features], env=env, check=True, timeout=120)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "straight"), "0.02", features], env=env, check=True,
+                   timeout=120)
 
     killed = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, str(script), str(killed), "0.02", features], env=env)

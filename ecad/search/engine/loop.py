@@ -3,9 +3,11 @@
 ``run_search``: the run folder binds the config; generation 0 evaluates the seeded heuristics
 plus random schedules and keeps the best ``population`` of them; then each generation
 
-1. **asks** NSGA-II for offspring of the saved population (nsga.py),
+1. **asks** NSGA-II for offspring of the saved population (nsga.py); with a surrogate, asks for
+   more and keeps those a model of earlier results ranks best (surrogate.py),
 2. **evaluates** those not yet in the memo on the executor, each result appended to the memo
-   (run_folder.py) the moment it finishes,
+   (run_folder.py) the moment it finishes; with racing, on a subset of the samples first and
+   on the rest only if it could still be on the front (noise.py),
 3. **tells** NSGA-II the offspring's objectives, which picks the next population,
 4. saves that population as the new state (atomically) and logs the archive's front.
 
