@@ -135,7 +135,3 @@ def heuristic_suite(layout: BlockLayout, num_steps: int) -> dict[str, CacheSched
             seen.add(schedule.hash)
             unique[name] = schedule
     return unique
-
-
-def heuristic_names(layout: BlockLayout, num_steps: int) -> list[str]:
-    return list(heuristic_suite(layout, num_steps))

@@ -83,6 +83,15 @@ class TransformerAdapter:
                 modules.append([getattr(block, name) for name in group.components])
         return modules
 
+    def block_modules(self, transformer: nn.Module) -> list[nn.Module]:
+        """The blocks themselves, in layout order (what a block skip replaces)."""
+        return [block for group in self.layout(transformer).groups for block in getattr(transformer, group.name)]
+
+    def residual_streams(self, group: str) -> tuple[str, ...]:
+        """A block's residual-stream arguments, in the order the block returns them (one name: it
+        returns a single tensor). Skipping the block adds its last delta to each of them."""
+        raise NotImplementedError
+
     def num_tokens(self, transformer: nn.Module, *, height: int, width: int, vae_scale_factor: int) -> int:
         """Image tokens the transformer sees for an image of height x width pixels."""
         raise NotImplementedError

@@ -43,6 +43,11 @@ class FluxAdapter(TransformerAdapter):
             BlockGroup("single_transformer_blocks", len(transformer.single_transformer_blocks), SINGLE_COMPONENTS),
         ))
 
+    def residual_streams(self, group: str) -> tuple[str, ...]:
+        # Double and single blocks both take (hidden_states, encoder_hidden_states) and return
+        # (encoder_hidden_states, hidden_states).
+        return ("encoder_hidden_states", "hidden_states")
+
     def num_tokens(self, transformer, *, height, width, vae_scale_factor=8) -> int:
         # The pipeline packs 2x2 latent patches into one token.
         return (height // vae_scale_factor // 2) * (width // vae_scale_factor // 2)

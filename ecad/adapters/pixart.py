@@ -42,6 +42,9 @@ class PixArtAdapter(TransformerAdapter):
     def layout(self, transformer: PixArtTransformer2DModel) -> BlockLayout:
         return BlockLayout((BlockGroup("transformer_blocks", len(transformer.transformer_blocks), PIXART_COMPONENTS),))
 
+    def residual_streams(self, group: str) -> tuple[str, ...]:
+        return ("hidden_states",)  # BasicTransformerBlock returns hidden_states
+
     def num_tokens(self, transformer, *, height, width, vae_scale_factor=8) -> int:
         p = transformer.config.patch_size
         return (height // vae_scale_factor // p) * (width // vae_scale_factor // p)
