@@ -419,3 +419,78 @@ class CacheSchedule:
             f"CacheSchedule(steps={self.num_steps}, layout={self._layout}, "
             f"recompute={self.recompute_fraction:.3f}{extra}, hash={self.hash[:12]})"
         )
+
+
+@dataclass(frozen=True)
+class GeneSpace:
+    """Integer genes of the schedules of one (layout, num_steps), for a genetic search.
+
+    Gene order: the actions of steps 1.. as ``actions[1:].ravel()`` (step 0 always recomputes
+    everything, so it has no genes), then, with `block_skip`, the skip plane ``skip[1:].ravel()``.
+    A component gene takes one of `actions` (action codes, so ``(REUSE, RECOMPUTE)`` is the v1
+    search); a skip gene 0 or 1. `from_genes` always gives a valid schedule (`CacheSchedule.repaired`:
+    a forecast without two earlier recomputes becomes a reuse), so `to_genes(from_genes(g))` may
+    differ from `g`; `from_genes(to_genes(s)) == s` for every valid `s` the space can express.
+    """
+
+    layout: BlockLayout
+    num_steps: int
+    actions: tuple[int, ...] = (REUSE, RECOMPUTE, FORECAST)
+    block_skip: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "actions", tuple(sorted(set(int(a) for a in self.actions))))
+        if RECOMPUTE not in self.actions or not set(self.actions) <= set(ACTION_NAMES):
+            raise ScheduleError(f"gene actions must include recompute and be among {dict(ACTION_NAMES)}, "
+                                f"got {list(self.actions)}")
+        if self.num_steps < 1:
+            raise ScheduleError(f"num_steps must be >= 1, got {self.num_steps}")
+
+    @property
+    def num_action_genes(self) -> int:
+        return (self.num_steps - 1) * self.layout.num_blocks * self.layout.num_components
+
+    @property
+    def num_genes(self) -> int:
+        skip = (self.num_steps - 1) * self.layout.num_blocks if self.block_skip else 0
+        return self.num_action_genes + skip
+
+    def allowed_values(self) -> list[tuple[int, ...]]:
+        """For each gene, the integers it may take."""
+        return [self.actions] * self.num_action_genes + [(0, 1)] * (self.num_genes - self.num_action_genes)
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) per gene, inclusive, for pymoo `Integer` variables. Every integer between
+        them is allowed: the codes are 0, 1, 2 and recompute (1) is always in."""
+        values = self.allowed_values()
+        return np.array([v[0] for v in values]), np.array([v[-1] for v in values])
+
+    def to_genes(self, schedule: CacheSchedule) -> np.ndarray:
+        if schedule.layout != self.layout or schedule.num_steps != self.num_steps:
+            raise ScheduleError(f"schedule ({schedule.num_steps} steps, {schedule.layout}) is not in this gene "
+                                f"space ({self.num_steps} steps, {self.layout})")
+        outside = ~np.isin(schedule.actions[1:], self.actions)
+        if outside.any():
+            s, b, c = (int(i[0]) for i in np.nonzero(outside))
+            raise ScheduleError(f"action {ACTION_NAMES.get(int(schedule.actions[1 + s, b, c]))} at step {1 + s} "
+                                f"block {b} is not a gene value here ({[ACTION_NAMES[a] for a in self.actions]})")
+        if schedule.skip.any() and not self.block_skip:
+            raise ScheduleError("the schedule skips blocks, but this gene space has no skip genes")
+        genes = [schedule.actions[1:].ravel().astype(np.int64)]
+        if self.block_skip:
+            genes.append(schedule.skip[1:].ravel().astype(np.int64))
+        return np.concatenate(genes)
+
+    def from_genes(self, genes: np.ndarray) -> CacheSchedule:
+        genes = np.asarray(genes)
+        if genes.shape != (self.num_genes,):
+            raise ScheduleError(f"expected {self.num_genes} genes, got shape {genes.shape}")
+        shape = (self.num_steps, self.layout.num_blocks, self.layout.num_components)
+        actions = np.full(shape, RECOMPUTE, np.int8)
+        actions[1:] = genes[: self.num_action_genes].reshape((self.num_steps - 1,) + shape[1:])
+        if not np.isin(actions, self.actions).all():
+            raise ScheduleError(f"gene values must be among {list(self.actions)}")
+        skip = np.zeros(shape[:2], bool)
+        if self.block_skip:
+            skip[1:] = genes[self.num_action_genes:].reshape(self.num_steps - 1, shape[1]) != 0
+        return CacheSchedule.repaired(actions, self.layout, skip)

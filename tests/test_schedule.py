@@ -193,3 +193,45 @@ def test_resample_keeps_actions_and_skip():
     r = s.resample(10)
     idx = np.rint(np.arange(10) / 9 * 19).astype(int)
     assert np.array_equal(r.actions, s.actions[idx]) and np.array_equal(r.skip, s.skip[idx])
+
+
+# -- genes for the search ---------------------------------------------------------------------
+
+from ecad.schedule import GeneSpace  # noqa: E402
+
+
+@pytest.mark.parametrize("layout", [PIXART, FLUX])
+def test_genes_round_trip_and_allowed_values(layout):
+    space = GeneSpace(layout, 20)
+    s = action_schedule(layout, seed=3)
+    genes = space.to_genes(s)
+    assert genes.dtype == np.int64 and genes.shape == (space.num_genes,)
+    assert space.num_genes == 19 * layout.num_blocks * (layout.num_components + 1)
+    assert space.from_genes(genes) == s
+    allowed = space.allowed_values()
+    assert len(allowed) == space.num_genes and all(g in a for g, a in zip(genes, allowed))
+    low, high = space.bounds()
+    assert (low == 0).all() and set(high.tolist()) == {1, 2}
+
+
+def test_any_genome_decodes_to_a_valid_schedule():
+    space = GeneSpace(PIXART, 8)
+    rng = np.random.default_rng(0)
+    low, high = space.bounds()
+    for _ in range(20):
+        s = space.from_genes(rng.integers(low, high + 1))
+        s.validate(layout=PIXART, num_steps=8)
+    # a forecast at step 1 has only step 0 before it: decoded as a reuse
+    genes = np.ones(space.num_genes, np.int64)
+    genes[0] = FORECAST
+    genes[space.num_action_genes:] = 0
+    assert space.from_genes(genes).actions[1, 0, 0] == REUSE
+
+
+def test_v1_gene_space_is_the_mask():
+    space = GeneSpace(PIXART, 20, actions=(REUSE, RECOMPUTE), block_skip=False)
+    s = random_schedule(PIXART)
+    assert np.array_equal(space.to_genes(s), s.mask[1:].ravel())
+    assert space.from_genes(space.to_genes(s)).hash == s.hash
+    with pytest.raises(ScheduleError, match="forecast at step"):
+        space.to_genes(action_schedule(PIXART, seed=1))

@@ -114,6 +114,26 @@ class TransformerAdapter:
         """MACs outside the cacheable components (embeddings, AdaLN, final layer) per call."""
         raise NotImplementedError
 
+    # -- what the actions beyond recompute/reuse cost (see ecad.cost) ---------------------------
+    def block_linear_macs(self, transformer: nn.Module, **shape) -> np.ndarray:
+        """int64 [num_blocks]: MACs of linear layers inside a block but outside its components
+        (AdaLN modulation); a skipped block saves them. Not part of `other_macs`."""
+        return np.zeros(self.layout(transformer).num_blocks, dtype=np.int64)
+
+    def block_elementwise_ops(self, transformer: nn.Module, **shape) -> np.ndarray:
+        """int64 [num_blocks]: element-wise ops of a block's norms, modulation, gates, activations
+        and residual adds, one MAC each; a skipped block saves them."""
+        raise NotImplementedError
+
+    def component_output_elements(self, transformer: nn.Module, **shape) -> np.ndarray:
+        """int64 [num_blocks, num_components]: elements of each component's output (what a forecast
+        extrapolates, a few element-wise ops each)."""
+        raise NotImplementedError
+
+    def block_output_elements(self, transformer: nn.Module, **shape) -> np.ndarray:
+        """int64 [num_blocks]: elements of a block's residual streams (what a skip adds its delta to)."""
+        raise NotImplementedError
+
     def text_len(self, pipe: Any) -> int:
         """Text tokens the transformer sees per prompt when called through `pipe` (prompts are padded)."""
         return int(self.pipeline_call_kwargs(pipe)["max_sequence_length"])
