@@ -235,3 +235,14 @@ def test_v1_gene_space_is_the_mask():
     assert space.from_genes(space.to_genes(s)).hash == s.hash
     with pytest.raises(ScheduleError, match="forecast at step"):
         space.to_genes(action_schedule(PIXART, seed=1))
+
+
+def test_skip_idle_blocks_skips_only_all_reused_blocks():
+    s = random_schedule(PIXART, steps=6, seed=2)
+    mask = s.mask.copy()
+    mask[3, 4] = False
+    mask[3, 5] = [False, True, False]
+    t = CacheSchedule(mask, PIXART).skip_idle_blocks()
+    t.validate()
+    assert np.array_equal(t.skip, ~mask.any(axis=2)) and t.skip[3, 4] and not t.skip[3, 5]
+    assert np.array_equal(t.mask, mask)  # the same components run

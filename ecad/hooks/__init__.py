@@ -6,7 +6,7 @@ Three kinds of diffusers `ModelHook`, in the style of `diffusers/hooks/*.py`:
   (`ecad.hooks.clock`) for the denoising step and the call-within-step ("branch": FLUX true CFG
   calls the transformer twice per step), starts fresh state at step 0 of every pipeline call, and
   drops all state if the call raises.
-- `ComponentHook` on every cached module: recompute, reuse or forecast (`ecad.hooks.actions`).
+- `ComponentHook` on every cached module that reuses or forecasts at some step (`ecad.hooks.actions`).
 - `BlockSkipHook` on the blocks a schedule skips at some step: replay the block's residual delta.
 
 Memory: the schedule is static, so every hook knows in advance which later step reads what it
@@ -75,13 +75,12 @@ class StepTrackerHook(ModelHook):
             raise ScheduleError(
                 f"transformer call at step {tick.step}, but the schedule has {self.clock.num_steps} steps"
             )
-        hidden = self.clock.arg("hidden_states", args, kwargs)
-        shape = tuple(hidden.shape) if isinstance(hidden, torch.Tensor) else None
-        if state.branch_shapes.setdefault(tick.branch, shape) != shape:
+        expected = state.branch_shapes.setdefault(tick.branch, tick.shape)
+        if expected != tick.shape:
             state.reset()
             raise RuntimeError(
                 f"the batch shape changed in the middle of a pipeline call (step {tick.step}): "
-                f"{state.branch_shapes.get(tick.branch)} -> {shape}; cached outputs were dropped"
+                f"{expected} -> {tick.shape}; cached outputs were dropped"
             )
         state.step, state.branch = tick.step, tick.branch
         state.call_id += 1
@@ -163,8 +162,9 @@ def apply_cache_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> C
         names = schedule.layout.component_names(block)
         for c, module in enumerate(modules):
             plan = ActionPlan.build(actions[:, block, c], skip[:, block])
-            hook = ComponentHook(state, block, c, f"block {block} {names[c]}", plan)
-            _register(module, hook, _COMPONENT_CACHE_HOOK, created)
+            if plan.needs_hook:  # a component that recomputes whenever it runs is left alone
+                hook = ComponentHook(state, block, c, f"block {block} {names[c]}", plan)
+                _register(module, hook, _COMPONENT_CACHE_HOOK, created)
     for block, module in enumerate(adapter.block_modules(transformer)):
         if skip[:, block].any():
             streams = adapter.residual_streams(schedule.layout.group_of(block)[0].name)

@@ -96,12 +96,15 @@ class ActionPlan:
 
     ``action[s]``: RECOMPUTE / REUSE / FORECAST, or SKIPPED (its block is skipped).
     At a recompute step: ``make_diff`` forms y - y_prev (a forecast follows before the next
-    recompute), ``keep_out`` keeps y (a later step reads it). ``coeff[s]`` is the forecast's
-    (s - s2) / (s2 - s1). ``drop_out`` / ``drop_diff``: release after serving step s.
+    recompute), ``keep_out`` keeps y (a later step reads it), ``held`` says an older output is
+    still held (kept only to form this step's difference) and must be released if y is not kept.
+    ``coeff[s]`` is the forecast's (s - s2) / (s2 - s1). ``drop_out`` / ``drop_diff``: release
+    after serving step s.
     """
 
     action: list[int]
     keep_out: list[bool]
+    held: list[bool]
     make_diff: list[bool]
     coeff: list[float]
     drop_out: list[bool]
@@ -112,7 +115,7 @@ class ActionPlan:
         n = len(actions)
         action = [SKIPPED if skip else int(a) for a, skip in zip(actions, skipped)]
         computed = [s for s in range(n) if action[s] == RECOMPUTE]
-        keep_out, make_diff, drop_out, drop_diff = [False] * n, [False] * n, [False] * n, [False] * n
+        keep_out, held, make_diff, drop_out, drop_diff = ([False] * n for _ in range(5))
         coeff = [0.0] * n
         for k, s2 in enumerate(computed):
             nxt = computed[k + 1] if k + 1 < len(computed) else n
@@ -122,14 +125,21 @@ class ActionPlan:
             needed_at_next = any(action[t] == FORECAST for t in range(nxt + 1, nxt2))
             keep_out[s2] = bool(uses) or needed_at_next
             make_diff[s2] = bool(forecasts)
-            if uses and not needed_at_next:
+            if needed_at_next:
+                held[nxt] = True
+            elif uses:
                 drop_out[uses[-1]] = True
             if forecasts:
                 drop_diff[forecasts[-1]] = True
                 s1 = computed[k - 1]  # exists: validation refuses a forecast without two computed outputs
                 for t in forecasts:
                     coeff[t] = (t - s2) / (s2 - s1)
-        return cls(action, keep_out, make_diff, coeff, drop_out, drop_diff)
+        return cls(action, keep_out, held, make_diff, coeff, drop_out, drop_diff)
+
+    @property
+    def needs_hook(self) -> bool:
+        """False when the component recomputes whenever it is called: nothing to do."""
+        return any(a in (REUSE, FORECAST) for a in self.action)
 
 
 class ComponentHook(ModelHook):
@@ -166,7 +176,7 @@ class ComponentHook(ModelHook):
                 state.store(self.diff_key, _map2(torch.sub, output, previous))
             if plan.keep_out[step]:
                 state.store(self.out_key, output)
-            else:
+            elif plan.held[step]:
                 state.release(self.out_key)
             return output
         last = state.get(self.out_key, self.name)

@@ -29,11 +29,13 @@ from ..schedule import ScheduleError
 
 @dataclass(frozen=True)
 class Tick:
-    """Where one transformer call falls: its step, its branch, and whether it starts a pipeline call."""
+    """Where one transformer call falls: its step, its branch, whether it starts a pipeline call,
+    and the shape of its `hidden_states` (None if it has none)."""
 
     step: int
     branch: int
     new_call: bool
+    shape: tuple | None
 
 
 class StepClock:
@@ -86,7 +88,7 @@ class StepClock:
         else:
             self.branch = 0
         self.step = step
-        return Tick(step, self.branch, new_call)
+        return Tick(step, self.branch, new_call, shape)
 
     def _pipeline_step(self, scheduler: Any, args: tuple, kwargs: dict) -> tuple[int, bool]:
         timesteps = scheduler.timesteps
