@@ -35,13 +35,18 @@ def test_action_matches_reference_loop(tiny_pipe, kind):
     pipe = tiny_pipe
     schedule = action_schedule(pipe, kind)
     schedule.validate()
+    if kind in ("skip", "mixed"):  # every block group has skipped blocks (FLUX: double and single)
+        assert all(schedule.skip[:, r].any() for r in schedule.layout.block_ranges().values())
     expected = reference_actions_run(pipe, schedule.actions, schedule.skip)
+    blocks = get_adapter(pipe).block_modules(pipe.transformer)
     with cache_schedule(pipe, schedule) as handle:
         got = run(pipe)
         assert handle.bytes_held == 0  # everything released at its last read
         assert torch.equal(run(pipe), got)  # per-call state: a second call gives the same images
     assert torch.equal(got, expected)
     assert not torch.equal(got, run(pipe))  # the actions change the result
+    # removal restores the blocks exactly (no instance forward, no hook registry left)
+    assert not any("forward" in b.__dict__ or hasattr(b, "_diffusers_hook") for b in blocks)
 
 
 def test_reference_loop_agrees_with_the_v1_reference(tiny_pipe):
