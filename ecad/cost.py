@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .adapters import get_adapter, split_pipeline
+from .hooks.actions import ActionPlan
 from .schedule import FORECAST, CacheSchedule
 from .setting import Setting
 
@@ -69,8 +70,6 @@ def macs_table(model: Any, *, height: int, width: int, batch_size: int, text_len
 def forecast_differences(schedule: CacheSchedule) -> np.ndarray:
     """int [blocks, components]: how often each component forms a difference for its forecasts (once
     per recompute that a forecast follows before the next recompute), as the engine does."""
-    from .hooks.actions import ActionPlan
-
     out = np.zeros(schedule.shape[1:], dtype=np.int64)
     forecasts = (schedule.actions == FORECAST) & ~schedule.skip[:, :, None]
     for b, c in zip(*np.nonzero(forecasts.any(axis=0))):
