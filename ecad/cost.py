@@ -1,46 +1,100 @@
-"""Cost of a schedule: analytic MACs (a sum over recomputed components), and latency helpers.
+"""Cost of a schedule: analytic MACs of every action, and latency helpers.
 
-MACs are per denoising run: every step pays the "other" MACs (embeddings, AdaLN, final layer)
-plus the MACs of the components it recomputes, times the transformer calls per step.
-`batch_size` is the batch one transformer call sees (PixArt with CFG: 2 x images; the adapters'
-`transformer_batch(pipe, num_images, ...)` gives it); `text_len` the padded prompt length.
+MACs are per denoising run. Each step pays the "other" MACs outside the blocks (embeddings, final
+layer), and for every block that runs, its in-block work outside the components (AdaLN
+modulation linears, and the element-wise ops of norms, gates and residual adds, one MAC each).
+Each component costs its MACs where it is recomputed; a forecast costs 2 element-wise ops per
+output element (multiply, add), plus 1 (a subtraction) at the recompute step that forms the
+difference it extrapolates; a reuse is free. A skipped block costs 1 op per element of its
+residual streams (adding the delta), plus 1 at the run before that stores the delta.
+Everything is multiplied by the transformer calls per step. `batch_size` is the batch one
+transformer call sees (PixArt with CFG: 2 x images; the adapters' `transformer_batch(pipe,
+num_images, ...)` gives it); `text_len` the padded prompt length.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from .adapters import get_adapter, split_pipeline
-from .schedule import CacheSchedule
+from .hooks.actions import ActionPlan
+from .schedule import FORECAST, CacheSchedule
 from .setting import Setting
 
+FORECAST_OPS = 2  # y + d * k per element
+DIFF_OPS = 1  # d = y2 - y1 per element, once per run of forecasts
+SKIP_OPS = 1  # input + delta per element
+DELTA_OPS = 1  # delta = output - input per element, at the run before a skip
 
-def macs_table(model: Any, *, height: int, width: int, batch_size: int, text_len: int,
-               vae_scale_factor: int | None = None) -> tuple[np.ndarray, int]:
-    """(component MACs [blocks, components], other MACs) for one transformer call.
 
-    `model` is a transformer or a pipeline (then its `vae_scale_factor` is used).
-    """
+@dataclass(frozen=True)
+class CostTable:
+    """MACs of one transformer call, per unit of work a schedule can choose."""
+
+    component: np.ndarray  # [blocks, components]: a recompute
+    block_other: np.ndarray  # [blocks]: a block's work outside its components (saved by a skip)
+    other: int  # outside the blocks
+    component_elements: np.ndarray  # [blocks, components]: output elements (forecast ops scale with it)
+    block_elements: np.ndarray  # [blocks]: residual-stream elements (skip ops scale with it)
+
+
+def cost_table(model: Any, *, height: int, width: int, batch_size: int, text_len: int,
+               vae_scale_factor: int | None = None) -> CostTable:
+    """The `CostTable` of `model` (a transformer, or a pipeline: then its `vae_scale_factor` is used)."""
     pipe, transformer = split_pipeline(model)
     vsf = vae_scale_factor if vae_scale_factor is not None else int(getattr(pipe, "vae_scale_factor", 8))
     adapter = get_adapter(transformer)
     kw = dict(height=height, width=width, batch_size=batch_size, text_len=text_len, vae_scale_factor=vsf)
-    return adapter.component_macs(transformer, **kw), adapter.other_macs(transformer, **kw)
+    return CostTable(
+        component=adapter.component_macs(transformer, **kw),
+        block_other=adapter.block_linear_macs(transformer, **kw) + adapter.block_elementwise_ops(transformer, **kw),
+        other=int(adapter.other_macs(transformer, **kw)),
+        component_elements=adapter.component_output_elements(transformer, **kw),
+        block_elements=adapter.block_output_elements(transformer, **kw),
+    )
+
+
+def macs_table(model: Any, *, height: int, width: int, batch_size: int, text_len: int,
+               vae_scale_factor: int | None = None) -> tuple[np.ndarray, int]:
+    """(component MACs [blocks, components], MACs outside the components) for one uncached call."""
+    t = cost_table(model, height=height, width=width, batch_size=batch_size, text_len=text_len,
+                   vae_scale_factor=vae_scale_factor)
+    return t.component, t.other + int(t.block_other.sum())
+
+
+def forecast_differences(schedule: CacheSchedule) -> np.ndarray:
+    """int [blocks, components]: how often each component forms a difference for its forecasts (once
+    per recompute that a forecast follows before the next recompute), as the engine does."""
+    out = np.zeros(schedule.shape[1:], dtype=np.int64)
+    forecasts = (schedule.actions == FORECAST) & ~schedule.skip[:, :, None]
+    for b, c in zip(*np.nonzero(forecasts.any(axis=0))):
+        out[b, c] = sum(ActionPlan.build(schedule.actions[:, b, c], schedule.skip[:, b]).make_diff)
+    return out
 
 
 def schedule_macs(schedule: CacheSchedule, model: Any, *, height: int, width: int, batch_size: int,
                   text_len: int, calls_per_step: int = 1, vae_scale_factor: int | None = None) -> int:
-    """Transformer MACs of a whole denoising run under `schedule`."""
-    component, other = macs_table(model, height=height, width=width, batch_size=batch_size,
-                                  text_len=text_len, vae_scale_factor=vae_scale_factor)
-    if component.shape != schedule.mask.shape[1:]:
-        raise ValueError(f"schedule grid {schedule.mask.shape[1:]} does not match the model's {component.shape}")
-    recomputed = int((schedule.mask * component[None]).sum())
-    return calls_per_step * (recomputed + schedule.num_steps * other)
+    """Transformer MACs of a whole denoising run under `schedule` (see the module docstring)."""
+    t = cost_table(model, height=height, width=width, batch_size=batch_size, text_len=text_len,
+                   vae_scale_factor=vae_scale_factor)
+    if t.component.shape != schedule.shape[1:]:
+        raise ValueError(f"schedule grid {schedule.shape[1:]} does not match the model's {t.component.shape}")
+    skip = schedule.skip
+    forecasts = ((schedule.actions == FORECAST) & ~skip[:, :, None]).sum(axis=0)
+    delta_stores = (~skip[:-1] & skip[1:]).sum(axis=0)
+    macs = (
+        int((schedule.mask * t.component[None]).sum())
+        + int(((~skip) * t.block_other[None]).sum())
+        + schedule.num_steps * t.other
+        + int((t.component_elements * (FORECAST_OPS * forecasts + DIFF_OPS * forecast_differences(schedule))).sum())
+        + int((t.block_elements * (SKIP_OPS * skip.sum(axis=0) + DELTA_OPS * delta_stores)).sum())
+    )
+    return calls_per_step * macs
 
 
 def image_macs(pipe: Any, setting: Setting, schedule: CacheSchedule | None = None, *,

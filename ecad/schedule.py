@@ -1,16 +1,30 @@
-"""Cache schedules: which transformer components to recompute at which denoising step.
+"""Cache schedules: what each transformer component does at each denoising step.
 
-A `CacheSchedule` is a boolean array ``mask[step, block, component]``; ``True`` means recompute
-the component's output at that step, ``False`` means reuse the output cached at the last step
-where it was recomputed (ECAD, Sec. 3). Blocks are numbered across the groups of a
-`BlockLayout` (FLUX: 19 double blocks, then 38 single blocks).
+A `CacheSchedule` holds an int8 action tensor ``actions[step, block, component]`` and a bool
+block-skip plane ``skip[step, block]``. Actions (ECAD, Sec. 3, plus forecasting):
 
-The JSON form is compact and versioned (bits packed with `numpy.packbits`, base64):
+- ``RECOMPUTE`` (1): run the component;
+- ``REUSE`` (0): return its output from the last step where it was recomputed;
+- ``FORECAST`` (2): extrapolate to first order from its last two recomputed outputs, using the
+  step distance (TaylorSeer-like);
+- ``skip[step, block]``: run nothing inside the block; add the block's residual delta from the
+  last step where it ran (FirstBlockCache-like, per block). The component actions under a skipped
+  block are stored as REUSE (they do not run).
+
+``mask`` (bool, True = recompute, the v1 view) is ``actions == RECOMPUTE`` outside skipped blocks.
+Blocks are numbered across the groups of a `BlockLayout` (FLUX: 19 double blocks, then 38 single).
+
+The JSON form is compact and versioned. A schedule with only recompute/reuse is written as
+version 1 (bits packed with `numpy.packbits`, base64), exactly as before actions existed, so v1
+files, banks and hashes are unchanged:
 
     {"version": 1, "shape": [20, 28, 3],
      "layout": {"groups": [{"name": "transformer_blocks", "num_blocks": 28,
                             "components": ["attn1", "attn2", "ff"]}]},
      "bits": "..."}
+
+Any other schedule is version 2: ``"actions"`` packs two bits per action (high bit first) and
+``"skip"`` one bit per (step, block), each with `numpy.packbits` and base64.
 """
 
 from __future__ import annotations
@@ -23,7 +37,11 @@ from typing import Any
 
 import numpy as np
 
-SCHEDULE_FORMAT_VERSION = 1
+SCHEDULE_FORMAT_VERSION = 2  # the newest version this ecad writes; it reads 1 and 2
+READABLE_VERSIONS = (1, 2)
+
+REUSE, RECOMPUTE, FORECAST = 0, 1, 2
+ACTION_NAMES = {REUSE: "reuse", RECOMPUTE: "recompute", FORECAST: "forecast"}
 
 
 class ScheduleError(ValueError):
@@ -114,23 +132,78 @@ class BlockLayout:
         return " + ".join(f"{g.name}[{g.num_blocks}]x({', '.join(g.components)})" for g in self.groups)
 
 
-class CacheSchedule:
-    """Immutable bool mask ``[num_steps, num_blocks, num_components]``; True = recompute.
+def _pack_bits(bits: np.ndarray) -> str:
+    return base64.b64encode(np.packbits(bits.ravel().astype(bool)).tobytes()).decode("ascii")
 
-    Construction does not validate (so that a bad schedule can be inspected); call `validate()`
-    or use `checked()`. Equality and hashing are by layout and mask.
+
+def _unpack_bits(text: Any, count: int, what: str) -> np.ndarray:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (TypeError, ValueError) as e:
+        raise ScheduleError(f"malformed schedule JSON: {what} is not base64 ({e})") from e
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))
+    if len(bits) != (count + 7) // 8 * 8:
+        raise ScheduleError(f"schedule {what} hold {len(bits)} bits, {count} are needed")
+    return bits[:count]
+
+
+class CacheSchedule:
+    """Immutable actions ``[num_steps, num_blocks, num_components]`` (int8) + skip ``[num_steps, num_blocks]``.
+
+    ``CacheSchedule(mask, layout)`` builds a recompute/reuse schedule from a bool mask (True =
+    recompute), as in format v1; `from_actions` builds any schedule. Construction does not
+    validate (so that a bad schedule can be inspected); call `validate()`. Equality and hashing
+    are by layout, actions and skip plane.
     """
 
-    __slots__ = ("_mask", "_layout", "_hash")
+    __slots__ = ("_actions", "_skip", "_mask", "_layout", "_hash")
 
     def __init__(self, mask: np.ndarray, layout: BlockLayout):
         mask = np.array(mask, dtype=bool, copy=True)
-        mask.setflags(write=False)
-        self._mask = mask
+        self._set(mask.astype(np.int8), None, layout)
+
+    def _set(self, actions: np.ndarray, skip: np.ndarray | None, layout: BlockLayout) -> None:
+        if actions.ndim == 3:
+            if skip is None:
+                skip = np.zeros(actions.shape[:2], bool)
+            actions[skip] = REUSE  # canonical: nothing runs under a skipped block
+            mask = (actions == RECOMPUTE) & ~skip[:, :, None]
+        else:  # malformed; `validate` says why
+            skip = np.zeros(actions.shape[:2], bool) if skip is None else skip
+            mask = actions == RECOMPUTE
+        for a in (actions, skip, mask):
+            a.setflags(write=False)
+        self._actions, self._skip, self._mask = actions, skip, mask
         self._layout = layout
         self._hash: str | None = None
 
     # -- constructors -------------------------------------------------------------------------
+    @classmethod
+    def from_actions(cls, actions: np.ndarray, layout: BlockLayout, skip: np.ndarray | None = None) -> "CacheSchedule":
+        """A schedule from action codes (REUSE / RECOMPUTE / FORECAST) and an optional skip plane."""
+        actions = np.asarray(actions)
+        if actions.dtype == bool or not np.issubdtype(actions.dtype, np.integer):
+            raise ScheduleError(f"actions must be integer codes {dict(ACTION_NAMES)}, got dtype {actions.dtype}")
+        self = cls.__new__(cls)
+        skip_arr = None if skip is None else np.array(skip, dtype=bool, copy=True)
+        if skip_arr is not None and skip_arr.shape != actions.shape[:2]:
+            raise ScheduleError(f"skip plane shape {skip_arr.shape} must be [steps, blocks] = {list(actions.shape[:2])}")
+        self._set(np.array(actions, dtype=np.int8, copy=True), skip_arr, layout)
+        return self
+
+    @classmethod
+    def repaired(cls, actions: np.ndarray, layout: BlockLayout, skip: np.ndarray | None = None) -> "CacheSchedule":
+        """The nearest possible schedule: step 0 recomputes everything and skips nothing, and a
+        forecast without two earlier recomputed outputs becomes a reuse. For generators (a genome,
+        a random draw) that must always give a valid schedule; files are validated, never repaired."""
+        actions = np.array(actions, dtype=np.int8, copy=True)
+        skip = np.zeros(actions.shape[:2], bool) if skip is None else np.array(skip, dtype=bool, copy=True)
+        actions[0], skip[0] = RECOMPUTE, False
+        computed = (actions == RECOMPUTE) & ~skip[:, :, None]
+        before = np.cumsum(computed, axis=0) - computed
+        actions[(actions == FORECAST) & (before < 2)] = REUSE
+        return cls.from_actions(actions, layout, skip)
+
     @classmethod
     def full(cls, layout: BlockLayout, num_steps: int) -> "CacheSchedule":
         """Recompute everything at every step (no caching)."""
@@ -143,15 +216,26 @@ class CacheSchedule:
         mask = np.broadcast_to(steps[:, None, None], (len(steps), layout.num_blocks, layout.num_components))
         return cls(mask, layout)
 
-    def checked(self) -> "CacheSchedule":
-        self.validate()
-        return self
-
     # -- properties ---------------------------------------------------------------------------
     @property
     def mask(self) -> np.ndarray:
-        """Read-only bool array [num_steps, num_blocks, num_components]."""
+        """Read-only bool array [num_steps, num_blocks, num_components]: True where a component runs."""
         return self._mask
+
+    @property
+    def actions(self) -> np.ndarray:
+        """Read-only int8 array [num_steps, num_blocks, num_components] of REUSE / RECOMPUTE / FORECAST."""
+        return self._actions
+
+    @property
+    def skip(self) -> np.ndarray:
+        """Read-only bool array [num_steps, num_blocks]: True where the whole block is skipped."""
+        return self._skip
+
+    @property
+    def is_reuse_only(self) -> bool:
+        """Only recompute and reuse (a format-v1 schedule)."""
+        return not self._skip.any() and not (self._actions == FORECAST).any()
 
     @property
     def layout(self) -> BlockLayout:
@@ -159,19 +243,19 @@ class CacheSchedule:
 
     @property
     def num_steps(self) -> int:
-        return int(self._mask.shape[0])
+        return int(self._actions.shape[0])
 
     @property
     def num_blocks(self) -> int:
-        return int(self._mask.shape[1])
+        return int(self._actions.shape[1])
 
     @property
     def num_components(self) -> int:
-        return int(self._mask.shape[2])
+        return int(self._actions.shape[2])
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self._mask.shape)
+        return tuple(int(s) for s in self._actions.shape)
 
     @property
     def recompute_fraction(self) -> float:
@@ -179,53 +263,82 @@ class CacheSchedule:
 
     @property
     def hash(self) -> str:
-        """sha256 hex of shape, layout and packed bits: a stable id (memo key, bank id)."""
+        """sha256 hex: a stable id (memo key, bank id). Reuse-only schedules keep their v1 hash."""
         if self._hash is None:
-            payload = json.dumps(
-                {"shape": list(self.shape), "layout": self._layout.to_dict()}, sort_keys=True
-            ).encode() + np.packbits(self._mask.ravel()).tobytes()
-            self._hash = hashlib.sha256(payload).hexdigest()
+            header = {"shape": list(self.shape), "layout": self._layout.to_dict()}
+            if self.is_reuse_only:
+                body = np.packbits(self._mask.ravel()).tobytes()
+            else:
+                header["version"] = 2
+                body = self._actions.tobytes() + np.packbits(self._skip.ravel()).tobytes()
+            self._hash = hashlib.sha256(json.dumps(header, sort_keys=True).encode() + body).hexdigest()
         return self._hash
 
     # -- validation ---------------------------------------------------------------------------
+    def _position(self, step: int, block: int, component: int | None = None) -> str:
+        where = f"step {step} block {block}"
+        if component is not None:
+            where += f" component {self._layout.component_names(block)[component]!r}"
+        return where
+
     def validate(self, layout: BlockLayout | None = None, num_steps: int | None = None) -> None:
         """Raise `ScheduleError` unless the schedule is well formed (and fits `layout`/`num_steps`).
 
-        Step 0 must recompute everything: nothing is cached yet. This is reported, never fixed.
+        Impossible actions are reported with their position, never fixed: step 0 must recompute
+        everything (nothing is cached yet), a forecast needs two earlier recomputed outputs of its
+        component, a skipped block needs an earlier step where the block ran.
         """
-        m = self._mask
-        if m.ndim != 3:
-            raise ScheduleError(f"schedule mask must be 3-D [steps, blocks, components], got shape {m.shape}")
-        if m.shape[0] < 1:
+        a = self._actions
+        if a.ndim != 3:
+            raise ScheduleError(f"schedule actions must be 3-D [steps, blocks, components], got shape {a.shape}")
+        if a.shape[0] < 1:
             raise ScheduleError("schedule has no steps")
         expected = (self._layout.num_blocks, self._layout.num_components)
-        if tuple(m.shape[1:]) != expected:
+        if tuple(a.shape[1:]) != expected:
             raise ScheduleError(
-                f"schedule mask shape {m.shape} does not match its layout ({self._layout}): "
+                f"schedule shape {a.shape} does not match its layout ({self._layout}): "
                 f"expected [steps, {expected[0]}, {expected[1]}]"
             )
         if layout is not None and layout != self._layout:
+            raise ScheduleError(f"schedule was made for layout {self._layout}, but the model has {layout}")
+        if num_steps is not None and num_steps != a.shape[0]:
             raise ScheduleError(
-                f"schedule was made for layout {self._layout}, but the model has {layout}"
+                f"schedule has {a.shape[0]} steps but the pipeline runs {num_steps}; use schedule.resample({num_steps})"
             )
-        if num_steps is not None and num_steps != m.shape[0]:
-            raise ScheduleError(
-                f"schedule has {m.shape[0]} steps but the pipeline runs {num_steps}; "
-                f"use schedule.resample({num_steps})"
-            )
-        if not m[0].all():
-            blocks, comps = np.nonzero(~m[0])
+        unknown = ~np.isin(a, list(ACTION_NAMES))
+        if unknown.any():
+            s, b, c = (int(i[0]) for i in np.nonzero(unknown))
+            raise ScheduleError(f"unknown action code {int(a[s, b, c])} at {self._position(s, b, c)}; "
+                                f"codes are {dict(ACTION_NAMES)}")
+        if self._skip[0].any():
+            b = int(np.flatnonzero(self._skip[0])[0])
+            raise ScheduleError(f"{self._position(0, b)} is skipped, but step 0 must run every block "
+                                "(there is no residual delta to reuse yet)")
+        if not self._mask[0].all():
+            blocks, comps = np.nonzero(~self._mask[0])
             b, c = int(blocks[0]), int(comps[0])
             raise ScheduleError(
-                f"step 0 must recompute every component (nothing is cached yet), but {int((~m[0]).sum())} "
-                f"entries reuse, e.g. block {b} component {self._layout.component_names(b)[c]!r}"
+                f"step 0 must recompute every component (nothing is cached yet), but {int((~self._mask[0]).sum())} "
+                f"entries do not, e.g. {self._position(0, b, c)} ({ACTION_NAMES[int(a[0, b, c])]})"
             )
+        computed_before = np.cumsum(self._mask, axis=0) - self._mask
+        bad = (a == FORECAST) & ~self._skip[:, :, None] & (computed_before < 2)
+        if bad.any():
+            s, b, c = (int(i[0]) for i in np.nonzero(bad))
+            raise ScheduleError(f"forecast at {self._position(s, b, c)} needs two earlier recomputed outputs, "
+                                f"but only {int(computed_before[s, b, c])} precede it")
+        ran_before = np.cumsum(~self._skip, axis=0) - ~self._skip
+        bad = self._skip & (ran_before < 1)
+        if bad.any():
+            s, b = (int(i[0]) for i in np.nonzero(bad))
+            raise ScheduleError(f"{self._position(s, b)} is skipped, but the block never ran before it")
 
     # -- transforms ---------------------------------------------------------------------------
     def resample(self, num_steps: int) -> "CacheSchedule":
         """Map to `num_steps` steps: step i takes the row of the nearest source step in normalized time.
 
         Time is normalized as i / (n - 1). Step 0 maps to step 0, so it stays all-recompute.
+        Forecasts keep their place; validate the result (a forecast may lose an earlier recompute).
         """
         if num_steps < 1:
             raise ScheduleError(f"num_steps must be >= 1, got {num_steps}")
@@ -237,44 +350,57 @@ class CacheSchedule:
         else:
             t = np.arange(num_steps) / (num_steps - 1)
             idx = np.rint(t * (src - 1)).astype(int)
-        return CacheSchedule(self._mask[idx], self._layout)
+        return CacheSchedule.from_actions(self._actions[idx], self._layout, self._skip[idx])
 
-    def with_mask(self, mask: np.ndarray) -> "CacheSchedule":
-        return CacheSchedule(mask, self._layout)
+    def skip_idle_blocks(self) -> "CacheSchedule":
+        """Skip every block at the steps where none of its components runs (all reused).
+
+        Reusing every component still runs the block's norms, AdaLN modulation and gates with the
+        current step's conditioning; skipping replays its last residual delta instead: less work,
+        a different (usually slightly lower-fidelity) output.
+        """
+        idle = ~(self._mask | (self._actions == FORECAST)).any(axis=2)
+        idle[0] = False
+        return CacheSchedule.from_actions(self._actions, self._layout, self._skip | idle)
 
     # -- serialization ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": SCHEDULE_FORMAT_VERSION,
-            "shape": list(self.shape),
-            "layout": self._layout.to_dict(),
-            "bits": base64.b64encode(np.packbits(self._mask.ravel()).tobytes()).decode("ascii"),
-        }
+        data: dict[str, Any] = {"version": 1, "shape": list(self.shape), "layout": self._layout.to_dict()}
+        if self.is_reuse_only:
+            data["bits"] = _pack_bits(self._mask)
+            return data
+        codes = self._actions.astype(np.uint8).ravel()
+        data["version"] = 2
+        data["actions"] = _pack_bits(np.stack([codes >> 1 & 1, codes & 1], axis=1))
+        data["skip"] = _pack_bits(self._skip)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CacheSchedule":
         if not isinstance(data, dict):
             raise ScheduleError(f"a schedule must be a JSON object, got {type(data).__name__}")
         version = data.get("version")
-        if version != SCHEDULE_FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ScheduleError(
-                f"unsupported schedule format version {version!r} (this ecad reads {SCHEDULE_FORMAT_VERSION})"
+                f"unsupported schedule format version {version!r} (this ecad reads {list(READABLE_VERSIONS)})"
             )
         try:
             shape = tuple(int(s) for s in data["shape"])
             layout = BlockLayout.from_dict(data["layout"])
-            raw = base64.b64decode(data["bits"], validate=True)
+            packed = data["bits"] if version == 1 else (data["actions"], data["skip"])
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, ScheduleError):
                 raise
-            raise ScheduleError(f"malformed schedule JSON: {e!r}") from e
+            raise ScheduleError(f"malformed schedule JSON: missing or bad {e!r}") from e
         if len(shape) != 3 or min(shape) < 1:
             raise ScheduleError(f"schedule shape must be 3 positive ints, got {list(shape)}")
         n = int(np.prod(shape))
-        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))
-        if len(bits) != (n + 7) // 8 * 8:
-            raise ScheduleError(f"schedule bits hold {len(bits)} bits, shape {list(shape)} needs {n}")
-        return cls(bits[:n].astype(bool).reshape(shape), layout)
+        if version == 1:
+            return cls(_unpack_bits(packed, n, "bits").astype(bool).reshape(shape), layout)
+        pairs = _unpack_bits(packed[0], 2 * n, "actions").reshape(n, 2)
+        actions = (pairs[:, 0] << 1 | pairs[:, 1]).astype(np.int8).reshape(shape)
+        skip = _unpack_bits(packed[1], shape[0] * shape[1], "skip").astype(bool).reshape(shape[:2])
+        return cls.from_actions(actions, layout, skip)
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), **kwargs)
@@ -291,13 +417,91 @@ class CacheSchedule:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CacheSchedule):
             return NotImplemented
-        return self._layout == other._layout and np.array_equal(self._mask, other._mask)
+        return (self._layout == other._layout and np.array_equal(self._actions, other._actions)
+                and np.array_equal(self._skip, other._skip))
 
     def __hash__(self) -> int:
         return hash(self.hash)
 
     def __repr__(self) -> str:
+        extra = "" if self.is_reuse_only else (
+            f", forecast={float((self._actions == FORECAST).mean()):.3f}, skip={float(self._skip.mean()):.3f}")
         return (
             f"CacheSchedule(steps={self.num_steps}, layout={self._layout}, "
-            f"recompute={self.recompute_fraction:.3f}, hash={self.hash[:12]})"
+            f"recompute={self.recompute_fraction:.3f}{extra}, hash={self.hash[:12]})"
         )
+
+
+@dataclass(frozen=True)
+class GeneSpace:
+    """Integer genes of the schedules of one (layout, num_steps), for a genetic search.
+
+    Gene order: the actions of steps 1.. as ``actions[1:].ravel()`` (step 0 always recomputes
+    everything, so it has no genes), then, with `block_skip`, the skip plane ``skip[1:].ravel()``.
+    A component gene takes one of `actions` (action codes, so ``(REUSE, RECOMPUTE)`` is the v1
+    search); a skip gene 0 or 1. `from_genes` always gives a valid schedule (`CacheSchedule.repaired`:
+    a forecast without two earlier recomputes becomes a reuse), so `to_genes(from_genes(g))` may
+    differ from `g`; `from_genes(to_genes(s)) == s` for every valid `s` the space can express.
+    """
+
+    layout: BlockLayout
+    num_steps: int
+    actions: tuple[int, ...] = (REUSE, RECOMPUTE, FORECAST)
+    block_skip: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "actions", tuple(sorted(set(int(a) for a in self.actions))))
+        if RECOMPUTE not in self.actions or not set(self.actions) <= set(ACTION_NAMES):
+            raise ScheduleError(f"gene actions must include recompute and be among {dict(ACTION_NAMES)}, "
+                                f"got {list(self.actions)}")
+        if self.num_steps < 1:
+            raise ScheduleError(f"num_steps must be >= 1, got {self.num_steps}")
+
+    @property
+    def num_action_genes(self) -> int:
+        return (self.num_steps - 1) * self.layout.num_blocks * self.layout.num_components
+
+    @property
+    def num_genes(self) -> int:
+        skip = (self.num_steps - 1) * self.layout.num_blocks if self.block_skip else 0
+        return self.num_action_genes + skip
+
+    def allowed_values(self) -> list[tuple[int, ...]]:
+        """For each gene, the integers it may take."""
+        return [self.actions] * self.num_action_genes + [(0, 1)] * (self.num_genes - self.num_action_genes)
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) per gene, inclusive, for pymoo `Integer` variables. Every integer between
+        them is allowed: the codes are 0, 1, 2 and recompute (1) is always in."""
+        values = self.allowed_values()
+        return np.array([v[0] for v in values]), np.array([v[-1] for v in values])
+
+    def to_genes(self, schedule: CacheSchedule) -> np.ndarray:
+        if schedule.layout != self.layout or schedule.num_steps != self.num_steps:
+            raise ScheduleError(f"schedule ({schedule.num_steps} steps, {schedule.layout}) is not in this gene "
+                                f"space ({self.num_steps} steps, {self.layout})")
+        outside = ~np.isin(schedule.actions[1:], self.actions)
+        if outside.any():
+            s, b, c = (int(i[0]) for i in np.nonzero(outside))
+            raise ScheduleError(f"action {ACTION_NAMES.get(int(schedule.actions[1 + s, b, c]))} at step {1 + s} "
+                                f"block {b} is not a gene value here ({[ACTION_NAMES[a] for a in self.actions]})")
+        if schedule.skip.any() and not self.block_skip:
+            raise ScheduleError("the schedule skips blocks, but this gene space has no skip genes")
+        genes = [schedule.actions[1:].ravel().astype(np.int64)]
+        if self.block_skip:
+            genes.append(schedule.skip[1:].ravel().astype(np.int64))
+        return np.concatenate(genes)
+
+    def from_genes(self, genes: np.ndarray) -> CacheSchedule:
+        genes = np.asarray(genes)
+        if genes.shape != (self.num_genes,):
+            raise ScheduleError(f"expected {self.num_genes} genes, got shape {genes.shape}")
+        shape = (self.num_steps, self.layout.num_blocks, self.layout.num_components)
+        actions = np.full(shape, RECOMPUTE, np.int8)
+        actions[1:] = genes[: self.num_action_genes].reshape((self.num_steps - 1,) + shape[1:])
+        if not np.isin(actions, self.actions).all():
+            raise ScheduleError(f"gene values must be among {list(self.actions)}")
+        skip = np.zeros(shape[:2], bool)
+        if self.block_skip:
+            skip[1:] = genes[self.num_action_genes:].reshape(self.num_steps - 1, shape[1]) != 0
+        return CacheSchedule.repaired(actions, self.layout, skip)

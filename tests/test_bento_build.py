@@ -16,7 +16,7 @@ def test_bentoml_build_includes_service_library_and_banks(tmp_path):
     (bento,) = [p for p in (tmp_path / "bentos" / "ecad").iterdir() if p.is_dir()]
     src = bento / "src"
     assert (src / "server" / "service.py").is_file()
-    assert (src / "ecad" / "hooks.py").is_file()
+    assert (src / "ecad" / "hooks" / "actions.py").is_file()  # the engine, a package
     banks = sorted(p.relative_to(REPO) for p in (REPO / "schedules").rglob("*.json"))
     assert banks, "the bundled model's bank is missing from schedules/"
     assert all((src / b).is_file() for b in banks)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ecad.heuristics import component_fora, delta_dit, fora, heuristic_suite, no_cache, tgate
+from ecad.heuristics import block_skip, component_fora, delta_dit, fora, heuristic_suite, no_cache, taylorseer, tgate
 from ecad.schedule import BlockGroup, BlockLayout
 
 PIXART = BlockLayout((BlockGroup("transformer_blocks", 6, ("attn1", "attn2", "ff")),))
@@ -50,3 +50,33 @@ def test_tgate_freezes_cross_attention_after_gate():
     assert m[:, 0, 1].tolist() == [True, True, False, False, False, False]
     with pytest.raises(ValueError, match="cross-attention"):
         tgate(FLUX, 6, 2)
+
+
+def test_suite_keeps_v1_names_and_schedules_and_adds_actions():
+    v1 = heuristic_suite(PIXART, 20, actions=False)
+    full = heuristic_suite(PIXART, 20)
+    assert all(full[name] == s for name, s in v1.items())  # existing names unchanged
+    assert all(s.is_reuse_only for s in v1.values())
+    added = set(full) - set(v1)
+    assert {"taylorseer-2", "taylorseer-2-c14", "block-skip-3"} <= added
+    assert all(not full[name].is_reuse_only for name in added)
+
+
+def test_taylorseer_forecasts_between_fora_steps_until_cutoff():
+    from ecad.schedule import FORECAST, RECOMPUTE, REUSE
+
+    s = taylorseer(FLUX, 10, 3, cutoff=8)
+    s.validate()
+    col = s.actions[:, 4, 1].tolist()
+    assert col == [RECOMPUTE, REUSE, REUSE, RECOMPUTE, FORECAST, FORECAST, RECOMPUTE, FORECAST, RECOMPUTE, RECOMPUTE]
+    assert (s.actions == s.actions[:, :1, :1]).all()
+
+
+def test_block_skip_runs_leading_blocks():
+    s = block_skip(PIXART, 6, 2, leading_blocks=1)
+    s.validate()
+    assert not s.skip[:, 0].any()
+    assert s.skip[:, 3].tolist() == [False, True, False, True, False, True]
+    assert not s.mask[1, 1:].any() and s.mask[1, 0].all()
+    with pytest.raises(ValueError, match="leading_blocks"):
+        block_skip(PIXART, 6, 2, leading_blocks=6)

@@ -234,3 +234,46 @@ def test_scheduler_without_step_index_matches_timesteps(tiny_pipe):
             assert torch.equal(run(pipe), expected)
     finally:
         pipe.scheduler = original
+
+
+def test_component_called_twice_in_one_call_is_refused(tmp_path_factory):
+    from engine_helpers import tiny_dir
+    from ecad.generate import load_pipeline
+
+    pipe = load_pipeline(tiny_dir(tmp_path_factory, "pixart-alpha"))
+    block = pipe.transformer.transformer_blocks[1]
+    block.set_chunk_feed_forward(2, 1)  # `ff` runs once per chunk of 2 tokens
+    try:
+        with cache_schedule(pipe, fora(layout(pipe), STEPS, 2)):
+            with pytest.raises(RuntimeError, match="block 1 ff was called twice in one transformer call"):
+                run(pipe)
+    finally:
+        block.set_chunk_feed_forward(None, 0)
+    with cache_schedule(pipe, fora(layout(pipe), STEPS, 2)):
+        run(pipe)  # usable again without chunking
+
+
+def test_match_timestep_plain_and_divided_by_1000():
+    from ecad.hooks import match_timestep
+
+    timesteps = torch.tensor([999.0, 749.0, 499.0, 249.0])
+    assert match_timestep(timesteps, 499.0) == 2
+    assert match_timestep(timesteps, 0.749) == 1  # FLUX passes t / 1000
+    with pytest.raises(ScheduleError, match="not in the scheduler's timesteps"):
+        match_timestep(timesteps, 0.5)
+    with pytest.raises(ScheduleError, match="no timestep argument"):
+        match_timestep(timesteps, None)
+
+
+def test_pixart_sigma_loads_and_caches(tmp_path_factory):
+    # Sigma shares alpha's transformer class and adapter, so the engine tests run on alpha; this
+    # checks once that a Sigma pipeline loads, maps to the same adapter, and caches as referenced.
+    from engine_helpers import tiny_dir
+    from ecad.adapters.pixart import PixArtAdapter
+    from ecad.generate import load_pipeline
+
+    pipe = load_pipeline(tiny_dir(tmp_path_factory, "pixart-sigma"))
+    assert type(pipe).__name__ == "PixArtSigmaPipeline" and isinstance(get_adapter(pipe), PixArtAdapter)
+    schedule = mixed_schedule(pipe, seed=7)
+    with cache_schedule(pipe, schedule):
+        assert torch.equal(run(pipe), reference_run(pipe, schedule.mask))

@@ -83,6 +83,15 @@ class TransformerAdapter:
                 modules.append([getattr(block, name) for name in group.components])
         return modules
 
+    def block_modules(self, transformer: nn.Module) -> list[nn.Module]:
+        """The blocks themselves, in layout order (what a block skip replaces)."""
+        return [block for group in self.layout(transformer).groups for block in getattr(transformer, group.name)]
+
+    def residual_streams(self, group: str) -> tuple[str, ...]:
+        """A block's residual-stream arguments, in the order the block returns them (one name: it
+        returns a single tensor). Skipping the block adds its last delta to each of them."""
+        raise NotImplementedError
+
     def num_tokens(self, transformer: nn.Module, *, height: int, width: int, vae_scale_factor: int) -> int:
         """Image tokens the transformer sees for an image of height x width pixels."""
         raise NotImplementedError
@@ -103,6 +112,26 @@ class TransformerAdapter:
         vae_scale_factor: int = 8,
     ) -> int:
         """MACs outside the cacheable components (embeddings, AdaLN, final layer) per call."""
+        raise NotImplementedError
+
+    # -- what the actions beyond recompute/reuse cost (see ecad.cost) ---------------------------
+    def block_linear_macs(self, transformer: nn.Module, **shape) -> np.ndarray:
+        """int64 [num_blocks]: MACs of linear layers inside a block but outside its components
+        (AdaLN modulation); a skipped block saves them. Not part of `other_macs`."""
+        return np.zeros(self.layout(transformer).num_blocks, dtype=np.int64)
+
+    def block_elementwise_ops(self, transformer: nn.Module, **shape) -> np.ndarray:
+        """int64 [num_blocks]: element-wise ops of a block's norms, modulation, gates, activations
+        and residual adds, one MAC each; a skipped block saves them."""
+        raise NotImplementedError
+
+    def component_output_elements(self, transformer: nn.Module, **shape) -> np.ndarray:
+        """int64 [num_blocks, num_components]: elements of each component's output (what a forecast
+        extrapolates, a few element-wise ops each)."""
+        raise NotImplementedError
+
+    def block_output_elements(self, transformer: nn.Module, **shape) -> np.ndarray:
+        """int64 [num_blocks]: elements of a block's residual streams (what a skip adds its delta to)."""
         raise NotImplementedError
 
     def text_len(self, pipe: Any) -> int:

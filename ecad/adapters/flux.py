@@ -20,6 +20,13 @@ from .pixart import sum_linear_macs
 
 DOUBLE_COMPONENTS = ("attn", "ff", "ff_context")
 SINGLE_COMPONENTS = ("attn", "proj_mlp", "proj_out")
+# Element-wise ops outside the components, per element of a residual stream: a double block has two
+# LayerNorms (~5 each), two modulations (2 each), two gates and two residual adds per stream (18);
+# a single block one LayerNorm, one modulation, a gate and a residual add (9), plus the tanh-GELU
+# (~8 ops) on its MLP hidden (mlp_ratio x wider).
+DOUBLE_BLOCK_ELEMENTWISE_OPS = 18
+SINGLE_BLOCK_ELEMENTWISE_OPS = 9
+GELU_OPS = 8
 
 
 def joint_attention_macs(attn, batch: int, n_img: int, n_txt: int) -> int:
@@ -42,6 +49,11 @@ class FluxAdapter(TransformerAdapter):
             BlockGroup("transformer_blocks", len(transformer.transformer_blocks), DOUBLE_COMPONENTS),
             BlockGroup("single_transformer_blocks", len(transformer.single_transformer_blocks), SINGLE_COMPONENTS),
         ))
+
+    def residual_streams(self, group: str) -> tuple[str, ...]:
+        # Double and single blocks both take (hidden_states, encoder_hidden_states) and return
+        # (encoder_hidden_states, hidden_states).
+        return ("encoder_hidden_states", "hidden_states")
 
     def num_tokens(self, transformer, *, height, width, vae_scale_factor=8) -> int:
         # The pipeline packs 2x2 latent patches into one token.
@@ -73,10 +85,7 @@ class FluxAdapter(TransformerAdapter):
         b = batch_size
         macs = linear_macs(transformer.x_embedder, b * n) + linear_macs(transformer.context_embedder, b * text_len)
         macs += sum_linear_macs(transformer.time_text_embed, b)
-        for block in transformer.transformer_blocks:  # AdaLN-Zero modulation, one row per sample
-            macs += sum_linear_macs(block.norm1, b) + sum_linear_macs(block.norm1_context, b)
-        for block in transformer.single_transformer_blocks:
-            macs += sum_linear_macs(block.norm, b)
+        # the blocks' AdaLN-Zero modulation is in block_linear_macs (a skipped block saves it)
         macs += sum_linear_macs(transformer.norm_out, b) + linear_macs(transformer.proj_out, b * n)
         return int(macs)
 
@@ -86,3 +95,34 @@ class FluxAdapter(TransformerAdapter):
 
     def pipeline_call_kwargs(self, pipe: Any) -> dict[str, Any]:
         return {"max_sequence_length": _tokenizer_max_length(getattr(pipe, "tokenizer_2", None), 512)}
+
+    # -- action costs (skip-block, forecast): separate from component_macs ----------------------
+    def _streams(self, transformer, height, width, batch_size, text_len, vae_scale_factor=8, **_):
+        """(image rows, text rows, width) of the residual streams for one call."""
+        n = self.num_tokens(transformer, height=height, width=width, vae_scale_factor=vae_scale_factor)
+        dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+        return batch_size * n, batch_size * text_len, dim
+
+    def block_linear_macs(self, transformer, *, batch_size, **shape) -> np.ndarray:
+        rows = [sum_linear_macs(blk.norm1, batch_size) + sum_linear_macs(blk.norm1_context, batch_size)
+                for blk in transformer.transformer_blocks]
+        rows += [sum_linear_macs(blk.norm, batch_size) for blk in transformer.single_transformer_blocks]
+        return np.array(rows, dtype=np.int64)
+
+    def block_elementwise_ops(self, transformer, **shape) -> np.ndarray:
+        img, txt, dim = self._streams(transformer, **shape)
+        ops = [DOUBLE_BLOCK_ELEMENTWISE_OPS * (img + txt) * dim] * len(transformer.transformer_blocks)
+        ops += [(img + txt) * (SINGLE_BLOCK_ELEMENTWISE_OPS * dim + GELU_OPS * blk.proj_mlp.out_features)
+                for blk in transformer.single_transformer_blocks]
+        return np.array(ops, dtype=np.int64)
+
+    def component_output_elements(self, transformer, **shape) -> np.ndarray:
+        img, txt, dim = self._streams(transformer, **shape)
+        rows = [[(img + txt) * dim, img * dim, txt * dim]] * len(transformer.transformer_blocks)
+        rows += [[(img + txt) * dim, (img + txt) * blk.proj_mlp.out_features, (img + txt) * dim]
+                 for blk in transformer.single_transformer_blocks]
+        return np.array(rows, dtype=np.int64)
+
+    def block_output_elements(self, transformer, **shape) -> np.ndarray:
+        img, txt, dim = self._streams(transformer, **shape)
+        return np.full(len(self.block_modules(transformer)), (img + txt) * dim, dtype=np.int64)

@@ -18,6 +18,10 @@ from ..schedule import BlockGroup, BlockLayout
 from .base import TransformerAdapter, _tokenizer_max_length, attention_matmul_macs, linear_macs, register_adapter
 
 PIXART_COMPONENTS = ("attn1", "attn2", "ff")
+# Element-wise ops per hidden element in a BasicTransformerBlock (AdaLN-single), outside attn1,
+# attn2 and ff: two LayerNorms (~5 each), two modulations x * (1 + scale) + shift (2 each), two
+# gates (1 each) and three residual adds.
+BLOCK_ELEMENTWISE_OPS = 19
 
 
 def sum_linear_macs(module: nn.Module, rows: int) -> int:
@@ -41,6 +45,9 @@ class PixArtAdapter(TransformerAdapter):
 
     def layout(self, transformer: PixArtTransformer2DModel) -> BlockLayout:
         return BlockLayout((BlockGroup("transformer_blocks", len(transformer.transformer_blocks), PIXART_COMPONENTS),))
+
+    def residual_streams(self, group: str) -> tuple[str, ...]:
+        return ("hidden_states",)  # BasicTransformerBlock returns hidden_states
 
     def num_tokens(self, transformer, *, height, width, vae_scale_factor=8) -> int:
         p = transformer.config.patch_size
@@ -79,3 +86,19 @@ class PixArtAdapter(TransformerAdapter):
             "clean_caption": False,  # needs bs4 + ftfy; prompts are used as given
             "max_sequence_length": _tokenizer_max_length(getattr(pipe, "tokenizer", None), default),
         }
+
+    # -- action costs (skip-block, forecast): separate from component_macs ----------------------
+    def _hidden_elements(self, transformer, height, width, batch_size, vae_scale_factor=8, **_) -> int:
+        n = self.num_tokens(transformer, height=height, width=width, vae_scale_factor=vae_scale_factor)
+        return batch_size * n * transformer.config.num_attention_heads * transformer.config.attention_head_dim
+
+    def block_elementwise_ops(self, transformer, **shape) -> np.ndarray:
+        blocks = len(transformer.transformer_blocks)
+        return np.full(blocks, BLOCK_ELEMENTWISE_OPS * self._hidden_elements(transformer, **shape), dtype=np.int64)
+
+    def component_output_elements(self, transformer, **shape) -> np.ndarray:
+        blocks = len(transformer.transformer_blocks)
+        return np.full((blocks, 3), self._hidden_elements(transformer, **shape), dtype=np.int64)
+
+    def block_output_elements(self, transformer, **shape) -> np.ndarray:
+        return np.full(len(transformer.transformer_blocks), self._hidden_elements(transformer, **shape), dtype=np.int64)

@@ -46,11 +46,12 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
+from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
 from ecad.adapters import get_adapter
 from ecad.heuristics import heuristic_suite
-from ecad.hooks import apply_cache_schedule, get_cache_handle, remove_cache_schedule
+from ecad.hooks import StepClock, apply_cache_schedule, get_cache_handle, remove_cache_schedule
 from ecad.schedule import CacheSchedule
 from ecad.setting import Setting
 
@@ -167,17 +168,12 @@ def ecad_method(bank, num_steps: int | None = None) -> ScheduleMethod:
 # -- the cache-context shim for diffusers' built-in caches ----------------------------------------
 
 
-def _model_hook_base():
-    from diffusers.hooks import ModelHook
-
-    return ModelHook
-
-
-class CacheContextShim(_model_hook_base()):
+class CacheContextShim(ModelHook):
     """Transformer hook: reset cache hooks per pipeline call, set a cache context per step.
 
     Registered last, so it is the outermost hook on the transformer (FasterCache's denoiser hook,
-    if any, runs inside it and sees the timestep it recorded).
+    if any, runs inside it and sees the timestep it recorded). Steps come from the engine's
+    `StepClock`, so the shim and the engine agree on what a step and a pipeline call are.
     """
 
     _is_stateful = False  # it resets the others; `reset_stateful_hooks` must not touch it
@@ -185,30 +181,25 @@ class CacheContextShim(_model_hook_base()):
     def __init__(self, pipe: Any):
         super().__init__()
         self._pipe = weakref.ref(pipe)
-        self._timesteps_ref = None
-        self.step = -1
+        self.clock = StepClock(pipe)
         self.current_timestep: float | None = None
         self.calls = 0
 
+    def initialize_hook(self, module):
+        self.clock.bind(module)
+        return module
+
     def new_forward(self, module, *args, **kwargs):
-        from diffusers.hooks import HookRegistry
         from diffusers.hooks.hooks import CacheContext, _set_cache_context
 
-        pipe = self._pipe()
-        scheduler = pipe.scheduler
-        timesteps = scheduler.timesteps
-        index = getattr(scheduler, "step_index", None)
-        step = 0 if index is None else int(index)
-        if timesteps is not self._timesteps_ref or step < self.step:
-            # first transformer call of a pipeline call: forget the previous call's cache state
-            self._timesteps_ref = timesteps
+        tick = self.clock.tick(args, kwargs)
+        if tick.new_call:  # forget the previous pipeline call's cache state
             HookRegistry.check_if_exists_or_initialize(module).reset_stateful_hooks(recurse=True)
-        self.step = step
-        t = kwargs.get("timestep", args[2] if len(args) > 2 else None)
-        self.current_timestep = float(t.flatten()[0]) if isinstance(t, torch.Tensor) else t
+        self.current_timestep = self.clock.timestep(args, kwargs)
         self.calls += 1
+        num_steps = len(self._pipe().scheduler.timesteps)
         _set_cache_context(module, CacheContext(
-            "cond", step_index=step, num_inference_steps=len(timesteps), timestep=self.current_timestep))
+            "cond", step_index=tick.step, num_inference_steps=num_steps, timestep=self.current_timestep))
         try:
             return self.fn_ref.original_forward(*args, **kwargs)
         finally:

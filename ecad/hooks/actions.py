@@ -1,0 +1,247 @@
+"""The per-module hooks that carry out a schedule's actions, and the state they share.
+
+- `ComponentHook` on a cached module (PixArt `attn1/attn2/ff`, FLUX `attn/ff/ff_context`,
+  `attn/proj_mlp/proj_out`): `recompute` calls the original forward; `reuse` returns the output of
+  the last recompute; `forecast` extrapolates to first order from the last two recomputed outputs,
+  ``y2 + (y2 - y1) * (step - s2) / (s2 - s1)`` (the difference is formed once, at s2). Outputs are
+  the module's raw outputs, before the block applies its gate and residual, so those still use the
+  current step's conditioning (as in the ECAD paper).
+- `BlockSkipHook` on a whole block, where the schedule skips it at some step: at a step that runs
+  the block it records the block's residual delta (output - input, per residual stream); at a
+  skipped step it returns input + that delta and nothing inside the block runs (norms, AdaLN,
+  gates, components).
+
+Memory: the schedule is static, so a hook knows in advance which later step needs what; a tensor
+is kept only when a later step reads it and released at its last read (`ActionPlan`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.hooks import ModelHook
+
+from ..schedule import FORECAST, RECOMPUTE, REUSE
+
+SKIPPED = -1  # the component's block is skipped at this step: the component is not called
+
+
+def nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(nbytes(v) for v in value)
+    return 0
+
+
+def _map2(fn, a: Any, b: Any) -> Any:
+    """fn over the tensors of two outputs of the same structure (a tensor, or a tuple of tensors)."""
+    if isinstance(a, tuple):
+        return tuple(fn(x, y) for x, y in zip(a, b))
+    return fn(a, b)
+
+
+@dataclass
+class CacheState:
+    """State shared by the hooks of one applied schedule; reset at the start of every pipeline call."""
+
+    step: int = -1  # denoising step of the current transformer call
+    branch: int = 0  # transformer call within the step (FLUX true CFG: 0 = cond, 1 = uncond)
+    call_id: int = 0  # increments per transformer call
+    # (branch, slot, block, component) -> held tensor(s); slot "out", "diff" or "delta"
+    held: dict[tuple, Any] = field(default_factory=dict)
+    branch_shapes: dict[int, tuple] = field(default_factory=dict)
+    bytes_held: int = 0
+    peak_bytes_held: int = 0
+    pipeline_calls: int = 0
+
+    def reset(self) -> None:
+        """Forget every held tensor (a new pipeline call, an exception, or removal)."""
+        self.step, self.branch = -1, 0
+        self.held.clear()
+        self.branch_shapes.clear()
+        self.bytes_held = 0
+
+    def store(self, key: tuple, value: Any) -> None:
+        key = (self.branch, *key)
+        old = self.held.get(key)
+        if old is not None:
+            self.bytes_held -= nbytes(old)
+        self.held[key] = value
+        self.bytes_held += nbytes(value)
+        self.peak_bytes_held = max(self.peak_bytes_held, self.bytes_held)
+
+    def get(self, key: tuple, label: str) -> Any:
+        try:
+            return self.held[(self.branch, *key)]
+        except KeyError:
+            raise RuntimeError(
+                f"{label}: step {self.step} (branch {self.branch}) needs a held output but none was kept; "
+                "the transformer calls did not start at step 0"
+            ) from None
+
+    def release(self, key: tuple) -> None:
+        old = self.held.pop((self.branch, *key), None)
+        if old is not None:
+            self.bytes_held -= nbytes(old)
+
+
+@dataclass(frozen=True)
+class ActionPlan:
+    """What one component does at each step, worked out once from its (static) column of actions.
+
+    ``action[s]``: RECOMPUTE / REUSE / FORECAST, or SKIPPED (its block is skipped).
+    At a recompute step: ``make_diff`` forms y - y_prev (a forecast follows before the next
+    recompute), ``keep_out`` keeps y (a later step reads it), ``held`` says an older output is
+    still held (kept only to form this step's difference) and must be released if y is not kept.
+    ``coeff[s]`` is the forecast's (s - s2) / (s2 - s1). ``drop_out`` / ``drop_diff``: release
+    after serving step s.
+    """
+
+    action: list[int]
+    keep_out: list[bool]
+    held: list[bool]
+    make_diff: list[bool]
+    coeff: list[float]
+    drop_out: list[bool]
+    drop_diff: list[bool]
+
+    @classmethod
+    def build(cls, actions: np.ndarray, skipped: np.ndarray) -> "ActionPlan":
+        n = len(actions)
+        action = [SKIPPED if skip else int(a) for a, skip in zip(actions, skipped)]
+        computed = [s for s in range(n) if action[s] == RECOMPUTE]
+        keep_out, held, make_diff, drop_out, drop_diff = ([False] * n for _ in range(5))
+        coeff = [0.0] * n
+        for k, s2 in enumerate(computed):
+            nxt = computed[k + 1] if k + 1 < len(computed) else n
+            nxt2 = computed[k + 2] if k + 2 < len(computed) else n
+            uses = [t for t in range(s2 + 1, nxt) if action[t] in (REUSE, FORECAST)]
+            forecasts = [t for t in uses if action[t] == FORECAST]
+            needed_at_next = any(action[t] == FORECAST for t in range(nxt + 1, nxt2))
+            keep_out[s2] = bool(uses) or needed_at_next
+            make_diff[s2] = bool(forecasts)
+            if needed_at_next:
+                held[nxt] = True
+            elif uses:
+                drop_out[uses[-1]] = True
+            if forecasts:
+                drop_diff[forecasts[-1]] = True
+                s1 = computed[k - 1]  # exists: validation refuses a forecast without two computed outputs
+                for t in forecasts:
+                    coeff[t] = (t - s2) / (s2 - s1)
+        return cls(action, keep_out, held, make_diff, coeff, drop_out, drop_diff)
+
+    @property
+    def needs_hook(self) -> bool:
+        """False when the component recomputes whenever it is called: nothing to do."""
+        return any(a in (REUSE, FORECAST) for a in self.action)
+
+
+class ComponentHook(ModelHook):
+    """Recompute, reuse or forecast one component (block `block`, component `component`)."""
+
+    _is_stateful = True
+
+    def __init__(self, state: CacheState, block: int, component: int, name: str, plan: ActionPlan):
+        super().__init__()
+        self.state = state
+        self.out_key = ("out", block, component)
+        self.diff_key = ("diff", block, component)
+        self.name = name
+        self.plan = plan
+        self._last_call_id = -1
+
+    def new_forward(self, module: torch.nn.Module, *args, **kwargs):
+        state, plan = self.state, self.plan
+        if self._last_call_id == state.call_id:
+            # e.g. PixArt feed-forward chunking calls `ff` once per chunk: one cache slot is not enough
+            raise RuntimeError(
+                f"{self.name} was called twice in one transformer call; ecad caches one output per "
+                "component per call (disable feed-forward chunking)"
+            )
+        self._last_call_id = state.call_id
+        step = state.step
+        action = plan.action[step] if step >= 0 else RECOMPUTE  # step < 0: outside a tracked call
+        if action == RECOMPUTE:
+            output = self.fn_ref.original_forward(*args, **kwargs)
+            if step < 0:
+                return output
+            if plan.make_diff[step]:
+                previous = state.get(self.out_key, self.name)
+                state.store(self.diff_key, _map2(torch.sub, output, previous))
+            if plan.keep_out[step]:
+                state.store(self.out_key, output)
+            elif plan.held[step]:
+                state.release(self.out_key)
+            return output
+        last = state.get(self.out_key, self.name)
+        if action == FORECAST:
+            k = plan.coeff[step]
+            output = _map2(lambda y, d: y + d * k, last, state.get(self.diff_key, self.name))
+            if plan.drop_diff[step]:
+                state.release(self.diff_key)
+        else:
+            output = last
+        if plan.drop_out[step]:
+            state.release(self.out_key)
+        return output
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        self._last_call_id = -1
+        return module
+
+
+class BlockSkipHook(ModelHook):
+    """Skip a whole block at the steps where `skip` is True by replaying its last residual delta.
+
+    `streams` names the block's residual inputs in the order the block returns them (PixArt:
+    ``("hidden_states",)``, returned as one tensor; FLUX: ``("encoder_hidden_states",
+    "hidden_states")``, returned as a tuple).
+    """
+
+    _is_stateful = True
+
+    def __init__(self, state: CacheState, block: int, name: str, skip: np.ndarray, streams: tuple[str, ...]):
+        super().__init__()
+        self.state = state
+        self.key = ("delta", block, 0)
+        self.name = name
+        self.streams = streams
+        self.skip = [bool(x) for x in skip]
+        after = self.skip[1:] + [False]
+        self.keep = [not s and a for s, a in zip(self.skip, after)]  # a run followed by a skip
+        self.drop = [s and not a for s, a in zip(self.skip, after)]  # the last skip of a run of skips
+        self._arg_index: dict[str, int] = {}
+        self._tuple_output = False
+
+    def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
+        params = list(inspect.signature(type(module).forward).parameters)[1:]
+        self._arg_index = {name: i for i, name in enumerate(params)}
+        return module
+
+    def _inputs(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
+        return tuple(kwargs[s] if s in kwargs else args[self._arg_index[s]] for s in self.streams)
+
+    def new_forward(self, module: torch.nn.Module, *args, **kwargs):
+        state = self.state
+        step = state.step
+        if step < 0 or not self.skip[step]:
+            output = self.fn_ref.original_forward(*args, **kwargs)
+            if step >= 0 and self.keep[step]:
+                self._tuple_output = isinstance(output, tuple)
+                outputs = output if self._tuple_output else (output,)
+                state.store(self.key, tuple(o - i for o, i in zip(outputs, self._inputs(args, kwargs))))
+            return output
+        deltas = state.get(self.key, self.name)
+        output = tuple(i + d for i, d in zip(self._inputs(args, kwargs), deltas))
+        if self.drop[step]:
+            state.release(self.key)
+        return output if self._tuple_output else output[0]
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module  # its deltas live in the shared CacheState, which the step tracker resets
