@@ -11,7 +11,10 @@ overhead (all-recompute schedule vs no hooks; the outputs must be bit-identical)
 
 On a GPU:   python scripts/device_check.py --device cuda --dtype bfloat16
 On a CPU:   python scripts/device_check.py --models PixArt-XL-2-256x256 --steps 5 --entries ...
-(FLUX full size on a CPU takes minutes per call: use --models PixArt-XL-2-256x256 there.)
+(FLUX full size on a CPU takes minutes per call: use --models PixArt-XL-2-256x256 there;
+--macs-only prints the MACs tables without building anything.)
+The bare transformer's hooks count steps by reading the timestep (one device sync per step, which
+a pipeline with a scheduler avoids); that sync is part of the reported hook overhead.
 """
 
 from __future__ import annotations
@@ -40,8 +43,13 @@ def build_transformer(name: str, device: str, dtype: torch.dtype, seed: int = 0)
 
     arch = get_architecture(name)
     torch.manual_seed(seed)
-    with torch.device(device):
-        transformer = getattr(diffusers, arch.transformer_class)(**arch.config)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in `dtype` on `device`: FLUX in float32 first would need 48 GB
+    try:
+        with torch.device(device):
+            transformer = getattr(diffusers, arch.transformer_class)(**arch.config)
+    finally:
+        torch.set_default_dtype(default)
     return transformer.to(dtype=dtype).eval().requires_grad_(False)
 
 
