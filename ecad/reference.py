@@ -104,12 +104,7 @@ class ReferenceSchedule:
 
 def reference_layout(architecture: Architecture | str) -> BlockLayout:
     """Our block layout of a bundled architecture (from its meta-device transformer)."""
-    from ecad.adapters import get_adapter
-    from ecad.configs import _shared_meta_transformer
-
-    arch = get_architecture(architecture) if isinstance(architecture, str) else architecture
-    transformer = _shared_meta_transformer(arch.name)
-    return get_adapter(transformer).layout(transformer)
+    return (get_architecture(architecture) if isinstance(architecture, str) else architecture).layout()
 
 
 def _literal(value: Any) -> Any:
@@ -239,8 +234,8 @@ def reference_macs(architecture: Architecture, setting: Setting, schedule: Cache
 
 
 def image_macs(architecture: Architecture, setting: Setting, schedule: CacheSchedule) -> int:
-    """Our MACs of one image under `schedule` (attention matmuls included, the pipeline's own
-    padded prompt length): what `ecad.cost.image_macs` gives for the loaded pipeline."""
+    """Our MACs of one image under `schedule`: the recipe of `ecad.cost.image_macs` (attention
+    matmuls included, the pipeline's default padded prompt length) without loading a pipeline."""
     component, other = architecture.step_macs(setting.height, setting.width, setting.guidance_scale)
     return int((schedule.mask * component[None]).sum()) + schedule.num_steps * int(other)
 

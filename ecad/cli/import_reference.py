@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ecad.configs import get_architecture
-    from ecad.reference import ReferenceFormatError, import_reference_bank
+    from ecad.reference import import_reference_bank
     from ecad.setting import Setting
 
     try:

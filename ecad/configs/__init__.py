@@ -46,6 +46,13 @@ class Architecture:
 
         return fingerprint(dict(_shared_meta_transformer(self.name).config))
 
+    def layout(self):
+        """Our `BlockLayout` of this transformer."""
+        from ecad.adapters import get_adapter
+
+        transformer = _shared_meta_transformer(self.name)
+        return get_adapter(transformer).layout(transformer)
+
     def transformer_batch(self, guidance_scale: float) -> int:
         """Batch of one transformer call for one image (PixArt batches CFG as 2; FLUX-dev embeds guidance)."""
         from ecad.adapters import get_adapter
