@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -24,11 +25,33 @@ from ecad.setting import Setting
 
 BANK_FORMAT_VERSION = 1
 
+logger = logging.getLogger(__name__)
+
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
 class BankError(ValueError):
     """A bank file that cannot be used; the message names the file and the problem."""
+
+
+class Provenance(BaseModel):
+    """Where an imported schedule comes from, and the figures its authors published for it.
+
+    The ``reference_*`` figures are the source's own measurements on the source's hardware, kept
+    for comparison; they are never used as this bank's MACs, latency or quality.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="Repository@commit:path of the file the schedule was imported from.")
+    name: str | None = Field(default=None, description="The schedule's name in the source file.")
+    reference_macs: int | None = Field(default=None, ge=0, description="Total MACs the source reports (its own counting).")
+    reference_latency_ms: float | None = Field(default=None, gt=0, description="Mean latency per batch the source reports.")
+    reference_batch_size: int | None = Field(default=None, ge=1)
+    reference_gpu: str | None = None
+    changed_on_import: list[str] = Field(
+        default_factory=list, description="Positions ('step 0 block 17 attn1') the import changed, and why in `note`.")
+    note: str | None = None
 
 
 class BankEntry(BaseModel):
@@ -49,6 +72,10 @@ class BankEntry(BaseModel):
         description="95% bootstrap interval of the mean per metric, over the images of `validation` "
         "(else of `quality`).",
     )
+    quality_measured: bool = Field(
+        default=True, description="False: `quality` is a stated proxy, not a score measured on images "
+        "(see the bank's `notice`); `ecad-rescore` measures it.")
+    provenance: Provenance | None = Field(default=None, description="Set for schedules imported from elsewhere.")
 
     @field_validator("id")
     @classmethod
@@ -121,6 +148,9 @@ class ScheduleBank(BaseModel):
     format_version: Literal[1] = BANK_FORMAT_VERSION
     model: str = Field(description="Diffusers model id or path it was calibrated on.")
     model_fingerprint: str = Field(description="sha256 of the transformer config (see fingerprint()).")
+    weights_sha256: str | None = Field(
+        default=None, description="sha256 of the transformer's weights (see weights_fingerprint()), when known.")
+    notice: str | None = Field(default=None, description="Where the entries come from, whose figures they carry.")
     height: int = Field(gt=0)
     width: int = Field(gt=0)
     num_inference_steps: int = Field(gt=0)
@@ -205,8 +235,13 @@ class ScheduleBank(BaseModel):
         others = [p for p in self.profiles if p.key != profile.key]
         return self.model_copy(update={"profiles": [*others, profile]})
 
-    def check_transformer(self, transformer_config: dict[str, Any], *, source: str = "bank") -> None:
-        """Refuse a bank calibrated for another transformer (different config fingerprint)."""
+    def check_transformer(self, transformer_config: dict[str, Any], *, source: str = "bank",
+                          weights_sha256: str | None = None) -> bool:
+        """Refuse a bank calibrated for another transformer (different config fingerprint).
+
+        Same config but other weights (a fine-tune) is allowed with a warning: the schedules fit
+        the layout, but their quality was judged on other weights. Returns False in that case.
+        """
         actual = fingerprint(transformer_config)
         if actual != self.model_fingerprint:
             raise BankError(
@@ -214,6 +249,13 @@ class ScheduleBank(BaseModel):
                 f"but the loaded transformer has {actual[:12]} (model {self.model!r}); "
                 "recalibrate with ecad-calibrate for this model"
             )
+        if weights_sha256 is not None and self.weights_sha256 is not None and weights_sha256 != self.weights_sha256:
+            logger.warning(
+                "%s: the transformer has the bank's architecture but other weights (sha256 %s, bank %s): "
+                "a fine-tune? Its schedules' quality was judged on %s; rescore with ecad-rescore",
+                source, weights_sha256[:12], self.weights_sha256[:12], self.model)
+            return False
+        return True
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -255,6 +297,21 @@ def fingerprint(transformer_config: dict[str, Any]) -> str:
     relevant = {k: v for k, v in dict(transformer_config).items() if not k.startswith("_")}
     canonical = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def weights_fingerprint(transformer: Any) -> str:
+    """sha256 over the transformer's parameters and buffers (name, dtype, shape, bytes), in name order.
+
+    Reads every weight once (seconds for PixArt, about a minute for FLUX on a fast disk).
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(transformer.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def hardware_key(device: str, dtype: str, batch_size: int, num_threads: int | None = None) -> str:

@@ -102,9 +102,11 @@ class TransformerAdapter:
 
     def component_macs(
         self, transformer: nn.Module, *, height: int, width: int, batch_size: int, text_len: int,
-        vae_scale_factor: int = 8,
+        vae_scale_factor: int = 8, attention_matmuls: bool = True,
     ) -> np.ndarray:
-        """int64 [num_blocks, num_components]: MACs of each component for one transformer call."""
+        """int64 [num_blocks, num_components]: MACs of each component for one transformer call.
+
+        `attention_matmuls=False` leaves out QK^T and AV (the ECAD paper's reference counts omit them)."""
         raise NotImplementedError
 
     def other_macs(

@@ -29,8 +29,9 @@ SINGLE_BLOCK_ELEMENTWISE_OPS = 9
 GELU_OPS = 8
 
 
-def joint_attention_macs(attn, batch: int, n_img: int, n_txt: int) -> int:
-    """FluxAttention: image projections on image rows, `add_*`/`to_add_out` on text rows, joint QK^T/AV."""
+def joint_attention_macs(attn, batch: int, n_img: int, n_txt: int, matmuls: bool = True) -> int:
+    """FluxAttention: image projections on image rows, `add_*`/`to_add_out` on text rows, joint QK^T/AV
+    unless `matmuls` is False."""
     img, txt = batch * n_img, batch * n_txt
     macs = sum(linear_macs(getattr(attn, name), img) for name in ("to_q", "to_k", "to_v"))
     if getattr(attn, "to_out", None) is not None:
@@ -39,7 +40,7 @@ def joint_attention_macs(attn, batch: int, n_img: int, n_txt: int) -> int:
         macs += sum(linear_macs(getattr(attn, name), txt) for name in ("add_q_proj", "add_k_proj", "add_v_proj"))
         macs += linear_macs(attn.to_add_out, txt)
     seq = n_img + n_txt
-    return macs + attention_matmul_macs(batch, 1, attn.to_q.out_features, seq, seq)
+    return macs + (attention_matmul_macs(batch, 1, attn.to_q.out_features, seq, seq) if matmuls else 0)
 
 
 @register_adapter(FluxTransformer2DModel)
@@ -62,19 +63,20 @@ class FluxAdapter(TransformerAdapter):
     def spatial_multiple(self, pipe: Any) -> int:
         return int(pipe.vae_scale_factor) * 2  # 2x2 latent packing
 
-    def component_macs(self, transformer, *, height, width, batch_size, text_len, vae_scale_factor=8) -> np.ndarray:
+    def component_macs(self, transformer, *, height, width, batch_size, text_len, vae_scale_factor=8,
+                       attention_matmuls=True) -> np.ndarray:
         n = self.num_tokens(transformer, height=height, width=width, vae_scale_factor=vae_scale_factor)
         b, seq = batch_size, n + text_len
         rows = []
         for block in transformer.transformer_blocks:
             rows.append([
-                joint_attention_macs(block.attn, b, n, text_len),
+                joint_attention_macs(block.attn, b, n, text_len, attention_matmuls),
                 sum_linear_macs(block.ff, b * n),
                 sum_linear_macs(block.ff_context, b * text_len),
             ])
         for block in transformer.single_transformer_blocks:
             rows.append([
-                joint_attention_macs(block.attn, b, seq, 0),
+                joint_attention_macs(block.attn, b, seq, 0, attention_matmuls),
                 linear_macs(block.proj_mlp, b * seq),
                 linear_macs(block.proj_out, b * seq),
             ])

@@ -29,14 +29,15 @@ def sum_linear_macs(module: nn.Module, rows: int) -> int:
     return sum(linear_macs(m, rows) for m in module.modules() if isinstance(m, nn.Linear))
 
 
-def attention_macs(attn: nn.Module, batch: int, q_len: int, kv_len: int) -> int:
-    """diffusers `Attention`: q/out projections on q_len rows, k/v on kv_len rows, plus QK^T and AV."""
+def attention_macs(attn: nn.Module, batch: int, q_len: int, kv_len: int, matmuls: bool = True) -> int:
+    """diffusers `Attention`: q/out projections on q_len rows, k/v on kv_len rows, plus QK^T and AV
+    unless `matmuls` is False."""
     inner = attn.to_q.out_features
     macs = linear_macs(attn.to_q, batch * q_len)
     macs += linear_macs(attn.to_k, batch * kv_len) + linear_macs(attn.to_v, batch * kv_len)
     if getattr(attn, "to_out", None) is not None:
         macs += linear_macs(attn.to_out[0], batch * q_len)
-    return macs + attention_matmul_macs(batch, 1, inner, q_len, kv_len)
+    return macs + (attention_matmul_macs(batch, 1, inner, q_len, kv_len) if matmuls else 0)
 
 
 @register_adapter(PixArtTransformer2DModel)
@@ -56,12 +57,13 @@ class PixArtAdapter(TransformerAdapter):
     def spatial_multiple(self, pipe: Any) -> int:
         return int(pipe.vae_scale_factor) * int(pipe.transformer.config.patch_size)
 
-    def component_macs(self, transformer, *, height, width, batch_size, text_len, vae_scale_factor=8) -> np.ndarray:
+    def component_macs(self, transformer, *, height, width, batch_size, text_len, vae_scale_factor=8,
+                       attention_matmuls=True) -> np.ndarray:
         n = self.num_tokens(transformer, height=height, width=width, vae_scale_factor=vae_scale_factor)
         out = np.zeros((len(transformer.transformer_blocks), 3), dtype=np.int64)
         for i, block in enumerate(transformer.transformer_blocks):
-            out[i, 0] = attention_macs(block.attn1, batch_size, n, n)
-            out[i, 1] = attention_macs(block.attn2, batch_size, n, text_len)
+            out[i, 0] = attention_macs(block.attn1, batch_size, n, n, attention_matmuls)
+            out[i, 1] = attention_macs(block.attn2, batch_size, n, text_len, attention_matmuls)
             out[i, 2] = sum_linear_macs(block.ff, batch_size * n)
         return out
 
