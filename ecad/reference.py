@@ -194,8 +194,10 @@ def read_reference(path: str | os.PathLike, layout: BlockLayout, *, num_steps: i
         step_macs = tuple(int(by_step[k]["macs"]) for k in step_keys)
     total = metrics.get("total_macs")
     latency = _literal(metrics.get("latency"))
+    schedule = CacheSchedule(mask, layout)
+    schedule.validate()
     return ReferenceSchedule(
-        path=path, name=str(meta.get("name") or path.stem), schedule=CacheSchedule(mask, layout).checked(),
+        path=path, name=str(meta.get("name") or path.stem), schedule=schedule,
         published=published, config=data.get("config") if isinstance(data.get("config"), dict) else {},
         step_macs=step_macs, total_macs=int(total) if isinstance(total, (int, float)) else None,
         latency=latency if isinstance(latency, dict) else None, changed=changed,

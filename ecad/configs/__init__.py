@@ -70,8 +70,11 @@ class Architecture:
         adapter = get_adapter(transformer)
         kw = dict(height=height, width=width, batch_size=self.transformer_batch(guidance_scale),
                   text_len=text_len or self.max_sequence_length, vae_scale_factor=self.vae_scale_factor)
+        # linears inside a block but outside its cacheable components (FLUX's per-block AdaLN)
+        # are MACs every call pays, as the reference counts them
+        block_linears = int(adapter.block_linear_macs(transformer, **kw).sum())
         return (adapter.component_macs(transformer, attention_matmuls=attention_matmuls, **kw),
-                adapter.other_macs(transformer, **kw))
+                adapter.other_macs(transformer, **kw) + block_linears)
 
 
 def architecture_names() -> list[str]:
