@@ -358,3 +358,42 @@ def test_a_pinned_schedule_is_served_and_unknown_ids_are_refused(server, tiny_se
     with pytest.raises(RequestError) as info:
         server.resolve(GenerateRequest(prompt="a", schedule_id="nope"))
     assert info.value.field == "schedule_id"
+
+
+def test_banks_store_a_model_folder_relative_to_themselves_and_keep_the_umask_mode(tiny_setup, tmp_path):
+    import json
+    import os
+    import shutil
+    import stat
+
+    model, bank_path, _ = tiny_setup
+    bank = ScheduleBank.load(bank_path)
+    checkout = tmp_path / "checkout"
+    (checkout / "models").mkdir(parents=True)
+    os.symlink(model, checkout / "models" / "m")
+    bank = bank.model_copy(update={"model": str(checkout / "models" / "m")})
+    out = bank.save(checkout / "schedules" / "m" / "bank.json")
+    assert json.loads(out.read_text())["model"] == "../../models/m"
+    # Another checkout with its own model: its bank loads its model, whatever the cwd.
+    other = tmp_path / "other"
+    shutil.copytree(checkout, other, symlinks=True)
+    assert ScheduleBank.load(other / "schedules" / "m" / "bank.json").model == str(other / "models" / "m")
+    hub = bank.model_copy(update={"model": "org/some-model"}).save(tmp_path / "hub.json")
+    assert json.loads(hub.read_text())["model"] == "org/some-model"
+    old = os.umask(0o022)
+    try:
+        fresh = bank.save(tmp_path / "fresh.json")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+        os.chmod(fresh, 0o640)
+        bank.save(fresh)  # rewriting (ecad-profile) keeps the file's mode
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_the_committed_bank_finds_its_model_from_any_directory(tmp_path, monkeypatch):
+    from ecad.paths import REPO_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    bank = ScheduleBank.load(REPO_ROOT / "schedules" / "ecad-scenes" / "32x32-20steps.json")
+    assert bank.model == str(REPO_ROOT / "models" / "ecad-scenes")
