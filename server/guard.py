@@ -112,3 +112,37 @@ class RequestGuard:
     @staticmethod
     async def _refuse(scope, receive, send, message: str, status: int) -> None:
         await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
+
+
+def route_template(path: str, routes: tuple[str, ...]) -> str:
+    """The route a path belongs to (``/ui/*`` for anything under /ui/), else ``other``: a bounded
+    label set, whatever paths clients send."""
+    for route in routes:
+        if path == route or (route.endswith("/*") and path.startswith(route[:-1])):
+            return route
+    return "other"
+
+
+class RouteMetrics:
+    """Counts every HTTP answer by route template and status (500s included: an exception that
+    escapes the application is counted as 500 and re-raised)."""
+
+    def __init__(self, app, counter, routes: tuple[str, ...]) -> None:
+        self.app, self.counter, self.routes = app, counter, routes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_and_note(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.counter.labels(route=route_template(scope["path"], self.routes), status=str(status)).inc()

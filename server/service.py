@@ -15,9 +15,17 @@ import functools
 import logging
 import math
 import os
+import tempfile
 import time
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+# Per-server Prometheus files: `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir at
+# start, so a second server with the same home would wipe the first one's counters. The serve
+# process makes a folder of its own (``preflight``), and its worker writes there instead; set
+# before any metric value exists (prometheus_client reads the variable when it opens its files).
+METRICS_DIR_VAR = "ECAD_METRICS_DIR"
+if os.environ.get(METRICS_DIR_VAR):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[METRICS_DIR_VAR]
 
 import anyio  # noqa: E402
 import bentoml  # noqa: E402
@@ -41,7 +49,7 @@ from ecad.serving import (  # noqa: E402
     ServingConfig,
     load_bank,
 )
-from server.guard import CLIENT_GONE, RequestGuard  # noqa: E402
+from server.guard import CLIENT_GONE, RequestGuard, RouteMetrics  # noqa: E402
 
 logger = logging.getLogger("ecad.server")
 
@@ -63,6 +71,12 @@ GENERATION_SECONDS = bentoml.metrics.Histogram(
     labelnames=["schedule"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
+HTTP_REQUESTS = bentoml.metrics.Counter(
+    name="ecad_http_requests", documentation="HTTP answers by route template and status code",
+    labelnames=["route", "status"],
+)
+ROUTES = ("/generate", "/generate/png", "/schedules", "/select", "/metrics", "/readyz", "/livez", "/healthz",
+          "/", "/ui/*", "/docs", "/docs.json")
 BUDGET = bentoml.metrics.Counter(
     name="ecad_budget_requests", documentation="Requests with a latency budget, by whether it was met",
     labelnames=["met"],
@@ -139,11 +153,19 @@ async def root_route(request: Request) -> Response:
     return RedirectResponse("/ui/")
 
 
+async def metrics_route(request: Request) -> Response:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    client = BentoMLContainer.metrics_client.get()
+    return Response(client.generate_latest(), media_type=client.CONTENT_TYPE_LATEST)
+
+
 read_only_app = Starlette(
     routes=[
         Route("/", root_route),
         Route("/schedules", schedules_route),
         Route("/select", select_route),
+        Route("/metrics", metrics_route),
         # The playground page: plain files shipped in the repo, no CDN (works offline).
         Mount("/ui", StaticFiles(directory=UI_DIR, html=True, check_dir=False), name="ui"),
     ]
@@ -154,6 +176,9 @@ read_only_app = Starlette(
     name="ecad",
     workers=1,
     traffic={"timeout": TRAFFIC_TIMEOUT_S, "max_concurrency": MAX_CONCURRENCY},
+    # BentoML's HTTP metrics label requests by raw path (every random 404 URL a new series);
+    # ours (server/guard.py RouteMetrics) label by route template and /metrics is served below.
+    metrics={"enabled": False},
 )
 @bentoml.asgi_app(read_only_app, path="/")
 class ECAD:
@@ -167,6 +192,10 @@ class ECAD:
             logger.error("cannot serve: %s", err)
             raise SystemExit(f"ecad: cannot serve: {err}") from None
         logger.info("bank %s is valid", path)
+        if not os.environ.get(METRICS_DIR_VAR):
+            home = os.environ.get("BENTOML_HOME") or os.path.expanduser("~/bentoml")
+            os.makedirs(os.path.join(home, "ecad-metrics"), exist_ok=True)
+            os.environ[METRICS_DIR_VAR] = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=os.path.join(home, "ecad-metrics"))
 
     def __init__(self) -> None:
         logging.basicConfig(level=logging.INFO)
@@ -241,4 +270,6 @@ class ECAD:
 
 
 # Malformed bodies are answered 400 before BentoML parses them; the client leaving cancels.
+# Every answer, 5xx included, is counted by route template.
 ECAD.add_asgi_middleware(RequestGuard, paths=("/generate", "/generate/png"))
+ECAD.add_asgi_middleware(RouteMetrics, counter=HTTP_REQUESTS, routes=ROUTES)

@@ -21,6 +21,7 @@ from ecad.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
 
 SIZE = TINY_IMAGE_SIZE
 STEPS = 6
+SERVED_ENV: dict[str, str] = {}  # the module server's environment
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,8 @@ def served(tmp_path_factory):
     # A short queue, so that the load test below can see the overload answer.
     env = {"ECAD_MODEL": str(model), "ECAD_BANK": str(bank_path), "ECAD_NUM_THREADS": "1",
            "ECAD_LATENCY_WINDOW": "0", "ECAD_LATENCY_MARGIN": "1", "ECAD_TIMEOUT_S": "300", "ECAD_MAX_QUEUE": "2"}
+    env["BENTOML_HOME"] = str(root / "bentoml-home")  # shared on purpose by the metrics test
+    SERVED_ENV.update(env)
     with running_server(env, home=root / "server") as url:
         yield url
 
@@ -243,3 +246,23 @@ def test_bad_bank_exits_non_zero_with_the_cause(tmp_path):
         with running_server({"ECAD_BANK": str(bank)}, home=tmp_path / "server", ready_timeout_s=30):
             pass
     assert time.monotonic() - started < 30, info.value
+
+
+def test_two_servers_with_one_home_keep_separate_metrics_with_bounded_labels(served, tmp_path):
+    """`served` runs with its own BENTOML_HOME; a second server sharing it must not wipe its
+    metrics, and random paths must not become label values."""
+    import uuid
+
+    post(served, {"prompt": "counted", "seed": 1, "latency_ms": 1e5})
+    junk = [f"/no-such-{uuid.uuid4().hex}" for _ in range(5)]
+    for path in junk:
+        assert requests.get(served + path, timeout=10).status_code == 404
+    before = requests.get(served + "/metrics", timeout=10).text
+    assert not any(p in before for p in junk) and 'route="other",status="404"' in before
+    assert re.search(r'ecad_http_requests_total\{route="/generate",status="200"\} [1-9]', before)
+    ok = re.compile(r'^ecad_requests_total\{outcome="ok",schedule="[^"]+"\} ([0-9.]+)$', re.M)
+    assert sum(float(n) for n in ok.findall(before)) >= 1, before
+    with running_server(SERVED_ENV, home=tmp_path / "second") as second:
+        assert sum(float(n) for n in ok.findall(requests.get(second + "/metrics", timeout=10).text)) == 0
+        after = requests.get(served + "/metrics", timeout=10).text
+    assert sum(float(n) for n in ok.findall(after)) >= sum(float(n) for n in ok.findall(before)), after
