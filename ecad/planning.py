@@ -18,6 +18,11 @@ Two policies, both pure functions of (waiting requests, clock, bank predictions)
        the largest quality gain per added millisecond that keeps every kept request on time (an
        upgrade delays that request and every later one). Requests without a budget have no
        deadline, so they end at their best entry, as before.
+    4. Leave room for requests not here yet: with ``expected_load`` L (how many requests the
+       server has recently held at once), a request with budget B is upgraded only to entries
+       predicted within B / L. If L clients each keep one request in flight, a request then waits
+       for at most L - 1 others of at most B / L each, and all of them meet B; with L = 1 (one
+       client, or an idle server) nothing is reserved.
     The server re-plans whenever the pipeline frees up and whenever a request arrives; only the
     first request's choice is acted on, the rest is the forecast used for admission.
 
@@ -144,11 +149,13 @@ class Assignment:
     reason: str
 
 
-def plan_queue(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | None = None) -> list[Assignment]:
+def plan_queue(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | None = None,
+               expected_load: int = 1) -> list[Assignment]:
     """The deadline-aware plan (see the module docstring); assignments in run order.
 
     ``free_at_ms`` is when the pipeline is predicted to be free (the running request's predicted
-    end); ``None`` or a past time means now.
+    end); ``None`` or a past time means now. ``expected_load`` >= 1 reserves time for requests
+    likely to arrive (step 4).
     """
     start = max(now_ms, free_at_ms if free_at_ms is not None else now_ms)
     by_deadline = sorted(waiting, key=lambda w: (w.deadline_ms is None, w.deadline_ms or 0.0, w.arrival_ms))
@@ -169,6 +176,8 @@ def plan_queue(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | No
 
     # Upgrades by quality gained per ms added, keeping every kept request on time.
     chosen = {w.key: fastest[w.key] for w in kept}
+    share = {w.key: math.inf if w.deadline_ms is None else (w.deadline_ms - w.arrival_ms) / max(1, expected_load)
+             for w in kept}
     while True:
         slack_after = _slack_after(kept, chosen, start)
         best_rank, best = None, None
@@ -177,7 +186,7 @@ def plan_queue(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | No
             for c in w.candidates:
                 added = c.predicted_ms - current.predicted_ms
                 gain = c.quality - current.quality
-                if gain <= 0 or added > slack_after[i]:
+                if gain <= 0 or added > slack_after[i] or c.predicted_ms > share[w.key]:
                     continue
                 rank = (math.inf if added <= 0 else gain / added, gain, -i)  # earlier requests win ties
                 if best_rank is None or rank > best_rank:
@@ -218,8 +227,10 @@ def _slack_after(kept: Sequence[Waiting], chosen: Mapping[Hashable, Candidate], 
     return slack_after
 
 
-def plan_greedy(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | None = None) -> list[Assignment]:
-    """The greedy rule over a queue: arrival order, each picks with what is left of its budget."""
+def plan_greedy(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | None = None,
+                expected_load: int = 1) -> list[Assignment]:
+    """The greedy rule over a queue: arrival order, each picks with what is left of its budget
+    (``expected_load`` is ignored: greedy does not look beyond its own request)."""
     clock = max(now_ms, free_at_ms if free_at_ms is not None else now_ms)
     plan = []
     for w in sorted(waiting, key=lambda w: w.arrival_ms):

@@ -157,6 +157,20 @@ def test_plan_table(queue, free_at, expected):
     assert summary(plan_queue(queue, 0.0, free_at)) == expected
 
 
+@pytest.mark.parametrize(
+    "load, expected",
+    [
+        (1, [("a", "best", True)]),  # alone: the whole budget
+        (2, [("a", "mid", True)]),  # 500 / 2 = 250 ms: room for one more request behind it
+        (5, [("a", "fast", True)]),  # 100 ms each: five clients all on time
+        (10, [("a", "fast", True)]),  # the fastest is always allowed
+    ],
+)
+def test_expected_load_reserves_room_for_requests_not_here_yet(load, expected):
+    assert summary(plan_queue([waiting("a", 500)], 0.0, None, expected_load=load)) == expected
+    assert summary(plan_queue([waiting("a", None)], 0.0, None, expected_load=load)) == [("a", "best", True)]
+
+
 def test_plan_times_are_consecutive_and_deadlines_hold():
     queue = [waiting(k, 300 + 250 * i, i) for i, k in enumerate("abcde")]
     plan = plan_queue(queue, 0.0, 40.0)

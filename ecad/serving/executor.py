@@ -14,6 +14,7 @@ import io
 import itertools
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from ecad.serving.request import RequestError, ResolvedRequest
 from ecad.serving.startup import LoadedModel
 
 POLL_S = 0.02  # how often a waiting request checks for its turn, cancellation and deadline
+LOAD_WINDOW_S = 10.0  # the planner's expected load: the most requests held at once this recently
 
 
 class Overloaded(RuntimeError):
@@ -136,6 +138,7 @@ class PipelineQueue:
         self._running: Job | None = None
         self._running_until_ms = 0.0
         self._keys = itertools.count()
+        self._load_seen: deque[tuple[float, int]] = deque()  # (monotonic s, requests held then)
 
     # -- predictions and plans (pure given the state) --------------------------------------------
 
@@ -155,7 +158,16 @@ class PipelineQueue:
         jobs = [*self._waiting, *([extra] if extra is not None else [])]
         free_at = self._running_until_ms if self._running is not None else None
         now = time.monotonic() if now is None else now
-        return self.plan_fn([self._as_waiting(j) for j in jobs], now * 1000.0, free_at)
+        return self.plan_fn([self._as_waiting(j) for j in jobs], now * 1000.0, free_at, self._expected_load_locked(now))
+
+    def _note_load_locked(self, now: float) -> None:
+        held = len(self._waiting) + (self._running is not None)
+        self._load_seen.append((now, held))
+
+    def _expected_load_locked(self, now: float) -> int:
+        while self._load_seen and self._load_seen[0][0] < now - LOAD_WINDOW_S:
+            self._load_seen.popleft()
+        return max([1, *(held for _, held in self._load_seen)])
 
     def preview(self, request: ResolvedRequest) -> Assignment:
         """What the planner would do with this request if it arrived now (nothing is queued)."""
@@ -200,6 +212,7 @@ class PipelineQueue:
                     f"fastest schedule {min(c.predicted_ms for c in self._as_waiting(job).candidates):.0f} ms",
                     wait_ms)
             self._waiting.append(job)
+            self._note_load_locked(time.monotonic())
             self._dispatch_locked()
 
     def _dispatch_locked(self) -> None:
