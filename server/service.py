@@ -188,14 +188,17 @@ class ECAD:
         stops the server here, with its cause and a non-zero exit, instead of a worker restart loop."""
         try:
             path, _ = load_bank(CONFIG)
+            model = CONFIG.model
+            if (os.path.isabs(model) or model.startswith(".")) and not os.path.isdir(model):
+                raise BankError(f"model folder {model} not found (ECAD_MODEL)")
         except BankError as err:
             logger.error("cannot serve: %s", err)
             raise SystemExit(f"ecad: cannot serve: {err}") from None
         logger.info("bank %s is valid", path)
         if not os.environ.get(METRICS_DIR_VAR):
-            home = os.environ.get("BENTOML_HOME") or os.path.expanduser("~/bentoml")
-            os.makedirs(os.path.join(home, "ecad-metrics"), exist_ok=True)
-            os.environ[METRICS_DIR_VAR] = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=os.path.join(home, "ecad-metrics"))
+            parent = os.path.join(os.environ.get("BENTOML_HOME") or os.path.expanduser("~/bentoml"), "ecad-metrics")
+            os.makedirs(parent, exist_ok=True)
+            os.environ[METRICS_DIR_VAR] = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)
 
     def __init__(self) -> None:
         logging.basicConfig(level=logging.INFO)

@@ -189,7 +189,8 @@ def test_oversized_request_is_refused_at_once(served):
     r = post(served, body)
     assert time.monotonic() - started < 0.1
     assert r.status_code == 400
-    assert re.search(r"predicted 3\d{5} ms with the fastest schedule, over this server's 300 s limit", r.json()["error"])
+    refusal = r"predicted 3\d{5} ms with the fastest schedule, over this server's 300 s limit"
+    assert re.search(refusal, r.json()["error"])
 
 
 def test_reject_policy_answers_429_with_retry_after(served):
@@ -242,7 +243,8 @@ def test_bad_bank_exits_non_zero_with_the_cause(tmp_path):
     bank = tmp_path / "bank.json"
     bank.write_text('{"format_version": 1, "model": "x", "entries": []')
     started = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"(?s)server exited with [1-9].*cannot serve: .*bank.json: not valid JSON") as info:
+    cause = r"(?s)server exited with [1-9].*cannot serve: .*bank.json: not valid JSON"
+    with pytest.raises(RuntimeError, match=cause) as info:
         with running_server({"ECAD_BANK": str(bank)}, home=tmp_path / "server", ready_timeout_s=30):
             pass
     assert time.monotonic() - started < 30, info.value

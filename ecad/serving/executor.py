@@ -158,7 +158,8 @@ class PipelineQueue:
         jobs = [*self._waiting, *([extra] if extra is not None else [])]
         free_at = self._running_until_ms if self._running is not None else None
         now = time.monotonic() if now is None else now
-        return self.plan_fn([self._as_waiting(j) for j in jobs], now * 1000.0, free_at, self._expected_load_locked(now))
+        load = self._expected_load_locked(now)
+        return self.plan_fn([self._as_waiting(j) for j in jobs], now * 1000.0, free_at, load)
 
     def _note_load_locked(self, now: float) -> None:
         held = len(self._waiting) + (self._running is not None)
