@@ -146,7 +146,8 @@ class ScheduleBank(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format_version: Literal[1] = BANK_FORMAT_VERSION
-    model: str = Field(description="Diffusers model id or path it was calibrated on.")
+    model: str = Field(description="Diffusers model id, or the model folder relative to the bank file "
+                                   "('./' or '../' first); absolute in memory once loaded.")
     model_fingerprint: str = Field(description="sha256 of the transformer config (see fingerprint()).")
     weights_sha256: str | None = Field(
         default=None, description="sha256 of the transformer's weights (see weights_fingerprint()), when known.")
@@ -278,18 +279,33 @@ class ScheduleBank(BaseModel):
                 f"(this ecad reads version {BANK_FORMAT_VERSION})"
             )
         try:
-            return cls.model_validate(data)
+            bank = cls.model_validate(data)
         except ValidationError as err:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
             )
             raise BankError(f"{path}: invalid bank: {problems}") from None
+        if bank.model.startswith(("./", "../")):  # relative to the bank file, not to the caller's cwd
+            bank.model = os.path.normpath(path.parent.absolute() / bank.model)
+        return bank
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically: a crash leaves either the old file or the new one, never half."""
+        """Write atomically: a crash leaves either the old file or the new one, never half.
+
+        A local model folder is stored relative to the bank file, so a checkout's bank finds that
+        checkout's model wherever it lies (hub ids are stored as they are)."""
         path = Path(path)
-        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
+        stored = self.model_copy(update={"model": portable_model_reference(self.model, path.parent)})
+        atomic_write_text(path, stored.model_dump_json(indent=2) + "\n")
         return path
+
+
+def portable_model_reference(model: str, bank_folder: Path) -> str:
+    """A local model folder as a path relative to ``bank_folder`` ('./' or '../' first); else ``model``."""
+    if model.startswith(("./", "../")) or not Path(model).is_dir():
+        return model
+    relative = os.path.relpath(Path(model).absolute(), bank_folder.absolute())
+    return relative if relative.startswith("..") else f"./{relative}"
 
 
 def fingerprint(transformer_config: dict[str, Any]) -> str:

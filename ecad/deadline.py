@@ -1,4 +1,4 @@
-"""Stop a pipeline call between denoising steps once its deadline has passed.
+"""Stop a pipeline call between denoising steps once its deadline has passed or it is cancelled.
 
 A server that gave up on a request (traffic timeout, client gone) must not keep the pipeline busy
 behind the client's back. Pipelines differ in their callbacks (PixArt ignores
@@ -8,6 +8,7 @@ step calls.
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -24,25 +25,34 @@ class DeadlineExceeded(RuntimeError):
     """Raised inside the pipeline call when its deadline passed before a transformer call."""
 
 
+class RequestCancelled(RuntimeError):
+    """Raised inside the pipeline call (or before it starts) when its request was cancelled."""
+
+
 class DeadlineHook(ModelHook):
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float | None, cancelled: threading.Event | None = None) -> None:
         super().__init__()
         self.deadline = deadline  # time.monotonic() seconds
+        self.cancelled = cancelled
 
     def pre_forward(self, module: torch.nn.Module, *args, **kwargs):
-        if time.monotonic() > self.deadline:
+        if self.cancelled is not None and self.cancelled.is_set():
+            raise RequestCancelled("request cancelled; pipeline call stopped between steps")
+        if self.deadline is not None and time.monotonic() > self.deadline:
             raise DeadlineExceeded("deadline passed; pipeline call stopped between steps")
         return args, kwargs
 
 
 @contextmanager
-def pipeline_deadline(pipe_or_transformer, deadline: float | None) -> Iterator[None]:
-    """Within the block, transformer calls after ``deadline`` (monotonic s) raise ``DeadlineExceeded``."""
-    if deadline is None:
+def pipeline_deadline(pipe_or_transformer, deadline: float | None,
+                      cancelled: threading.Event | None = None) -> Iterator[None]:
+    """Within the block, transformer calls after ``deadline`` (monotonic s) raise ``DeadlineExceeded``
+    and, once ``cancelled`` is set, ``RequestCancelled``."""
+    if deadline is None and cancelled is None:
         yield
         return
     registry = HookRegistry.check_if_exists_or_initialize(split_pipeline(pipe_or_transformer)[1])
-    registry.register_hook(DeadlineHook(deadline), DEADLINE_HOOK)
+    registry.register_hook(DeadlineHook(deadline, cancelled), DEADLINE_HOOK)
     try:
         yield
     finally:

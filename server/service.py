@@ -13,10 +13,19 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+import math
 import os
+import tempfile
 import time
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+# Per-server Prometheus files: `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir at
+# start, so a second server with the same home would wipe the first one's counters. The serve
+# process makes a folder of its own (``preflight``), and its worker writes there instead; set
+# before any metric value exists (prometheus_client reads the variable when it opens its files).
+METRICS_DIR_VAR = "ECAD_METRICS_DIR"
+if os.environ.get(METRICS_DIR_VAR):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[METRICS_DIR_VAR]
 
 import anyio  # noqa: E402
 import bentoml  # noqa: E402
@@ -28,23 +37,30 @@ from starlette.responses import RedirectResponse  # noqa: E402
 from starlette.routing import Mount, Route  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
-from ecad.deadline import DeadlineExceeded  # noqa: E402
+from ecad.bank import BankError  # noqa: E402
+from ecad.deadline import DeadlineExceeded, RequestCancelled  # noqa: E402
 from ecad.serving import (  # noqa: E402
     GenerateRequest,
     GenerationResult,
+    Infeasible,
     Overloaded,
     RequestError,
     ScheduleServer,
     ServingConfig,
+    load_bank,
 )
+from server.guard import CLIENT_GONE, RequestGuard, RouteMetrics  # noqa: E402
 
 logger = logging.getLogger("ecad.server")
 
-TIMEOUT_S = float(os.environ.get("ECAD_TIMEOUT_S", "120"))
+CONFIG = ServingConfig.from_env()
+TIMEOUT_S = CONFIG.timeout_s
 MAX_CONCURRENCY = int(os.environ.get("ECAD_MAX_CONCURRENCY", "16"))
 # Our own deadline fires a little before BentoML's traffic timeout, so the client gets our clear
 # 504 and the pipeline stops between steps instead of running on behind the client's back.
 DEADLINE_MARGIN_S = min(1.0, TIMEOUT_S * 0.1)
+# BentoML's traffic timeout must not fire before ours.
+TRAFFIC_TIMEOUT_S = TIMEOUT_S + 5.0
 
 REQUESTS = bentoml.metrics.Counter(
     name="ecad_requests", documentation="Generation requests by chosen schedule and outcome",
@@ -55,6 +71,12 @@ GENERATION_SECONDS = bentoml.metrics.Histogram(
     labelnames=["schedule"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
+HTTP_REQUESTS = bentoml.metrics.Counter(
+    name="ecad_http_requests", documentation="HTTP answers by route template and status code",
+    labelnames=["route", "status"],
+)
+ROUTES = ("/generate", "/generate/png", "/schedules", "/select", "/metrics", "/readyz", "/livez", "/healthz",
+          "/", "/ui/*", "/docs", "/docs.json")
 BUDGET = bentoml.metrics.Counter(
     name="ecad_budget_requests", documentation="Requests with a latency budget, by whether it was met",
     labelnames=["met"],
@@ -102,17 +124,22 @@ async def schedules_route(request: Request) -> Response:
     return JSONResponse(_server().bank_view())
 
 
+SELECT_PARAMS = ("latency_ms", "width", "height", "num_inference_steps", "num_images")
+
+
 async def select_route(request: Request) -> Response:
+    """The planner's choice for a request of this budget and shape arriving now (the playground's
+    preview: the same planner and live state as POST /generate)."""
     params = dict(request.query_params)
-    allowed = {"latency_ms", "width", "height", "num_inference_steps", "num_images"}
-    unknown = sorted(set(params) - allowed)
+    unknown = sorted(set(params) - set(SELECT_PARAMS))
     if unknown:
-        return _error(400, f"unknown query parameter(s) {unknown}; allowed: {sorted(allowed)}", unknown[0])
+        return _error(400, f"unknown query parameter(s) {unknown}; allowed: {sorted(SELECT_PARAMS)}", unknown[0])
     try:
-        shape = GenerateRequest.model_validate({"prompt": "-", **params}).model_dump(exclude={"prompt", "seed"})
-        latency = shape.pop("latency_ms")
-        shape = {k: v for k, v in shape.items() if k in allowed and v is not None}
-        return JSONResponse(_server().select_view(latency, **shape))
+        # Query values are strings: parsed by the same types as the JSON body, then checked by the
+        # same limits (no prompt needed to ask about a shape).
+        fields = GenerateRequest.model_validate_strings({"prompt": "", **params}).model_dump(include=set(params))
+        latency = fields.pop("latency_ms", None)
+        return JSONResponse(_server().select_view(latency, **fields))
     except ValidationError as err:
         return _validation_error(err)
     except RequestError as err:
@@ -126,11 +153,19 @@ async def root_route(request: Request) -> Response:
     return RedirectResponse("/ui/")
 
 
+async def metrics_route(request: Request) -> Response:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    client = BentoMLContainer.metrics_client.get()
+    return Response(client.generate_latest(), media_type=client.CONTENT_TYPE_LATEST)
+
+
 read_only_app = Starlette(
     routes=[
         Route("/", root_route),
         Route("/schedules", schedules_route),
         Route("/select", select_route),
+        Route("/metrics", metrics_route),
         # The playground page: plain files shipped in the repo, no CDN (works offline).
         Mount("/ui", StaticFiles(directory=UI_DIR, html=True, check_dir=False), name="ui"),
     ]
@@ -140,13 +175,34 @@ read_only_app = Starlette(
 @bentoml.service(
     name="ecad",
     workers=1,
-    traffic={"timeout": TIMEOUT_S, "max_concurrency": MAX_CONCURRENCY},
+    traffic={"timeout": TRAFFIC_TIMEOUT_S, "max_concurrency": MAX_CONCURRENCY},
+    # BentoML's HTTP metrics label requests by raw path (every random 404 URL a new series);
+    # ours (server/guard.py RouteMetrics) label by route template and /metrics is served below.
+    metrics={"enabled": False},
 )
 @bentoml.asgi_app(read_only_app, path="/")
 class ECAD:
+    @bentoml.on_deployment
+    def preflight() -> None:
+        """Runs once in the `bentoml serve` process before any worker: a bank that cannot be used
+        stops the server here, with its cause and a non-zero exit, instead of a worker restart loop."""
+        try:
+            path, _ = load_bank(CONFIG)
+            model = CONFIG.model
+            if (os.path.isabs(model) or model.startswith(".")) and not os.path.isdir(model):
+                raise BankError(f"model folder {model} not found (ECAD_MODEL)")
+        except BankError as err:
+            logger.error("cannot serve: %s", err)
+            raise SystemExit(f"ecad: cannot serve: {err}") from None
+        logger.info("bank %s is valid", path)
+        if not os.environ.get(METRICS_DIR_VAR):
+            parent = os.path.join(os.environ.get("BENTOML_HOME") or os.path.expanduser("~/bentoml"), "ecad-metrics")
+            os.makedirs(parent, exist_ok=True)
+            os.environ[METRICS_DIR_VAR] = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)
+
     def __init__(self) -> None:
         logging.basicConfig(level=logging.INFO)
-        self.server = ScheduleServer(ServingConfig.from_env())
+        self.server = ScheduleServer(CONFIG)
         logger.info("serving %s with bank %s (%d schedules, profile %s)", self.server.config.model,
                     self.server.bank_path, len(self.server.schedules), self.server.profile.key)
 
@@ -161,15 +217,30 @@ class ECAD:
         except RequestError as err:
             return _error(400, str(err), err.field)
         deadline = arrival + TIMEOUT_S - DEADLINE_MARGIN_S
-        call = functools.partial(self.server.generate, request, arrival=arrival, deadline=deadline)
+        call = functools.partial(self.server.generate, request, arrival=arrival, deadline=deadline,
+                                 cancelled=CLIENT_GONE.get(None))
         try:
             result = await anyio.to_thread.run_sync(call)
+        except RequestError as err:  # refused by admission: predicted over the timeout
+            REQUESTS.labels(schedule="none", outcome="too_large").inc()
+            return _error(400, str(err), err.field)
+        except Infeasible as err:
+            REQUESTS.labels(schedule="none", outcome="infeasible").inc()
+            retry = max(1, math.ceil(err.predicted_wait_ms / 1000.0))
+            return JSONResponse({"error": str(err), "predicted_wait_ms": round(err.predicted_wait_ms, 1)},
+                                status_code=429, headers={"Retry-After": str(retry)})
         except Overloaded as err:
             REQUESTS.labels(schedule="none", outcome="overloaded").inc()
             return _error(503, f"server busy: {err}", headers={"Retry-After": "1"})
+        except RequestCancelled as err:
+            REQUESTS.labels(schedule="none", outcome="cancelled").inc()
+            return _error(499, f"request cancelled: {err}")
         except DeadlineExceeded as err:
             REQUESTS.labels(schedule="none", outcome="timeout").inc()
-            return _error(504, f"request exceeded the {TIMEOUT_S:.0f} s timeout: {err}")
+            return _error(504, f"request exceeded its deadline: {err}")
+        except Exception:
+            REQUESTS.labels(schedule="none", outcome="error").inc()
+            raise
         REQUESTS.labels(schedule=result.schedule_id, outcome="ok").inc()
         GENERATION_SECONDS.labels(schedule=result.schedule_id).observe(result.actual_ms / 1000.0)
         if result.budget_met is not None:
@@ -183,7 +254,7 @@ class ECAD:
         """Generate images; JSON envelope with base64 PNGs and the schedule decision.
 
         Body: GenerateRequest (prompt, latency_ms, seed, negative_prompt, num_images, width, height,
-        num_inference_steps, guidance_scale)."""
+        num_inference_steps, guidance_scale, schedule_id, on_infeasible)."""
         result = await self._run(body)
         if isinstance(result, Response):
             return result
@@ -193,9 +264,15 @@ class ECAD:
     @bentoml.api(route="/generate/png")
     async def generate_png(self, body: dict, /) -> dict:
         """Generate one image; the PNG is the body and the decision is in X-ECAD-* headers."""
-        if isinstance(body, dict) and body.get("num_images", 1) != 1:
+        if isinstance(body, dict) and body.get("num_images", 1) != 1 and type(body.get("num_images")) is int:
             return _error(400, "num_images must be 1 for /generate/png; use /generate for several", "num_images")
         result = await self._run(body)
         if isinstance(result, Response):
             return result
         return Response(result.png_bytes()[0], media_type="image/png", headers=_headers(result))
+
+
+# Malformed bodies are answered 400 before BentoML parses them; the client leaving cancels.
+# Every answer, 5xx included, is counted by route template.
+ECAD.add_asgi_middleware(RequestGuard, paths=("/generate", "/generate/png"))
+ECAD.add_asgi_middleware(RouteMetrics, counter=HTTP_REQUESTS, routes=ROUTES)

@@ -111,7 +111,7 @@ def server(browser_ready, tmp_path_factory):
         model_dir = build_tiny_pipeline("pixart-alpha", root / f"pixart-alpha-{scale}", scale=scale)
         bank_path = build_bank(Path(model_dir), root / "bank.json")
         # Deterministic selection: trust the stored profile instead of learning from noisy timings.
-        os_env_extra = {"ECAD_LATENCY_LEARNING_RATE": "0"}
+        os_env_extra = {"ECAD_LATENCY_WINDOW": "0"}
     env = {
         "ECAD_MODEL": str(model_dir),
         "ECAD_BANK": str(bank_path),  # empty: the server's default bank for the model

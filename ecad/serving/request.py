@@ -1,0 +1,144 @@
+"""A generation request: its body (types only), the server's limits (defined here, once), and the
+resolved request the planner and the pipeline see (a ``Setting`` plus the number of images).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ecad.planning import RequestShape
+from ecad.setting import Setting
+
+MAX_SEED = 2**32 - 1
+SHAPE_FIELDS = ("width", "height", "num_inference_steps", "guidance_scale", "num_images")
+
+
+class RequestError(ValueError):
+    """A request the server refuses (HTTP 400); names the field and the allowed range."""
+
+    def __init__(self, field_name: str | None, message: str) -> None:
+        super().__init__(f"{field_name}: {message}" if field_name else message)
+        self.field = field_name
+        self.message = message
+
+
+class GenerateRequest(BaseModel):
+    """The body of ``POST /generate``: types and the bounds that hold on any server. Strict: a
+    ``true`` is not 1 ms and ``"1"`` is not one image. The server's own limits are ``RequestLimits``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str = Field(description="Text prompt.")
+    latency_ms: float | None = Field(
+        default=None, gt=0, le=3_600_000, allow_inf_nan=False,
+        description="Latency budget in ms on this server, including time queued. Omit for best quality.",
+    )
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Random seed; random if omitted.")
+    negative_prompt: str | None = None
+    num_images: int = Field(default=1, description="Images for this prompt.")
+    width: int | None = Field(default=None, description="Defaults to the bank's width.")
+    height: int | None = Field(default=None, description="Defaults to the bank's height.")
+    num_inference_steps: int | None = Field(default=None, description="Defaults to the bank's.")
+    guidance_scale: float | None = Field(default=None, ge=0, le=50, allow_inf_nan=False)
+    schedule_id: str | None = Field(
+        default=None, max_length=64,
+        description="Pin a bank entry (e.g. 'no-cache') instead of selecting by budget.",
+    )
+    on_infeasible: Literal["fastest", "reject"] = Field(
+        default="fastest",
+        description="If the budget cannot be met behind the queue: serve the fastest schedule "
+                    "(flagged) or answer 429 at once with Retry-After.",
+    )
+
+
+@dataclass(frozen=True)
+class ResolvedRequest:
+    prompt: str
+    negative_prompt: str | None
+    latency_ms: float | None
+    seed: int
+    shape: RequestShape
+    schedule_id: str | None = None
+    on_infeasible: str = "fastest"
+
+    @property
+    def setting(self) -> Setting:
+        return self.shape.setting
+
+    @property
+    def num_images(self) -> int:
+        return self.shape.num_images
+
+    def seeds(self) -> list[int]:
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
+
+
+def _visible(text: str) -> bool:
+    return any(ch.isprintable() and not ch.isspace() for ch in text)
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Everything a request may ask for on this server; ``view()`` is what ``/schedules`` reports.
+
+    The sizes' multiple and the minimum steps come from the loaded model (``startup``); the
+    maxima from ``ServingConfig``.
+    """
+
+    setting: Setting  # the bank's: the defaults
+    max_prompt_chars: int
+    max_images: int
+    spatial_multiple: int
+    max_height: int
+    max_width: int
+    min_steps: int
+    max_steps: int
+
+    def view(self) -> dict[str, Any]:
+        m = self.spatial_multiple
+        return {
+            "prompt_chars": [1, self.max_prompt_chars],
+            "num_images": [1, self.max_images],
+            "width": [m, self.max_width, m],
+            "height": [m, self.max_height, m],
+            "num_inference_steps": [self.min_steps, self.max_steps],
+        }
+
+    def shape(self, *, width: int | None = None, height: int | None = None, num_inference_steps: int | None = None,
+              guidance_scale: float | None = None, num_images: int = 1) -> RequestShape:
+        """The bank's setting with the request's changes, checked; RequestError names the field."""
+        if not 1 <= num_images <= self.max_images:
+            raise RequestError("num_images", f"must be between 1 and {self.max_images}, got {num_images}")
+        m = self.spatial_multiple
+        for name, value, top in (("width", width, self.max_width), ("height", height, self.max_height)):
+            if value is not None and (value % m or not m <= value <= top):
+                raise RequestError(name, f"must be a multiple of {m} between {m} and {top}, got {value}")
+        steps = num_inference_steps
+        if steps is not None and not self.min_steps <= steps <= self.max_steps:
+            raise RequestError("num_inference_steps",
+                               f"must be between {self.min_steps} and {self.max_steps}, got {steps}")
+        changes = dict(width=width, height=height, num_inference_steps=steps, guidance_scale=guidance_scale)
+        return RequestShape(self.setting.with_changes(**changes), num_images)
+
+    def resolve(self, request: GenerateRequest, schedule_ids) -> ResolvedRequest:
+        """The request checked against these limits, with the bank's defaults filled in."""
+        for name in ("prompt", "negative_prompt"):
+            text = getattr(request, name)
+            if text is None:
+                continue
+            if len(text) > self.max_prompt_chars:
+                raise RequestError(name, f"is {len(text)} characters; at most {self.max_prompt_chars}")
+            if name == "prompt" and not _visible(text):
+                raise RequestError(name, "must contain a visible character (not only spaces or control characters)")
+            if "\x00" in text:
+                raise RequestError(name, "must not contain NUL characters")
+        shape = self.shape(**{name: getattr(request, name) for name in SHAPE_FIELDS})
+        if request.schedule_id is not None and request.schedule_id not in schedule_ids:
+            raise RequestError("schedule_id", f"unknown entry {request.schedule_id!r}; see GET /schedules for the ids")
+        seed = request.seed if request.seed is not None else random.SystemRandom().randrange(MAX_SEED + 1)
+        return ResolvedRequest(request.prompt, request.negative_prompt, request.latency_ms, seed, shape,
+                               request.schedule_id, request.on_infeasible)
