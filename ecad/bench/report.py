@@ -16,6 +16,7 @@ import numpy as np
 
 from ecad.bench.competitors import KIND_ORDER
 from ecad.bench.runner import Experiment, Point
+from ecad.search.hypervolume import hypervolume
 
 PSNR_REF = 20.0
 SPEEDUP_REF = 1.0
@@ -26,14 +27,16 @@ PLOT_PSNR_CAP = 60.0  # plots only: identical images (100 dB) would squash the i
 
 
 def hypervolume_2d(points: Sequence[tuple[float, float]], ref: tuple[float, float]) -> float:
-    """Area dominated by `points` (both coordinates maximised) above `ref`."""
-    pts = sorted(((s, q) for s, q in points if s > ref[0] and q > ref[1]), reverse=True)
-    area, best_q = 0.0, ref[1]
-    for s, q in pts:
-        if q > best_q:
-            area += (s - ref[0]) * (q - best_q)
-            best_q = q
-    return float(area)
+    """Area dominated by `points` (both coordinates maximised) above `ref`, in the units of the axes.
+
+    The search's hypervolume (moocore, minimised objectives) with no normalisation: the points are
+    negated and shifted so that `ref` lands on its reference corner (1, 1).
+    """
+    pts = [(s, q) for s, q in points if s is not None and q is not None]
+    if not pts:
+        return 0.0
+    corner = -np.asarray(ref, dtype=float)
+    return hypervolume(-np.asarray(pts, dtype=float), corner - 1.0, corner, reference=1.0)
 
 
 def _ok(points: Sequence[Point]) -> list[Point]:
