@@ -109,6 +109,11 @@ def test_cli_end_to_end_on_tiny_pipeline(tiny, tmp_path):
     assert [b["key"] for b in summary["bars"]] == ["35db_psnr_only", "30db_psnr_only"]  # no reward on the tiny model
     for b in summary["bars"]:
         assert [v["batch_size"] for v in b["verdicts"]] == [2, 1]
+        for fam in summary["families"]:  # the point saving the most MACs at the bar is always timed
+            clearing = [p for p in main_exp["points"] if p["family"] == fam and p["status"] == "ok"
+                        and p["quality"]["held-out"]["psnr"] >= b["psnr"] and p["kind"] != "reference"]
+            if clearing:
+                assert b["key"] in max(clearing, key=lambda p: p["macs_speedup"])["deciding"], fam
         for fam, best in b["fastest"].items():  # each family's fastest point at the bar was timed and clears it
             assert best["speedup_source"] == "rounds" and best["psnr"] >= b["psnr"], fam
     assert set(summary["dominance"]) == {p["label"] for p in main_exp["points"]

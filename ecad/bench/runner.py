@@ -262,6 +262,8 @@ def run_experiment(
         else:
             p.changes_output = bool(any((a - b).abs().max() > 0 for a, b in zip(p.images[tuning.name], ref.images[tuning.name])))
         _score(p, ref, tuning, reward, fid_fn)
+        if len(screen_index) % 25 == 0:
+            log(f"ecad-bench {name}: {len(screen_index)} points tuned ({time.perf_counter() - start:.0f} s)")
 
     for p in list(points):
         tune(p)
@@ -288,6 +290,9 @@ def run_experiment(
     order = {id(m): i for i, m in enumerate(methods)}
     points.sort(key=lambda p: (order[id(p.method)], float(p.knob) if p.method.continuous else 0))
     _screen_speeds(points, ref, reference_times, screen_index)
+    for p in points:  # the deciding points are picked by MACs saved
+        if p.status == "ok" and p.macs_per_image and ref.macs_per_image:
+            p.macs_speedup = ref.macs_per_image / p.macs_per_image
 
     # 3. deciding points: rendered on the other splits too
     deciding: dict[int, Point] = {id(ref): ref}
@@ -331,8 +336,6 @@ def run_experiment(
             continue
         speed = p.speed(main_size)
         p.speedup, p.speedup_source = (speed["median"], "rounds") if speed else (p.speedup_screen, "screen")
-        if p.macs_per_image and ref.macs_per_image:
-            p.macs_speedup = ref.macs_per_image / p.macs_per_image
 
     # every method was enabled and disabled many times: the unmodified pipeline must be untouched
     reproducible = bool(torch.equal(run(batches[0]), torch.stack(ref.images[tuning.name][: len(batches[0])])))
