@@ -151,6 +151,30 @@ def test_failing_method_is_reported_not_dropped(tiny, tmp_path):
     assert data["experiments"][0]["summary"]["held-out"]["families"]["broken"]["ok"] == 0
 
 
+def test_deciding_points_are_the_ones_saving_most_macs(tiny, monkeypatch):
+    """Every FORA n clears a 0 dB bar: only points within 90% of the family's best MACs are timed."""
+    import ecad.bench.runner as runner
+
+    seen = []
+
+    def recording(points, *args, **kwargs):
+        seen.extend(p.macs_speedup for p in points)
+        return finalists(points, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "finalists", recording)
+    _, pipe = tiny
+    layout = get_adapter(pipe).layout(pipe.transformer)
+    methods = C.engine_methods(layout, STEPS, component_range=())[:2]  # no-cache, fora n = 2..9
+    exp = run_experiment(pipe, methods, SETTING, [Split("held-out", PROMPTS, [0])], batch_size=2, rounds=2,
+                         timing_batch_sizes=[1], bars=[Bar(0.0, False)], progress=False, log=lambda _: None)
+    assert seen and all(m is not None and m > 0 for m in seen)  # MACs are known when the finalists are picked
+    fora_points = [p for p in exp.points if p.method.family == "fora"]
+    best = max(p.macs_speedup for p in fora_points)
+    deciding = [p for p in fora_points if p.deciding]
+    assert len(deciding) == 2 and all(p.macs_speedup >= 0.9 * best for p in deciding)
+    assert all(p.speedup_source == ("rounds" if p.deciding else "screen") for p in fora_points)
+
+
 def test_shim_runs_diffusers_caches_and_leaves_no_state(tiny):
     _, pipe = tiny
     ref = generate(pipe, PROMPTS, [0, 1], SETTING)
