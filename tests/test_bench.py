@@ -1,5 +1,5 @@
 """ecad-bench end to end on a tiny PixArt pipeline, and its parts: the cache-context shim, MACs and
-memory probes, failing methods, hypervolume."""
+memory probes, failing methods, hypervolume, bisection of thresholds, verdicts beyond the spread."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from PIL import Image
 
 from ecad.adapters import get_adapter
 from ecad.bench import competitors as C
-from ecad.bench.report import hypervolume_2d, summarize, write_report
-from ecad.bench.runner import MAX_PSNR, Split, run_experiment
+from ecad.bench.report import hypervolume_2d, summarize, verdict, write_report
+from ecad.bench.runner import MAX_PSNR, Point, Split, relative_reward_interval, run_experiment
+from ecad.bench.tuning import Bar, bisection_knobs, finalists
 from ecad.generate import generate, load_pipeline
 from ecad.heuristics import fora
 from ecad.hooks import cache_schedule
@@ -56,25 +57,40 @@ def test_cli_end_to_end_on_tiny_pipeline(tiny, tmp_path):
     out = tmp_path / "out"
     rc = main(["--model", str(path), "--bank", str(bank_path), "--out", str(out), "--no-progress",
                "--methods", "no-cache,ecad,fora,diffusers-fbcache", "--held-out-prompts", "2", "--seeds", "0,1",
-               "--calibration-prompts", "1", "--batch-size", "2", "--transfer-steps", "12",
-               "--transfer-prompts", "2", "--transfer-size", "48"])
+               "--calibration-prompts", "1", "--batch-size", "2", "--timing-batch-sizes", "2,1", "--quick",
+               "--transfer-steps", "12", "--transfer-prompts", "2", "--transfer-size", "48"])
     assert rc == 0
     data = _strict_json((out / "results.json").read_text())
     for name in ("pareto.png", "pareto_macs.png", "grid.png", "transfer.png"):
         _png(out / name)
     readme = (out / "README.md").read_text()
-    assert "## Goal" in readme and "diffusers-fbcache" in readme and "shim" in readme
+    assert "## Verdict per quality bar" in readme and "diffusers-fbcache" in readme and "shim" in readme
 
     main_exp, *transfer = data["experiments"]
     assert [e["setting"]["name"] for e in transfer] == ["12-steps", "48px"]
     assert main_exp["reference_reproducible"] is True
     points = {p["label"]: p for p in main_exp["points"]}
-    assert {"no-cache", "ecad:fora-2", "ecad:fora-3-ff", "fora-2", "fora-6", "diffusers-fbcache:0.7"} <= set(points)
+    assert {"no-cache", "ecad:fora-2", "ecad:fora-3-ff", "fora-2", "fora-6", "diffusers-fbcache:0.45"} <= set(points)
     ref, f2 = points["no-cache"], points["fora-2"]
-    for split in ("held-out", "calibration"):
-        assert ref["quality"][split]["psnr"] == MAX_PSNR  # identical to itself
-        assert f2["quality"][split]["psnr"] < MAX_PSNR
-    assert ref["speedup"] == 1.0 and len(ref["times_s"]) == main_exp["timed_rounds"] >= 2
+    assert ref["quality"]["calibration"]["psnr"] == MAX_PSNR  # identical to itself
+    assert ref["quality"]["held-out"]["psnr"] == MAX_PSNR
+    assert f2["quality"]["held-out"]["psnr"] < MAX_PSNR
+    # the reference is timed in every round at both batch sizes, around every few deciding points
+    assert main_exp["timing_batch_sizes"] == [2, 1] and main_exp["timed_rounds"] == 2
+    for size in ("2", "1"):
+        assert ref["timing"][size]["ratios"] == [1.0, 1.0]
+        assert len(ref["timing"][size]["times_s"]) >= 4
+    assert ref["speedup"] == 1.0
+    deciding = [p for p in main_exp["points"] if p["deciding"]]
+    assert deciding and all(p["speedup_source"] == "rounds" for p in deciding)
+    for p in deciding:
+        for size in ("2", "1"):
+            speed = p["timing"][size]["speed"]
+            assert speed["rounds"] == 2 and speed["min"] <= speed["median"] <= speed["max"]
+        assert p["speedup"] == p["timing"]["2"]["speed"]["median"]
+        assert "calibration" in p["quality"]  # deciding points are scored on the calibration split too
+    others = [p for p in main_exp["points"] if not p["deciding"] and p["status"] == "ok" and p["kind"] != "reference"]
+    assert all(p["speedup_source"] == "screen" and p["speedup"] == p["speedup_screen"] > 0 for p in others)
     assert f2["changes_output"] and ref["cache_bytes_peak"] == 0 and f2["cache_bytes_peak"] > 0
     # measured MACs (probe hooks) equal the analytic schedule MACs for engine schedules
     for label in ("no-cache", "fora-2", "fora-4", "ecad:fora-3-ff"):
@@ -90,6 +106,16 @@ def test_cli_end_to_end_on_tiny_pipeline(tiny, tmp_path):
     assert fbc[0]["as_shipped"].startswith("error: ValueError: No cache context is set")
     summary = main_exp["summary"]["held-out"]
     assert set(summary["families"]) == {"no-cache", "ecad", "fora", "diffusers-fbcache"}
+    assert [b["key"] for b in summary["bars"]] == ["35db_psnr_only", "30db_psnr_only"]  # no reward on the tiny model
+    for b in summary["bars"]:
+        assert [v["batch_size"] for v in b["verdicts"]] == [2, 1]
+        for fam in summary["families"]:  # the point saving the most MACs at the bar is always timed
+            clearing = [p for p in main_exp["points"] if p["family"] == fam and p["status"] == "ok"
+                        and p["quality"]["held-out"]["psnr"] >= b["psnr"] and p["kind"] != "reference"]
+            if clearing:
+                assert b["key"] in max(clearing, key=lambda p: p["macs_speedup"])["deciding"], fam
+        for fam, best in b["fastest"].items():  # each family's fastest point at the bar was timed and clears it
+            assert best["speedup_source"] == "rounds" and best["psnr"] >= b["psnr"], fam
     assert set(summary["dominance"]) == {p["label"] for p in main_exp["points"]
                                          if p["kind"] in ("heuristic", "competitor") and p["status"] == "ok"}
     # transfer: the bank schedules were resampled to 12 steps
@@ -123,6 +149,30 @@ def test_failing_method_is_reported_not_dropped(tiny, tmp_path):
     assert "| broken | broken:1 | test | `probe: RuntimeError: this method cannot run here` |" in readme
     data = _strict_json((tmp_path / "results.json").read_text())
     assert data["experiments"][0]["summary"]["held-out"]["families"]["broken"]["ok"] == 0
+
+
+def test_deciding_points_are_the_ones_saving_most_macs(tiny, monkeypatch):
+    """Every FORA n clears a 0 dB bar: only points within 90% of the family's best MACs are timed."""
+    import ecad.bench.runner as runner
+
+    seen = []
+
+    def recording(points, *args, **kwargs):
+        seen.extend(p.macs_speedup for p in points)
+        return finalists(points, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "finalists", recording)
+    _, pipe = tiny
+    layout = get_adapter(pipe).layout(pipe.transformer)
+    methods = C.engine_methods(layout, STEPS, component_range=())[:2]  # no-cache, fora n = 2..9
+    exp = run_experiment(pipe, methods, SETTING, [Split("held-out", PROMPTS, [0])], batch_size=2, rounds=2,
+                         timing_batch_sizes=[1], bars=[Bar(0.0, False)], progress=False, log=lambda _: None)
+    assert seen and all(m is not None and m > 0 for m in seen)  # MACs are known when the finalists are picked
+    fora_points = [p for p in exp.points if p.method.family == "fora"]
+    best = max(p.macs_speedup for p in fora_points)
+    deciding = [p for p in fora_points if p.deciding]
+    assert len(deciding) == 2 and all(p.macs_speedup >= 0.9 * best for p in deciding)
+    assert all(p.speedup_source == ("rounds" if p.deciding else "screen") for p in fora_points)
 
 
 def test_shim_runs_diffusers_caches_and_leaves_no_state(tiny):
@@ -179,9 +229,70 @@ def test_hypervolume_and_goal_summary():
     assert math.isfinite(hypervolume_2d([(2.0, MAX_PSNR)], ref))
 
 
+def _psnr_falls_with(threshold):
+    return {"psnr": 50.0 - 100.0 * threshold, "reward_rel": 1.0 - threshold / 10}
+
+
+def test_bisection_pins_the_fastest_threshold_at_each_bar():
+    scored = {t: _psnr_falls_with(t) for t in (0.05, 0.1, 0.2, 0.3)}
+    bars = [Bar(35.0, True), Bar(30.0, False), Bar(60.0, False)]  # 60 dB: cleared by no threshold
+    tried = {}
+    while new := bisection_knobs(scored, bars, tolerance=1.01, tried=tried, max_steps=12):
+        assert all(k not in scored for k in new)
+        scored.update({k: _psnr_falls_with(k) for k in new})
+    best = {b: max(k for k in scored if b.meets(scored[k])) for b in bars[:2]}
+    assert 0.148 < best[bars[0]] <= 0.15  # 50 - 100 t >= 35
+    assert 0.198 < best[bars[1]] <= 0.2
+    assert bars[2] not in tried
+    # every threshold clears the bar: nothing to bisect; the step budget is respected
+    assert bisection_knobs({0.1: {"psnr": 40.0}, 0.2: {"psnr": 39.0}}, [Bar(35.0, False)]) == []
+    assert len(bisection_knobs({0.1: {"psnr": 40}, 0.4: {"psnr": 20}}, [Bar(35.0, False)], max_steps=0)) == 0
+    # the reward part of a bar counts: 0.1 clears 35 dB but loses 3% reward
+    assert not Bar(35.0, True).meets({"psnr": 40.0, "reward_rel": 0.97})
+    assert Bar(35.0, False).meets({"psnr": 40.0, "reward_rel": 0.97})
+
+
+def test_finalists_are_the_fastest_by_macs_within_the_margin():
+    method = C.Method([])
+
+    def point(label, macs, psnr, screen):
+        p = Point(method, label, label, macs_speedup=macs, speedup_screen=screen)
+        p.quality["held-out"] = {"psnr": psnr}
+        return p
+
+    pts = [point("a", 3.0, 36.0, 2.0), point("b", 2.8, 37.0, 2.2), point("c", 2.0, 40.0, 1.6),
+           point("d", 4.0, 20.0, 3.0)]
+    assert [p.label for p in finalists(pts, Bar(35.0, False), "held-out")] == ["a", "b"]
+    assert [p.label for p in finalists(pts, Bar(38.0, False), "held-out")] == ["c"]
+    assert finalists(pts, Bar(45.0, False), "held-out") == []
+
+
+def test_winner_only_beyond_the_spread():
+    def best(median, lo, hi):
+        return {"speed": {"8": {"median": median, "min": lo, "max": hi, "rounds": 5}}}
+
+    assert verdict(best(2.0, 1.9, 2.1), best(1.7, 1.6, 1.95), "fora", 8)["verdict"] == "tie within spread"
+    won = verdict(best(2.0, 1.9, 2.1), best(1.7, 1.6, 1.85), "fora", 8)
+    assert won["winner"] == "ecad" and won["ratio"] == pytest.approx(2.0 / 1.7)
+    assert verdict(best(1.5, 1.4, 1.6), best(1.7, 1.65, 1.8), "fora", 8)["winner"] == "fora"
+    assert verdict(None, best(1.7, 1.6, 1.8), "fora", 8)["winner"] == "fora"
+    assert verdict(best(1.7, 1.6, 1.8), None, None, 8)["winner"] == "ecad"
+
+
+def test_relative_reward_interval_brackets_the_mean():
+    ref = torch.linspace(0.5, 1.0, 32)
+    same = relative_reward_interval(ref, ref)
+    assert same == pytest.approx((1.0, 1.0))
+    worse = ref * torch.linspace(0.9, 1.0, 32)
+    lo, hi = relative_reward_interval(worse, ref)
+    assert lo < float(worse.mean() / ref.mean()) < hi < 1.0
+    assert relative_reward_interval(worse, ref) == (lo, hi)  # seeded: the same interval every time
+
+
 def test_cli_help_explains():
     from ecad.cli.bench import build_parser
 
     text = build_parser().format_help()
-    for word in ("cache-dit", "shim", "held-out", "--bank", "--methods", "transfer", "hypervolume"):
+    for word in ("cache-dit", "shim", "held-out", "--bank", "--methods", "transfer", "hypervolume", "bisected",
+                 "--quick", "spread", "TaylorSeer", "unconditional"):
         assert word in text

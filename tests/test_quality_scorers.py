@@ -93,8 +93,42 @@ def test_clip_scores_a_tiny_random_clip_from_a_local_folder(tiny_clip):
     assert torch.allclose(scores, build_scorer("clip", model=str(tiny_clip), batch_size=8).score(x, prompts), atol=1e-4)
     assert not torch.allclose(scores, scorer.score(x.flip(0), prompts))  # depends on the image
     assert not torch.allclose(scores, scorer.score(x, prompts[::-1]))  # and on the prompt
+    # one-number scorers report it under their registry name (the base class's metrics())
+    assert list(scorer.metrics(x, prompts)) == ["clip"]
+    assert torch.equal(scorer.metrics(x, prompts)["clip"], scores)
+    with pytest.raises(ValueError, match="4 images but 3 prompts"):
+        scorer.score(x, prompts[:3])
 
 
 def test_clip_names_the_missing_model(tmp_path):
     with pytest.raises(RuntimeError, match="cannot load CLIP model"):
         build_scorer("clip", model=str(tmp_path / "absent"))
+
+
+def test_batching_and_resizing_helpers():
+    from ecad.quality.base import resize_crop_normalize, score_in_batches
+
+    calls = []
+
+    def per_batch(chunk, prompts):
+        calls.append((len(chunk), prompts))
+        return chunk.mean(dim=(1, 2, 3))
+
+    x = images(5)
+    scores = score_in_batches(x, list("abcde"), 2, per_batch)
+    assert [c[0] for c in calls] == [2, 2, 1] and calls[-1][1] == ["e"]
+    assert torch.allclose(scores, x.mean(dim=(1, 2, 3)))
+    # 48x64 -> shorter side 32 (32x43), centre crop 32x32; a constant image stays constant
+    flat = resize_crop_normalize(torch.full((1, 3, 48, 64), 0.5), 32, (0.5, 0.25, 0.0), (0.5, 0.5, 0.25))
+    assert flat.shape == (1, 3, 32, 32)
+    assert torch.allclose(flat[0, :, 0, 0], torch.tensor([0.0, 0.5, 2.0]), atol=1e-5)
+
+
+def test_scenes_reward_does_not_import_the_zoo():
+    """The reward stands on the scene grammar (ecad.scenes_vocab); only the zoo imports the reward."""
+    import subprocess
+    import sys
+
+    code = "import sys, ecad.quality.scenes_reward; print('ecad.zoo' in sys.modules or 'ecad.zoo.scenes' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -3,6 +3,8 @@
 - `competitors`: one small adapter per method behind one interface (`enable(pipe, knob)` /
   `disable(pipe)`), including the cache-context shim that lets diffusers' built-in caches run on
   PixArt pipelines.
-- `runner`: interleaved runs (same prompts, seeds, process), timing, quality, MACs, cache bytes.
-- `report`: JSON, Markdown table, Pareto plots, image grid.
+- `tuning`: quality bars, bisection of threshold knobs, the deciding points of each bar.
+- `runner`: tuning pass (quality, MACs, cache bytes), then interleaved timed rounds of the deciding
+  points at several batch sizes (same prompts, seeds, process).
+- `report`: verdict per bar (winner only beyond the timing spread), JSON, Markdown, plots, image grid.
 """

@@ -42,7 +42,7 @@ import re
 import types
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 import torch
@@ -50,6 +50,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
 from ecad.adapters import get_adapter
+from ecad import heuristics
 from ecad.heuristics import heuristic_suite
 from ecad.hooks import StepClock, apply_cache_schedule, get_cache_handle, remove_cache_schedule
 from ecad.schedule import CacheSchedule
@@ -70,12 +71,14 @@ class Method:
     api: str = ""
     knob_name: str = ""
     uses_shim: bool = False
+    #: the knob is a threshold (a float; larger caches more): `ecad.bench.tuning` bisects it
+    continuous: bool = False
 
     def __init__(self, knobs: Iterable[Any] = ()):
         self.knobs = list(knobs)
 
     def label(self, knob: Any) -> str:
-        return f"{self.family}:{knob}"
+        return f"{self.family}:{knob_text(knob)}"
 
     def prepare(self, pipe: Any, setting: Setting, run: Callable[[], Any]) -> None:
         """One-off preparation before the sweep (e.g. MagCache calibration); `run()` makes images."""
@@ -97,6 +100,32 @@ class Method:
     def describe(self) -> dict:
         return {"family": self.family, "kind": self.kind, "api": self.api, "knob": self.knob_name,
                 "uses_shim": self.uses_shim}
+
+
+def knob_text(knob: Any) -> str:
+    """A knob as it reads in labels: ``0.13``, ``4``, ``interval=2,order=1,full_from=14``."""
+    if hasattr(knob, "_asdict"):
+        return ",".join(f"{k}={'-' if v is None else v}" for k, v in knob._asdict().items())
+    if isinstance(knob, float):
+        return f"{knob:g}"
+    return str(knob)
+
+
+class TaylorSeerKnob(NamedTuple):
+    interval: int  # full computation every `interval` steps in between
+    order: int  # 0: reuse the last output; 1: first-order Taylor extrapolation
+    full_from: int | None  # full computation from this step on (diffusers' disable_cache_after_step)
+
+
+class PabKnob(NamedTuple):
+    spatial: int | None  # self-attention recomputed every `spatial` steps (None: never reused)
+    cross: int | None  # cross-attention recomputed every `cross` steps
+
+
+class FasterCacheKnob(NamedTuple):
+    spatial: int  # self-attention recomputed every `spatial` steps
+    uncond_every: int  # unconditional branch computed every `uncond_every` steps
+    uncond_until: int  # ... skipped only below this timestep (diffusers' unconditional_batch_timestep_skip_range)
 
 
 # -- our engine ---------------------------------------------------------------------------------
@@ -132,15 +161,20 @@ class ScheduleMethod(Method):
         return [handle._state] if handle is not None else []
 
 
-def engine_methods(layout, num_steps: int, *, fora_range=range(2, 7), component_range=(2, 3, 4)) -> list[Method]:
-    """No-cache plus the heuristic families of `ecad.heuristics.heuristic_suite`, by family."""
+def engine_methods(layout, num_steps: int, *, fora_range: Iterable[int] | None = None,
+                   component_range: Iterable[int] = (2, 3, 4)) -> list[Method]:
+    """No-cache plus the heuristic families of `ecad.heuristics.heuristic_suite`, by family.
+
+    FORA runs at every n from 2 to the number of steps unless ``fora_range`` says otherwise."""
     suite = heuristic_suite(layout, num_steps)
     methods: list[Method] = [ScheduleMethod("no-cache", "reference", {"no-cache": suite["no-cache"]})]
-    fora = {f"fora-{n}": suite[f"fora-{n}"] for n in fora_range if f"fora-{n}" in suite}
+    fora_range = range(2, num_steps) if fora_range is None else fora_range
+    fora = {f"fora-{n}": heuristics.fora(layout, num_steps, n) for n in fora_range if 2 <= n < num_steps}
     methods.append(ScheduleMethod("fora", "heuristic", fora, "n (recompute every n steps)"))
     components = dict.fromkeys(c for g in layout.groups for c in g.components)
     for c in components:
-        sched = {f"fora-{n}-{c}": suite[f"fora-{n}-{c}"] for n in component_range if f"fora-{n}-{c}" in suite}
+        sched = {f"fora-{n}-{c}": heuristics.component_fora(layout, num_steps, n, [c])
+                 for n in component_range if 2 <= n < num_steps}
         if sched:
             methods.append(ScheduleMethod(f"fora-{c}", "heuristic", sched, f"n (only {c} cached)"))
     delta = {k: v for k, v in suite.items() if k.startswith("delta-dit-")}
@@ -337,30 +371,31 @@ def _fbc(knob, m):
     return FirstBlockCacheConfig(threshold=float(knob))
 
 
-def _taylorseer(knob, m):
+def _taylorseer(knob: TaylorSeerKnob, m):
     from diffusers.hooks import TaylorSeerCacheConfig
 
     # The default module pattern ("^transformer_blocks.*attn", fullmatch) matches no PixArt module
     # (attn1/attn2): name the cached components explicitly, as TaylorSeer caches attention and MLP.
-    return TaylorSeerCacheConfig(cache_interval=int(knob), disable_cache_before_step=3, max_order=1,
+    return TaylorSeerCacheConfig(cache_interval=knob.interval, disable_cache_before_step=3,
+                                 disable_cache_after_step=knob.full_from, max_order=knob.order,
                                  taylor_factors_dtype=torch.float32, cache_identifiers=[PIXART_COMPONENT_PATTERN])
 
 
-def _pab(knob, m):
+def _pab(knob: PabKnob, m):
     from diffusers.hooks import PyramidAttentionBroadcastConfig
 
-    n = int(knob)
     return PyramidAttentionBroadcastConfig(
-        spatial_attention_block_skip_range=n, cross_attention_block_skip_range=2 * n,
+        spatial_attention_block_skip_range=knob.spatial, cross_attention_block_skip_range=knob.cross,
         spatial_attention_timestep_skip_range=(100, 800), cross_attention_timestep_skip_range=(100, 800),
         current_timestep_callback=m.timestep)
 
 
-def _fastercache(knob, m):
+def _fastercache(knob: FasterCacheKnob, m):
     from diffusers.hooks import FasterCacheConfig
 
     return FasterCacheConfig(
-        spatial_attention_block_skip_range=int(knob), spatial_attention_timestep_skip_range=(-1, 681),
+        spatial_attention_block_skip_range=knob.spatial, spatial_attention_timestep_skip_range=(-1, 681),
+        unconditional_batch_skip_range=knob.uncond_every, unconditional_batch_timestep_skip_range=(-1, knob.uncond_until),
         current_timestep_callback=m.timestep, attention_weight_callback=lambda _: 0.3,
         tensor_format="BCHW", is_guidance_distilled=False)
 
@@ -413,13 +448,55 @@ class MagCacheMethod(DiffusersCache):
         self.extra["mag_ratios"] = [float(r) for r in ratios[:steps]]
 
 
-def diffusers_methods(setting: Setting, *, shim: bool = True) -> list[Method]:
+def taylorseer_knobs(steps: int, quick: bool = False) -> list[TaylorSeerKnob]:
+    """Order 0/1 x interval x late-step cutoff (full computation from a fraction of the steps on:
+    at guidance 4.5 order 1 drifts after step ~13 of 20, so a cutoff is what makes it usable)."""
+    cutoffs = [None] + sorted({round(steps * f) for f in ((0.7,) if quick else (0.6, 0.7, 0.8))})
+    intervals = (2, 3) if quick else (2, 3, 4)
+    return [TaylorSeerKnob(i, o, c) for o in (0, 1) for i in intervals for c in cutoffs if c is None or 3 < c < steps]
+
+
+def pab_knobs(quick: bool = False) -> list[PabKnob]:
+    """Equal intervals, cross-attention at twice the self-attention interval (the paper's pyramid),
+    and each attention reused alone."""
+    ranges = (2, 4) if quick else (2, 3, 4)
+    knobs = [PabKnob(n, n) for n in ranges] + [PabKnob(n, 2 * n) for n in ranges]
+    knobs += [PabKnob(n, None) for n in ranges] + [PabKnob(None, n) for n in ranges]
+    return list(dict.fromkeys(knobs))
+
+
+def fastercache_knobs(quick: bool = False) -> list[FasterCacheKnob]:
+    """Self-attention interval x the unconditional branch's cache: computed every 2, 3 or 5 steps,
+    skipped only below timestep 641 (diffusers' default) or below 381 (late steps only).
+
+    FasterCache reuses attention only on the steps where it skips the unconditional branch (its
+    cache holds the conditional half), so "uncond every 1 step" would be no caching at all."""
+    spatial = (2, 3)
+    uncond = ((2, 641), (3, 381)) if quick else ((2, 641), (2, 381), (3, 641), (3, 381), (5, 641), (5, 381))
+    return [FasterCacheKnob(s, u, until) for s in spatial for u, until in uncond]
+
+
+FBC_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7)
+MAGCACHE_THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+
+
+def diffusers_methods(setting: Setting, *, shim: bool = True, quick: bool = False) -> list[Method]:
+    """diffusers' caches with their real knobs; thresholds are bisected later (`continuous`)."""
+    steps = setting.num_inference_steps
+    fbc = DiffusersCache("diffusers-fbcache", "threshold", FBC_THRESHOLDS[1::2] if quick else FBC_THRESHOLDS,
+                         _fbc, shim=shim, setting=setting)
+    mag = MagCacheMethod("diffusers-magcache", "threshold", MAGCACHE_THRESHOLDS[1::2] if quick else MAGCACHE_THRESHOLDS,
+                         _magcache, shim=shim, setting=setting)
+    fbc.continuous = mag.continuous = True
     return [
-        DiffusersCache("diffusers-fbcache", "threshold", [0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7], _fbc, shim=shim, setting=setting),
-        DiffusersCache("diffusers-taylorseer", "cache_interval", [2, 3, 4, 5, 6], _taylorseer, shim=shim, setting=setting),
-        DiffusersCache("diffusers-pab", "spatial skip range (cross = 2x)", [2, 3, 4, 6], _pab, shim=shim, setting=setting),
-        DiffusersCache("diffusers-fastercache", "spatial skip range", [2, 3, 4, 6], _fastercache, shim=shim, setting=setting),
-        MagCacheMethod("diffusers-magcache", "threshold", [0.02, 0.05, 0.1, 0.2, 0.4], _magcache, shim=shim, setting=setting),
+        fbc,
+        DiffusersCache("diffusers-taylorseer", "interval, order, full computation from step", taylorseer_knobs(steps, quick),
+                       _taylorseer, shim=shim, setting=setting),
+        DiffusersCache("diffusers-pab", "self-attention interval, cross-attention interval", pab_knobs(quick),
+                       _pab, shim=shim, setting=setting),
+        DiffusersCache("diffusers-fastercache", "self-attention interval, uncond. every, uncond. until timestep",
+                       fastercache_knobs(quick), _fastercache, shim=shim, setting=setting),
+        mag,
     ]
 
 
@@ -431,6 +508,7 @@ class CacheDitMethod(Method):
 
     kind = "competitor"
     api = "cache_dit.enable_cache (as shipped)"
+    continuous = True  # every family here is a residual-difference threshold
 
     def __init__(self, family: str, knob_name: str, knobs, make: Callable[[Any], dict], setting: Setting):
         super().__init__(knobs)
@@ -459,7 +537,10 @@ def _quiet_cache_dit():
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def cache_dit_methods(setting: Setting) -> list[Method]:
+CACHE_DIT_THRESHOLDS = (0.04, 0.08, 0.12, 0.16, 0.2, 0.3, 0.5, 0.8)
+
+
+def cache_dit_methods(setting: Setting, *, quick: bool = False) -> list[Method]:
     try:
         import cache_dit  # noqa: F401
         from cache_dit import DBCacheConfig, DBPruneConfig, TaylorSeerCalibratorConfig
@@ -480,7 +561,7 @@ def cache_dit_methods(setting: Setting) -> list[Method]:
         return {"cache_config": DBPruneConfig(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=float(t),
                                               max_warmup_steps=warmup, num_inference_steps=steps)}
 
-    thresholds = [0.08, 0.12, 0.16, 0.2, 0.3, 0.5, 0.8]
+    thresholds = CACHE_DIT_THRESHOLDS[1::2] if quick else CACHE_DIT_THRESHOLDS
     return [
         CacheDitMethod("cache-dit-dbcache", "residual_diff_threshold (F1B0)", thresholds, dbcache, setting),
         CacheDitMethod("cache-dit-dbcache-taylorseer", "residual_diff_threshold (F1B0, TaylorSeer order 1)",
@@ -505,8 +586,8 @@ class UnavailableMethod(Method):
         pass
 
 
-def competitor_methods(setting: Setting, *, shim: bool = True) -> list[Method]:
-    return cache_dit_methods(setting) + diffusers_methods(setting, shim=shim)
+def competitor_methods(setting: Setting, *, shim: bool = True, quick: bool = False) -> list[Method]:
+    return cache_dit_methods(setting, quick=quick) + diffusers_methods(setting, shim=shim, quick=quick)
 
 
 # -- measurement helpers -------------------------------------------------------------------------

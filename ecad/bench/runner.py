@@ -1,18 +1,24 @@
-"""Run every point of every method on the same prompts and seeds, in one process, interleaved.
+"""Tune every method finely, then time the points that decide each quality bar, interleaved.
 
 One experiment (`run_experiment`) = one named `Setting` (steps, size, guidance) and a list of
-methods; each method contributes one point per knob value. Procedure:
+methods; each method contributes one point per knob value, and threshold methods get more points
+as they are bisected. Procedure (same prompts, seeds and process for every point):
 
 1. ``prepare``: one-off method set-up (MagCache calibrates its ratios on the calibration prompts).
-2. Probe pass (untimed, first batch only): MACs actually executed (`MacsCounter`) and the peak
-   bytes of cached tensors (`MemorySampler`), and whether the method changed the output at all.
-   diffusers caches are also tried once *without* the shim, to record what happens as shipped.
-3. Timed rounds: the (prompt, seed) items of all splits are cut into equal batches; round r runs
-   batch r through every point, in a shuffled order, so slow drifts of a shared machine spread
-   over all points. Each point's speedup is median(no-cache seconds) / median(its seconds) over
-   the full-size batches (never absolute times across runs). Enabling/disabling is not timed.
-4. Quality per split: PSNR/SSIM to the no-cache image of the same prompt and seed, the reward
-   (if a reward scorer is given), and FID on the reward network's features vs real images.
+2. Tuning: every point renders the first split (held-out prompts) in batches; that pass measures
+   the MACs that actually ran (`MacsCounter`), the peak cached bytes (`MemorySampler`, first batch),
+   quality (PSNR/SSIM to the no-cache image of the same prompt and seed, the reward with a
+   bootstrap interval, FID), and a *screening* speed: its batches' time against the no-cache batch
+   re-timed every few points. Threshold methods are then bisected at every bar
+   (`ecad.bench.tuning.bisection_knobs`) until their fastest passing threshold is pinned down.
+3. Deciding points: per bar and family, the points that clear the bar and may be the fastest
+   (`ecad.bench.tuning.finalists`). Only these are rendered on the other splits (calibration).
+4. Timed rounds, at every batch size of ``timing_batch_sizes``: each round runs the deciding points
+   in a fresh shuffled order with the no-cache reference re-timed before, between every
+   ``reference_every`` points and after them; a point's ratio in a round is the mean of the two
+   reference times around it over its own time. Its speedup is the median ratio over rounds, its
+   spread the (min, max): on a shared machine a difference inside the spread is not a difference.
+   Points that are not deciding keep their screening speed (marked as such).
 
 A point that raises is kept, with its error, and left out of curves.
 """
@@ -30,11 +36,14 @@ import numpy as np
 import torch
 
 from ecad.bench.competitors import DiffusersCache, MacsCounter, MemorySampler, Method
+from ecad.bench.tuning import Bar, bisection_knobs, default_bars, finalists
 from ecad.generate import generate
-from ecad.setting import Setting
 from ecad.quality.fidelity import psnr_per_image, ssim_per_image
+from ecad.setting import Setting
 
 MAX_PSNR = 100.0  # identical images; caps the infinite PSNR so JSON and means stay finite
+BOOTSTRAP_SAMPLES = 2000
+SMALL_BATCH_REPEATS = 3  # a batch-1 call is short: time it 3 times in a row (all points alike)
 
 
 @dataclass
@@ -57,17 +66,21 @@ class Point:
     status: str = "ok"
     error: str | None = None
     as_shipped: str | None = None  # diffusers caches without the shim: None = not tried
-    times: list[float] = field(default_factory=list)
     images: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     macs_per_image: float | None = None
     analytic_macs_per_image: float | None = None
     cache_bytes_peak: int | None = None
     cache_bytes_per_image: float | None = None
     changes_output: bool | None = None
-    speedup: float | None = None
-    speedup_min: float | None = None  # ratio of the fastest runs: a robustness check on a noisy machine
+    screen_times: list[float] = field(default_factory=list)
+    speedup_screen: float | None = None  # one tuning pass against the nearest no-cache timings
+    #: batch size -> {"times_s": per round, "ratios": per round}; deciding points only
+    timing: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    deciding: list[str] = field(default_factory=list)  # keys of the bars this point may decide
+    speedup: float | None = None  # median round ratio at the main batch size, else the screening speed
+    speedup_source: str | None = None  # "rounds" | "screen"
     macs_speedup: float | None = None
-    quality: dict[str, dict[str, float]] = field(default_factory=dict)
+    quality: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_image: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def fail(self, stage: str, err: BaseException) -> None:
@@ -75,11 +88,21 @@ class Point:
         self.error = f"{stage}: {type(err).__name__}: {err}"
         self.traceback = traceback.format_exc(limit=6)
 
+    def speed(self, batch_size: int) -> dict[str, Any] | None:
+        """Median, min and max of the per-round ratios at one batch size (None if not timed)."""
+        ratios = self.timing.get(batch_size, {}).get("ratios")
+        if not ratios:
+            return None
+        return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios)}
+
     def to_dict(self) -> dict:
         d = {
             **self.method.describe(), "knob_value": _jsonable(self.knob), "label": self.label,
             "status": self.status, "error": self.error, "as_shipped": self.as_shipped,
-            "times_s": self.times, "speedup": self.speedup, "speedup_min": self.speedup_min, "macs_per_image": self.macs_per_image,
+            "speedup": self.speedup, "speedup_source": self.speedup_source, "speedup_screen": self.speedup_screen,
+            "screen_times_s": self.screen_times, "deciding": self.deciding,
+            "timing": {str(bs): {**t, "speed": self.speed(bs)} for bs, t in self.timing.items()},
+            "macs_per_image": self.macs_per_image,
             "analytic_macs_per_image": self.analytic_macs_per_image, "macs_speedup": self.macs_speedup,
             "cache_bytes_peak": self.cache_bytes_peak, "cache_bytes_per_image": self.cache_bytes_per_image,
             "changes_output": self.changes_output, "quality": self.quality, "per_image": self.per_image,
@@ -94,6 +117,8 @@ class Point:
 def _jsonable(value):
     if isinstance(value, (int, float, str, bool)) or value is None:
         return value
+    if hasattr(value, "_asdict"):
+        return dict(value._asdict())
     return str(value)
 
 
@@ -104,8 +129,10 @@ class Experiment:
     points: list[Point]
     splits: list[Split]
     batch_size: int
-    rounds: int
+    rounds: int  # timed rounds of the deciding points
     seconds: float
+    bars: list[Bar] = field(default_factory=list)
+    timing_batch_sizes: list[int] = field(default_factory=list)
     reference_label: str = "no-cache"
     reference_reproducible: bool | None = None  # no-cache output unchanged after every method ran
 
@@ -117,6 +144,16 @@ def _batches(items: list[tuple[str, int]], size: int) -> list[list[tuple[str, in
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def relative_reward_interval(rewards: torch.Tensor, reference: torch.Tensor, *, samples: int = BOOTSTRAP_SAMPLES,
+                             level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval of mean(rewards) / mean(reference) over images (paired resampling)."""
+    a, b = np.asarray(rewards, dtype=float), np.asarray(reference, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(samples, len(a)))
+    ratios = a[idx].mean(1) / np.maximum(b[idx].mean(1), 1e-12)
+    lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def run_experiment(
     pipe: Any,
     methods: Sequence[Method],
@@ -125,156 +162,265 @@ def run_experiment(
     *,
     name: str = "main",
     batch_size: int = 8,
+    timing_batch_sizes: Sequence[int] | None = None,
+    rounds: int = 4,
+    bars: Sequence[Bar] | None = None,
+    bisect_steps: int = 3,
+    reference_every: int = 4,
     reward: Any = None,
     fid_fn: Callable[[torch.Tensor, str], float] | None = None,
     calibration_items: Sequence[tuple[str, int]] | None = None,
-    probe_images: int | None = None,
     as_shipped: bool = True,
     progress: bool = True,
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> Experiment:
-    """Run every (method, knob) point; see the module docstring. The first method must be no-cache."""
+    """Tune, pick the deciding points, time them; see the module docstring. The first method must be no-cache."""
     start = time.perf_counter()
     points = [Point(m, k, m.label(k)) for m in methods for k in m.knobs]
     if not points or points[0].label != "no-cache":
         raise ValueError("the first method must be the no-cache reference")
-    items = [(split.name, it) for split in splits for it in split.items()]
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    bars = list(bars) if bars is not None else default_bars(reward is not None)
+    tuning = splits[0]
+    items = tuning.items()
     batches = _batches(items, batch_size)
     full = [i for i, b in enumerate(batches) if len(b) == batch_size] or [0]
-    calib = list(calibration_items or [it for _, it in items[:1]])[:2]
-    probe_batch = batches[0][: probe_images or batch_size]
+    screened = [i for i in full if i != 0] or full  # batch 0 carries the memory probe
+    sizes = sorted({min(int(b), len(items)) for b in (timing_batch_sizes or [batch_size])}, reverse=True)
+    calib = list(calibration_items or items[:1])[:2]
+    bar = _progress(progress, f"bench {name}")
 
-    def run(batch, point=None):
-        prompts = [it[1][0] for it in batch]
-        seeds = [it[1][1] for it in batch]
-        return generate(pipe, prompts, seeds, setting)
-
-    total = len(points) * (1 + len(batches)) + sum(1 for m in methods if isinstance(m, DiffusersCache) and as_shipped)
-    bar = _progress(total, progress, f"bench {name}")
+    def run(batch):
+        return generate(pipe, [it[0] for it in batch], [it[1] for it in batch], setting)
 
     # 1. prepare
-    prepared: dict[int, BaseException] = {}
     for m in methods:
         try:
             m.prepare(pipe, setting, lambda: generate(pipe, [c[0] for c in calib], [c[1] for c in calib], setting))
         except Exception as err:  # noqa: BLE001
-            prepared[id(m)] = err
-            m.disable(pipe)
-    for p in points:
-        if id(p.method) in prepared:
-            p.fail("prepare", prepared[id(p.method)])
+            _safe_disable(m, pipe)
+            for p in points:
+                if p.method is m:
+                    p.fail("prepare", err)
 
-    # 2. probe pass: MACs, cache bytes, does it change the output; as-shipped behaviour
-    reference_probe = None
-    shipped_tried: set[int] = set()
-    for p in points:
+    # 2. tuning: render the tuning split, score it, screen its speed
+    ref = points[0]
+    reference_times: list[tuple[int, float]] = []  # (tuning pass index, seconds of one no-cache batch)
+    screen_index: dict[int, int] = {}
+
+    def time_reference():
+        t0 = time.perf_counter()
+        run(batches[screened[0]])
+        reference_times.append((len(screen_index), time.perf_counter() - t0))
+
+    def tune(p: Point) -> None:
         bar.update(1)
         if p.status != "ok":
-            continue
+            return
+        if p is not ref and len(screen_index) % reference_every == 0:
+            time_reference()
+        screen_index[id(p)] = len(screen_index)
+        images, times = [], []
         m = p.method
         try:
             m.enable(pipe, p.knob)
-            counter = MacsCounter(pipe, height=setting.height, width=setting.width, num_images=len(probe_batch),
+            counter = MacsCounter(pipe, height=setting.height, width=setting.width, num_images=len(batches[0]),
                                   guidance_scale=setting.guidance_scale)
-            sampler = MemorySampler(pipe, m)
             try:
-                images = run(probe_batch)
+                for i, batch in enumerate(batches):
+                    sampler = MemorySampler(pipe, m) if i == 0 else None
+                    t0 = time.perf_counter()
+                    try:
+                        images.append(run(batch))
+                    finally:
+                        if sampler is not None:
+                            sampler.remove()
+                    if i in screened:
+                        times.append(time.perf_counter() - t0)
+                    if sampler is not None:
+                        p.cache_bytes_peak = int(sampler.peak)
+                        p.cache_bytes_per_image = sampler.peak / len(batch)
             finally:
                 counter.remove()
-                sampler.remove()
-            p.macs_per_image = counter.total / len(probe_batch)
-            p.cache_bytes_peak = int(sampler.peak)
-            p.cache_bytes_per_image = sampler.peak / len(probe_batch)
-            if reference_probe is None:
-                reference_probe = images
-            p.changes_output = bool((images - reference_probe).abs().max() > 0)
+            p.macs_per_image = counter.total / len(items)
         except Exception as err:  # noqa: BLE001
             p.fail("probe", err)
+            return
         finally:
             _safe_disable(m, pipe)
+        p.screen_times = times
+        p.images[tuning.name] = list(torch.cat(images))
         schedule = m.schedule(p.knob)
         if schedule is not None:
             from ecad.cost import image_macs
 
             p.analytic_macs_per_image = float(image_macs(pipe, setting, schedule))
-        if as_shipped and isinstance(m, DiffusersCache) and m.uses_shim and id(m) not in shipped_tried:
-            shipped_tried.add(id(m))
-            bar.update(1)
-            p.as_shipped = _try_as_shipped(pipe, m, p.knob, lambda: run(probe_batch[:1]), p.status == "ok")
+        if p is ref:
+            time_reference()
+        else:
+            p.changes_output = bool(any((a - b).abs().max() > 0 for a, b in zip(p.images[tuning.name], ref.images[tuning.name])))
+        _score(p, ref, tuning, reward, fid_fn)
+        if len(screen_index) % 25 == 0:
+            log(f"ecad-bench {name}: {len(screen_index)} points tuned ({time.perf_counter() - start:.0f} s)")
 
-    # 3. timed rounds, shuffled order per round
-    rng = random.Random(seed)
-    for r, batch in enumerate(batches):
-        order = list(points)
-        rng.shuffle(order)
-        for p in order:
+    for p in list(points):
+        tune(p)
+    if ref.status != "ok":
+        raise RuntimeError(f"the no-cache reference failed: {ref.error}")
+    for m in methods:
+        if not m.continuous:
+            continue
+        family = [p for p in points if p.method is m]
+        scored = {float(p.knob): p.quality[tuning.name] for p in family if p.status == "ok"}
+        tried: dict[Bar, int] = {}
+        while new := bisection_knobs(scored, bars, tried=tried, max_steps=bisect_steps):
+            for knob in new:
+                p = Point(m, knob, m.label(knob))
+                points.append(p)
+                tune(p)
+                if p.status == "ok":
+                    scored[knob] = p.quality[tuning.name]
+                else:
+                    scored[knob] = {}  # a failing threshold counts as failing every bar
+    time_reference()
+    log(f"ecad-bench {name}: tuned {len(points)} points on {len(items)} images "
+        f"({time.perf_counter() - start:.0f} s)")
+    order = {id(m): i for i, m in enumerate(methods)}
+    points.sort(key=lambda p: (order[id(p.method)], float(p.knob) if p.method.continuous else 0))
+    _screen_speeds(points, ref, reference_times, screen_index)
+    for p in points:  # the deciding points are picked by MACs saved
+        if p.status == "ok" and p.macs_per_image and ref.macs_per_image:
+            p.macs_speedup = ref.macs_per_image / p.macs_per_image
+
+    # 3. deciding points: rendered on the other splits too
+    deciding: dict[int, Point] = {id(ref): ref}
+    for b in bars:
+        for m in methods[1:]:
+            for p in finalists([q for q in points if q.method is m], b, tuning.name):
+                p.deciding.append(b.key)
+                deciding[id(p)] = p
+    for split in splits[1:]:
+        for p in [ref] + [q for q in deciding.values() if q is not ref]:
             bar.update(1)
-            if p.status != "ok":
-                continue
             try:
                 p.method.enable(pipe, p.knob)
-                t0 = time.perf_counter()
-                images = run(batch)
-                dt = time.perf_counter() - t0
+                p.images[split.name] = list(torch.cat([run(b) for b in _batches(split.items(), batch_size)]))
             except Exception as err:  # noqa: BLE001
-                p.fail(f"round {r}", err)
+                p.fail(f"{split.name} split", err)
                 continue
             finally:
                 _safe_disable(p.method, pipe)
-            if r in full:
-                p.times.append(dt)
-            for (split, _), image in zip(batch, images):
-                p.images.setdefault(split, []).append(image)
-    bar.close()
-    # every method was enabled and disabled many times: the unmodified pipeline must be untouched
-    reproducible = None
-    if reference_probe is not None:
-        reproducible = bool(torch.equal(run(probe_batch), reference_probe))
-        if not reproducible:
-            log("ecad-bench: WARNING: the no-cache output changed after the methods ran (a method left state behind)")
+            _score(p, ref, split, reward, None)
+    if as_shipped:
+        tried_shipped: set[int] = set()
+        for p in points:
+            m = p.method
+            if isinstance(m, DiffusersCache) and m.uses_shim and id(m) not in tried_shipped and p.status == "ok":
+                tried_shipped.add(id(m))
+                p.as_shipped = _try_as_shipped(pipe, m, p.knob, lambda: run(batches[0][:1]), True)
 
-    # 4. speed and quality
-    ref = points[0]
-    if ref.status != "ok":
-        raise RuntimeError(f"the no-cache reference failed: {ref.error}")
-    ref_median = statistics.median(ref.times)
+    # 4. timed rounds of the deciding points, reference interleaved
+    timed = [p for p in deciding.values() if p is not ref and p.status == "ok"]
+    rng = random.Random(seed)
+    for r in range(rounds):
+        for size in sizes:
+            repeats = 1 if size >= batch_size else SMALL_BATCH_REPEATS
+            _timed_round(timed, ref, items[:size], repeats, reference_every, rng, run, pipe, bar, f"round {r}")
+        log(f"ecad-bench {name}: timed round {r + 1}/{rounds} of {len(timed)} deciding points")
+    bar.close()
+    main_size = sizes[0]
     for p in points:
         if p.status != "ok":
             continue
-        p.speedup = ref_median / statistics.median(p.times)
-        p.speedup_min = min(ref.times) / min(p.times)
-        if p.macs_per_image and ref.macs_per_image:
-            p.macs_speedup = ref.macs_per_image / p.macs_per_image
-        for split in splits:
-            imgs = torch.stack(p.images[split.name])
-            refs = torch.stack(ref.images[split.name])
-            prompts = [it[0] for it in split.items()]
-            psnr = psnr_per_image(imgs, refs, MAX_PSNR)
-            ssim = ssim_per_image(imgs, refs)
-            q = {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "images": len(imgs)}
-            per = {"psnr": psnr.tolist(), "ssim": ssim.tolist()}
-            if reward is not None:
-                rw = reward.score(imgs, prompts)
-                q["reward"] = float(rw.mean())
-                per["reward"] = rw.tolist()
-                if hasattr(reward, "accuracy"):
-                    q["accuracy"] = float(reward.accuracy(imgs, prompts).mean())
-            if fid_fn is not None:
-                try:
-                    q["fid"] = float(fid_fn(imgs, split.name))
-                except Exception as err:  # noqa: BLE001
-                    q["fid_error"] = repr(err)
-            p.quality[split.name] = q
-            p.per_image[split.name] = per
+        speed = p.speed(main_size)
+        p.speedup, p.speedup_source = (speed["median"], "rounds") if speed else (p.speedup_screen, "screen")
+
+    # every method was enabled and disabled many times: the unmodified pipeline must be untouched
+    reproducible = bool(torch.equal(run(batches[0]), torch.stack(ref.images[tuning.name][: len(batches[0])])))
+    if not reproducible:
+        log("ecad-bench: WARNING: the no-cache output changed after the methods ran (a method left state behind)")
+    return Experiment(name, setting, points, list(splits), batch_size, rounds, time.perf_counter() - start,
+                      bars=bars, timing_batch_sizes=sizes, reference_reproducible=reproducible)
+
+
+def _score(p: Point, ref: Point, split: Split, reward: Any, fid_fn) -> None:
+    """Quality of one point on one split against the no-cache images (reward relative to no-cache)."""
+    imgs, refs = torch.stack(p.images[split.name]), torch.stack(ref.images[split.name])
+    prompts = [it[0] for it in split.items()]
+    psnr, ssim = psnr_per_image(imgs, refs, MAX_PSNR), ssim_per_image(imgs, refs)
+    q: dict[str, Any] = {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "images": len(imgs)}
+    per = {"psnr": psnr.tolist(), "ssim": ssim.tolist()}
+    if reward is not None:
+        rw = reward.score(imgs, prompts)
+        q["reward"] = float(rw.mean())
+        per["reward"] = rw.tolist()
+        if hasattr(reward, "accuracy"):
+            q["accuracy"] = float(reward.accuracy(imgs, prompts).mean())
+        base = ref.per_image.get(split.name, {}).get("reward") if p is not ref else per["reward"]
+        if base and sum(base) > 0:
+            q["reward_rel"] = q["reward"] / (sum(base) / len(base))
+            q["reward_rel_interval"] = list(relative_reward_interval(rw, torch.tensor(base)))
+    if fid_fn is not None:
+        try:
+            q["fid"] = float(fid_fn(imgs, split.name))
+        except Exception as err:  # noqa: BLE001
+            q["fid_error"] = repr(err)
+    p.quality[split.name] = q
+    p.per_image[split.name] = per
+
+
+def _screen_speeds(points: list[Point], ref: Point, reference_times: list[tuple[int, float]],
+                   screen_index: dict[int, int]) -> None:
+    """Each point's screening speed: the mean no-cache batch time timed just before and after it."""
     for p in points:
-        if p.status == "ok" and reward is not None:
-            for split in splits:
-                base = ref.quality[split.name].get("reward")
-                if base:
-                    p.quality[split.name]["reward_rel"] = p.quality[split.name]["reward"] / base
-    return Experiment(name, setting, points, list(splits), batch_size, len(full), time.perf_counter() - start,
-                      reference_reproducible=reproducible)
+        if p.status != "ok" or not p.screen_times or id(p) not in screen_index:
+            continue
+        i = screen_index[id(p)]
+        before = [t for j, t in reference_times if j <= i]
+        after = [t for j, t in reference_times if j > i]
+        around = before[-1:] + after[:1]
+        p.speedup_screen = statistics.fmean(around) / statistics.fmean(p.screen_times) if around else None
+    ref.speedup_screen = 1.0
+
+
+def _timed_round(points: list[Point], ref: Point, items, repeats: int, reference_every: int,
+                 rng: random.Random, run, pipe, bar, stage: str) -> None:
+    """One round at one batch size: shuffled points, no-cache re-timed around every few of them."""
+    size = len(items)
+
+    def timed(p: Point) -> float | None:
+        try:
+            p.method.enable(pipe, p.knob)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                run(items)
+            return time.perf_counter() - t0
+        except Exception as err:  # noqa: BLE001
+            p.fail(stage, err)
+            return None
+        finally:
+            _safe_disable(p.method, pipe)
+
+    order = [p for p in points if p.status == "ok"]
+    rng.shuffle(order)
+    ref_times = ref.timing.setdefault(size, {"times_s": [], "ratios": []})
+    before = timed(ref)
+    ref_times["times_s"].append(before)
+    for start in range(0, len(order), reference_every):
+        chunk = [(p, timed(p)) for p in order[start:start + reference_every]]
+        after = timed(ref)
+        ref_times["times_s"].append(after)
+        for p, seconds in chunk:
+            bar.update(1)
+            if seconds is None:
+                continue
+            entry = p.timing.setdefault(size, {"times_s": [], "ratios": []})
+            entry["times_s"].append(seconds)
+            entry["ratios"].append((before + after) / 2 / seconds)
+        before = after
+    ref_times["ratios"].append(1.0)
 
 
 def _safe_disable(method: Method, pipe: Any) -> None:
@@ -319,9 +465,9 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, enabled: bool, desc: str):
+def _progress(enabled: bool, desc: str):
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="run", dynamic_ncols=True)
+    return tqdm(desc=desc, unit="run", dynamic_ncols=True)

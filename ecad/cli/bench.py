@@ -13,31 +13,38 @@ from pathlib import Path
 from ecad.paths import DEFAULT_MODEL, REPO_ROOT, SCHEDULES_DIR
 
 EPILOG = """\
-What runs (same prompts, same seeds, same process, interleaved):
+What runs (same prompts, same seeds, same process):
   no-cache                       the reference
   ecad                           every schedule of the bank (the calibrated front), through our engine
-  fora, fora-<component>,        heuristic schedules through our engine (FORA n=2..6, component-wise
-  delta-dit, tgate               FORA n=2..4, Delta-DiT, T-GATE)
+  fora, fora-<component>,        heuristic schedules through our engine (FORA at every n from 2 to
+  delta-dit, tgate               steps-1, component-wise FORA n=2..6, Delta-DiT, T-GATE)
   cache-dit-dbcache[-taylorseer] cache_dit.enable_cache(pipe, DBCacheConfig(F1B0, threshold)), as shipped
   cache-dit-dbprune              cache_dit.enable_cache(pipe, DBPruneConfig(...)), as shipped
   diffusers-fbcache, -taylorseer, diffusers' FirstBlockCache, TaylorSeer, PyramidAttentionBroadcast,
   -pab, -fastercache, -magcache  FasterCache, MagCache through diffusers' own apply_* functions plus
                                  a cache-context shim (PixArt pipelines set no cache context and have
                                  no current_timestep); each is also tried once without it
-Each method's main knob is swept (threshold, interval, entry). A method that fails is listed with
-its error, never dropped.
+Every method is tuned finely: thresholds (FirstBlockCache, MagCache, cache-dit's
+residual_diff_threshold) are bisected at every quality bar; TaylorSeer over order 0/1 x interval x
+late-step cutoff; PAB with equal, pyramid and single-attention intervals; FasterCache over its
+self-attention interval x its unconditional-branch cache (every 2/3/5 steps, two timestep ranges).
+A method that fails is listed with its error, never dropped.
 
-Measured: speedup = ratio of medians of interleaved timed runs; MACs that actually ran; peak bytes
-of cached tensors; PSNR/SSIM to the no-cache image, the bundled reward and FID on its features
-(bundled model), on held-out prompts and on the bank's calibration prompts; hypervolume per
-method; whether an ECAD point is at least as fast and as good as each other point; transfer to
-30/50 steps (resampled schedules) and to another resolution.
+Quality bars: >= 35 dB and >= 30 dB PSNR to no-cache, each with the reward within 2% of no-cache
+(when there is a reward) and PSNR only. Per bar, each method's fastest point is timed with ECAD's
+in interleaved rounds at batch 8 and batch 1; speedup = median per-round ratio, spread = min-max;
+a winner is called only where the spreads do not overlap, else "tie within spread".
+
+Also measured: MACs that actually ran; peak bytes of cached tensors; PSNR/SSIM, the bundled reward
+(with a bootstrap interval) and FID on its features, on held-out prompts (and on the bank's
+calibration prompts for the deciding points); hypervolume per method; whether an ECAD point is at
+least as fast and as good as each other point; transfer to 30/50 steps and another resolution.
 
 Output folder: results.json, README.md (tables), pareto.png, pareto_macs.png, grid.png, transfer.png.
 
 Examples:
   ecad-bench                                            # bundled model + its bank -> docs/benchmarks/ecad-scenes
-  ecad-bench --held-out-prompts 8 --seeds 0 --no-transfer --out /tmp/quick
+  ecad-bench --quick --out /tmp/quick                   # coarse grids, 1 bisection step, 2 rounds
   ecad-bench --model path/to/pixart --bank schedules/pixart/512x512-20steps.json --methods no-cache,ecad,fora
 """
 
@@ -60,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="cpu")
     m.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     q = p.add_argument_group("prompts and quality")
-    q.add_argument("--held-out-prompts", type=int, default=16, help="held-out prompts calibration never saw (default %(default)s)")
+    q.add_argument("--held-out-prompts", type=int, default=8, help="held-out prompts calibration never saw (default %(default)s)")
     q.add_argument("--seeds", default="0,1", help="seeds for the held-out prompts (default %(default)s)")
-    q.add_argument("--calibration-prompts", type=int, default=8,
-                   help="how many of the bank's calibration prompts to evaluate too (default %(default)s; 0 = none)")
+    q.add_argument("--calibration-prompts", type=int, default=4,
+                   help="how many of the bank's calibration prompts the deciding points are scored on too "
+                   "(default %(default)s; 0 = none)")
     q.add_argument("--calibration-seeds", type=int, default=2,
                    help="how many of the bank's calibration seeds to use with them (default %(default)s)")
     q.add_argument("--scorer", default="auto", help="reward scorer: 'auto' (scenes-reward on the bundled model, "
@@ -71,8 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--fid-renders", type=int, default=4, help="real renders per prompt for FID (bundled model; default %(default)s)")
     r = p.add_argument_group("what runs")
     r.add_argument("--methods", default="all", help="comma-separated families to run (no-cache always runs), or 'all'")
-    r.add_argument("--batch-size", type=int, default=8, help="images per pipeline call = per timed run (default %(default)s)")
-    r.add_argument("--probe-images", type=int, default=4, help="images of the untimed probe run (MACs, cache bytes) (default %(default)s)")
+    r.add_argument("--batch-size", type=int, default=8, help="images per pipeline call while tuning; the main "
+                   "timed batch size (default %(default)s)")
+    r.add_argument("--timing-batch-sizes", default="8,1", help="batch sizes the deciding points are timed at "
+                   "(default %(default)s; capped at the held-out images)")
+    r.add_argument("--rounds", type=int, help="interleaved timed rounds of the deciding points (default 4; --quick 2)")
+    r.add_argument("--bisect-steps", type=int, help="bisection midpoints per threshold method and bar (default 3; --quick 1)")
+    r.add_argument("--quick", action="store_true", help="coarse knob grids, 1 bisection step, 2 rounds: a smoke "
+                   "test, not a fair benchmark")
     r.add_argument("--transfer-steps", default="30,50", help="step counts for the transfer test (default %(default)s)")
     r.add_argument("--transfer-size", type=int, help="another resolution for the transfer test (default: 1.5x native)")
     r.add_argument("--transfer-prompts", type=int, default=8, help="held-out prompts for transfer runs (default %(default)s)")
@@ -191,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         return [m for m in methods if m.family == "no-cache" or wanted is None or m.family in wanted]
 
     engine = C.engine_methods(layout, steps)
+    if args.quick:
+        engine = C.engine_methods(layout, steps, fora_range=range(2, 7), component_range=(2, 4))
     methods = pick(engine[:1] + ([C.ecad_method(bank, steps)] if bank else []) + engine[1:]
-                   + C.competitor_methods(setting))
+                   + C.competitor_methods(setting, quick=args.quick))
     calibration_items = [(p, s) for p in (calib_prompts or splits[0].prompts) for s in calib_seeds][:2]
 
     meta = {
@@ -207,9 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes + _standard_notes(),
     }
     bar = not args.no_progress
+    rounds = args.rounds or (2 if args.quick else 4)
+    bisect_steps = args.bisect_steps if args.bisect_steps is not None else (1 if args.quick else 3)
+    timing_sizes = [int(b) for b in args.timing_batch_sizes.split(",") if b.strip()]
+    meta.update(rounds=rounds, bisect_steps=bisect_steps, quick=args.quick)
     experiments = [run_experiment(pipe, methods, setting, splits, batch_size=args.batch_size, reward=reward,
-                                  fid_fn=fid_fn, calibration_items=calibration_items, probe_images=args.probe_images,
-                                  as_shipped=not args.no_as_shipped, progress=bar)]
+                                  fid_fn=fid_fn, calibration_items=calibration_items, timing_batch_sizes=timing_sizes,
+                                  rounds=rounds, bisect_steps=bisect_steps, as_shipped=not args.no_as_shipped,
+                                  progress=bar)]
 
     if not args.no_transfer:
         transfer_splits = [Split("held-out", splits[0].prompts[: args.transfer_prompts], seeds[:1])]
@@ -222,11 +243,12 @@ def main(argv: list[str] | None = None) -> int:
             eng = C.engine_methods(layout, ts.num_inference_steps)
             tmethods = [eng[0]] + ([C.ecad_method(bank, ts.num_inference_steps)] if bank else []) + \
                        [m for m in eng if m.family == "fora"]
+            transfer_batch = min(args.batch_size, 4, len(transfer_splits[0].items()))
             try:
                 experiments.append(run_experiment(pipe, tmethods, ts, transfer_splits, name=name,
-                                                  batch_size=min(args.batch_size, 4, len(transfer_splits[0].items())),
-                                                  reward=reward, fid_fn=None, as_shipped=False, progress=bar,
-                                                  probe_images=args.probe_images))
+                                                  batch_size=transfer_batch, timing_batch_sizes=[transfer_batch],
+                                                  rounds=min(rounds, 3), reward=reward, fid_fn=None, as_shipped=False,
+                                                  progress=bar))
             except Exception as err:  # noqa: BLE001
                 meta["notes"].append(f"transfer {name} failed: {type(err).__name__}: {err}")
 
@@ -305,11 +327,14 @@ def _standard_notes() -> list[str]:
         "records the timestep for PAB/FasterCache's `current_timestep_callback`. PixArt pipelines (diffusers 0.42) "
         "set no cache context and have no `current_timestep`; the table below shows what each does without the shim.",
         "TaylorSeer: its default module pattern (`^transformer_blocks.*attn`, fullmatch) matches no PixArt module "
-        "(attn1/attn2) and silently does nothing; here it caches `transformer_blocks.N.(attn1|attn2|ff)`, max order 1, "
-        "3 warm-up steps, float32 factors.",
+        "(attn1/attn2) and silently does nothing; here it caches `transformer_blocks.N.(attn1|attn2|ff)`, 3 warm-up "
+        "steps, float32 factors, swept over order (0, 1) x interval x the step from which it computes fully "
+        "(`disable_cache_after_step`).",
         "MagCache: magnitude ratios calibrated once on calibration prompts with diffusers' own `calibrate=True` mode; "
-        "max_skip_steps 3, retention 0.2. PAB: cross-attention range = 2x the spatial range, timestep range (100, 800). "
-        "FasterCache: tensor_format BCHW, attention weight 0.3, defaults otherwise.",
+        "max_skip_steps 3, retention 0.2, threshold bisected. PAB: timestep range (100, 800); self- and "
+        "cross-attention intervals swept equal, pyramid (cross = 2x) and each alone. FasterCache: tensor_format BCHW, "
+        "attention weight 0.3, self-attention interval x unconditional-branch cache (every 2/3/5 steps, skipped "
+        "below timestep 641 or 381).",
         "cache-dit: `cache_dit.enable_cache(pipe, ...)` as shipped, F1B0 (first block computes, the 'Fn' diff "
         "decides), warm-up 15% of the steps; it patches the pipeline class and is disabled after every run.",
         "Cache memory: bytes of the distinct tensor storages reachable from each method's state objects (hooks and "

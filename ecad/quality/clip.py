@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ecad.quality.base import QualityScorer, register_scorer
+from ecad.quality.base import QualityScorer, register_scorer, resize_crop_normalize, score_in_batches
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -50,23 +50,11 @@ class ClipScorer(QualityScorer):
             ) from None
         self.device = device
         self.batch_size = batch_size
-        self.size, mean, std = _image_settings(model, self.model.config.vision_config.image_size)
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.size, self.mean, self.std = _image_settings(model, self.model.config.vision_config.image_size)
         self.max_length = min(
             self.model.config.text_config.max_position_embeddings,
             getattr(self.tokenizer, "model_max_length", 77) or 77,
         )
-
-    def _pixels(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.float().clamp(0, 1)
-        h, w = images.shape[-2:]
-        scale = self.size / min(h, w)
-        nh, nw = max(self.size, round(h * scale)), max(self.size, round(w * scale))
-        images = F.interpolate(images, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
-        top, left = (nh - self.size) // 2, (nw - self.size) // 2
-        images = images[..., top : top + self.size, left : left + self.size].clamp(0, 1)
-        return (images - self.mean) / self.std
 
     @staticmethod
     def _embedding(output) -> torch.Tensor:
@@ -74,17 +62,14 @@ class ClipScorer(QualityScorer):
         return output if isinstance(output, torch.Tensor) else output.pooler_output
 
     @torch.no_grad()
+    def _score_batch(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        pixels = resize_crop_normalize(images, self.size, self.mean, self.std).to(self.device)
+        text = self.tokenizer(
+            prompts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+        ).to(self.device)
+        image_embeds = F.normalize(self._embedding(self.model.get_image_features(pixel_values=pixels)), dim=-1)
+        text_embeds = F.normalize(self._embedding(self.model.get_text_features(**text)), dim=-1)
+        return 100.0 * (image_embeds * text_embeds).sum(-1)
+
     def score(self, images, prompts, references=None) -> torch.Tensor:
-        if len(prompts) != len(images):
-            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-        scores = []
-        for start in range(0, len(images), self.batch_size):
-            pixels = self._pixels(images[start : start + self.batch_size]).to(self.device)
-            text = self.tokenizer(
-                list(prompts[start : start + self.batch_size]),
-                padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
-            ).to(self.device)
-            image_embeds = F.normalize(self._embedding(self.model.get_image_features(pixel_values=pixels)), dim=-1)
-            text_embeds = F.normalize(self._embedding(self.model.get_text_features(**text)), dim=-1)
-            scores.append((100.0 * (image_embeds * text_embeds).sum(-1)).float().cpu())
-        return torch.cat(scores)
+        return score_in_batches(images, prompts, self.batch_size, self._score_batch)

@@ -8,7 +8,6 @@ See ``_image_reward_compat.py`` for what it takes to run the package on transfor
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ecad.quality._image_reward_compat import (
     HUB_REPO,
@@ -18,21 +17,12 @@ from ecad.quality._image_reward_compat import (
     MAX_PROMPT_TOKENS,
     build_image_reward,
 )
-from ecad.quality.base import QualityScorer, register_scorer
+from ecad.quality.base import QualityScorer, register_scorer, resize_crop_normalize, score_in_batches
 
 
 def preprocess_images(images: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
     """float [N, 3, H, W] in [0, 1] → BLIP input: shorter side to ``size``, centre crop, normalise."""
-    images = images.float().clamp(0, 1)
-    height, width = images.shape[-2:]
-    scale = size / min(height, width)
-    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
-    images = F.interpolate(images, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    images = images[..., top : top + size, left : left + size].clamp(0, 1)
-    mean = torch.tensor(IMAGE_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD, device=images.device).view(1, 3, 1, 1)
-    return (images - mean) / std
+    return resize_crop_normalize(images, size, IMAGE_MEAN, IMAGE_STD)
 
 
 @register_scorer("image-reward")
@@ -53,19 +43,11 @@ class ImageRewardScorer(QualityScorer):
         self.model = build_image_reward(model, tokenizer=tokenizer, device=device, random_init=random_init)
 
     @torch.no_grad()
+    def _score_batch(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        text = self.model.blip.tokenizer(
+            prompts, padding="max_length", truncation=True, max_length=MAX_PROMPT_TOKENS, return_tensors="pt",
+        ).to(self.device)
+        return self.model.score_gard(text.input_ids, text.attention_mask, preprocess_images(images.to(self.device)))
+
     def score(self, images, prompts, references=None) -> torch.Tensor:
-        if len(prompts) != len(images):
-            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-        scores = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = preprocess_images(images[start : start + self.batch_size].to(self.device))
-            text = self.model.blip.tokenizer(
-                list(prompts[start : start + self.batch_size]),
-                padding="max_length",
-                truncation=True,
-                max_length=MAX_PROMPT_TOKENS,
-                return_tensors="pt",
-            ).to(self.device)
-            rewards = self.model.score_gard(text.input_ids, text.attention_mask, chunk)
-            scores.append(rewards.reshape(-1).float().cpu())
-        return torch.cat(scores)
+        return score_in_batches(images, prompts, self.batch_size, self._score_batch)

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecad.paths import DEFAULT_MODEL
-
 from ecad.quality.base import QualityScorer, register_scorer
+from ecad.scenes_vocab import parse_prompt
 
 DEFAULT_MODEL_DIR = DEFAULT_MODEL
 
@@ -96,8 +96,6 @@ class _FeatureExtractor(nn.Module):
 
 def cell_targets(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompt -> per-cell shape and colour labels (0 = empty); ValueError for foreign prompts."""
-    from ecad.zoo.scenes import parse_prompt
-
     shapes, colours = zip(*(parse_prompt(p).cell_labels() for p in prompts))
     return torch.tensor(shapes), torch.tensor(colours)
 

@@ -1,0 +1,104 @@
+"""Fine tuning of every method's knobs: quality bars, bisection on thresholds, the deciding points.
+
+A method is judged by its fastest point that clears a quality **bar** (PSNR to the uncached image
+of at least N dB, optionally with the reward within 2% of no-cache). A coarse knob grid can miss
+that point by a wide margin (FirstBlockCache at 0.13 sits between a grid's 0.10 and 0.15), so:
+
+- methods whose knob is a threshold (``Method.continuous``) are **bisected** at every bar: between
+  the largest grid value that clears it and the next one that fails, the geometric midpoint is
+  rendered and scored, and the bracket halves, until it is narrower than ``tolerance`` (a ratio)
+  or ``max_steps`` midpoints were tried;
+- methods with discrete knobs are swept on a full grid (every FORA n, TaylorSeer order x interval
+  x late-step cutoff, PAB's per-component intervals, FasterCache's unconditional-branch cache).
+
+The **deciding points** of a bar are, per family, the points that clear it and are within
+``FINALIST_MACS_MARGIN`` of the family's fewest executed MACs (wall-clock and MACs rank a family's
+own points alike, up to overheads that a margin covers); those are timed in interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+REWARD_TOLERANCE = 0.02
+FINALIST_MACS_MARGIN = 0.90  # a family's points with >= 90% of its best MACs speedup are timed
+MAX_FINALISTS = 2
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A quality bar: PSNR to no-cache at least ``psnr`` dB, and (if ``reward``) the mean reward
+    at least 98% of no-cache's (judged on the mean; the report shows its bootstrap interval)."""
+
+    psnr: float
+    reward: bool
+
+    @property
+    def name(self) -> str:
+        return f"≥ {self.psnr:g} dB" + (" + reward within 2%" if self.reward else " (PSNR only)")
+
+    @property
+    def key(self) -> str:
+        return f"{self.psnr:g}db" + ("_reward" if self.reward else "_psnr_only")
+
+    def meets(self, quality: dict[str, Any]) -> bool:
+        psnr = quality.get("psnr")
+        if psnr is None or psnr < self.psnr:
+            return False
+        if not self.reward or "reward_rel" not in quality:
+            return True
+        return quality["reward_rel"] >= 1.0 - REWARD_TOLERANCE
+
+
+def default_bars(has_reward: bool) -> list[Bar]:
+    psnr_only = [Bar(35.0, False), Bar(30.0, False)]
+    return ([Bar(35.0, True), Bar(30.0, True)] if has_reward else []) + psnr_only
+
+
+def bisection_knobs(
+    scored: dict[float, dict[str, Any]],
+    bars: Iterable[Bar],
+    *,
+    tolerance: float = 1.08,
+    tried: dict[Bar, int] | None = None,
+    max_steps: int = 3,
+) -> list[float]:
+    """The next thresholds to render: one midpoint per bar whose bracket is still wide.
+
+    ``scored`` maps each threshold rendered so far to its quality; a larger threshold caches more
+    (faster, worse). For each bar the bracket is (largest threshold that clears it, smallest larger
+    one that fails); its geometric midpoint is proposed while ``hi / lo > tolerance`` and the bar
+    has had fewer than ``max_steps`` midpoints (``tried`` counts them and is updated). No bracket,
+    no proposal: a bar cleared by every threshold tried, or by none, has nothing to bisect.
+    """
+    tried = tried if tried is not None else {}
+    proposals: list[float] = []
+    knobs = sorted(scored)
+    for bar in bars:
+        passing = [k for k in knobs if bar.meets(scored[k])]
+        if not passing or tried.get(bar, 0) >= max_steps:
+            continue
+        lo = max(passing)
+        hi = next((k for k in knobs if k > lo and not bar.meets(scored[k])), None)
+        if hi is None or lo <= 0 or hi / lo <= tolerance:
+            continue
+        mid = float(f"{math.sqrt(lo * hi):.4g}")
+        if mid in scored or mid in proposals or not lo < mid < hi:
+            continue
+        proposals.append(mid)
+        tried[bar] = tried.get(bar, 0) + 1
+    return proposals
+
+
+def finalists(points: Sequence[Any], bar: Bar, split: str, *, margin: float = FINALIST_MACS_MARGIN,
+              most: int = MAX_FINALISTS) -> list[Any]:
+    """The points of one family that clear ``bar`` and may be its fastest: best MACs first."""
+    good = [p for p in points if p.status == "ok" and bar.meets(p.quality.get(split, {}))]
+    if not good:
+        return []
+    # MACs, not the one-run screening speed, rank them: on a shared machine one run is too noisy
+    good.sort(key=lambda p: (p.macs_speedup or 0.0, p.speedup_screen or 0.0), reverse=True)
+    best = good[0].macs_speedup or 0.0
+    return [p for p in good if (p.macs_speedup or 0.0) >= margin * best][:most]
