@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from ecad.generate import load_pipeline
     from ecad.quality import build_scorer
     from ecad.reference import rescore_bank
-    from ecad.search.prompts import prompt_set
+    from ecad.quality.prompts import prompt_set
 
     for name in ("prompts", "seeds", "batch_size", "threads"):
         if getattr(args, name) < 1:
