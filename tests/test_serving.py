@@ -402,7 +402,6 @@ def test_banks_store_a_model_folder_relative_to_themselves_and_keep_the_umask_mo
 
 
 def test_the_committed_bank_finds_its_model_from_any_directory(tmp_path, monkeypatch):
-
     monkeypatch.chdir(tmp_path)
     bank = ScheduleBank.load(REPO_ROOT / "schedules" / "ecad-scenes" / "32x32-20steps.json")
     assert bank.model == str(REPO_ROOT / "models" / "ecad-scenes")
