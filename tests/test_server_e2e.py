@@ -250,6 +250,32 @@ def test_bad_bank_exits_non_zero_with_the_cause(tmp_path):
     assert time.monotonic() - started < 30, info.value
 
 
+@pytest.mark.parametrize("case", ["named bank", "catalogue", "broken model"])
+def test_bank_for_another_model_or_unreadable_model_exits_non_zero_with_the_cause(tmp_path, case):
+    """Checked in the serve process before any worker starts (config files only, no weights)."""
+    import shutil
+
+    from ecad.paths import REPO_ROOT
+
+    other_models_bank = REPO_ROOT / "schedules" / "ecad-scenes" / "32x32-20steps.json"
+    model = build_tiny_pipeline("pixart-alpha", tmp_path / "tiny-pixart")
+    env = {"ECAD_MODEL": str(model), "ECAD_BANK": str(other_models_bank)}
+    cause = r"calibrated for a transformer with fingerprint .* but the loaded transformer has"
+    if case == "catalogue":  # the other model's bank filed under this model's name
+        (tmp_path / "banks" / "tiny-pixart").mkdir(parents=True)
+        shutil.copy(other_models_bank, tmp_path / "banks" / "tiny-pixart" / "32x32-20steps.json")
+        env = {"ECAD_MODEL": str(model), "ECAD_BANK_DIRS": str(tmp_path / "banks")}
+        cause = r"no schedule bank for model .*tiny-pixart' for its transformer config"
+    elif case == "broken model":
+        (model / "transformer" / "config.json").write_text("{not json")
+        cause = r"cannot read the transformer config of .*tiny-pixart"
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=rf"(?s)server exited with [1-9].*cannot serve: .*{cause}") as info:
+        with running_server(env, home=tmp_path / "server", ready_timeout_s=30):
+            pass
+    assert time.monotonic() - started < 30, info.value
+
+
 def test_two_servers_with_one_home_keep_separate_metrics_with_bounded_labels(served, tmp_path):
     """`served` runs with its own BENTOML_HOME; a second server sharing it must not wipe its
     metrics, and random paths must not become label values."""
