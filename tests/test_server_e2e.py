@@ -54,6 +54,7 @@ def test_generate_json_envelope_and_headers(served):
     images = [Image.open(io.BytesIO(base64.b64decode(b))) for b in body["images"]]
     assert [im.size for im in images] == [(SIZE, SIZE)] * 2
     assert r.headers["X-ECAD-Schedule-Id"] == "no-cache"
+    assert body["bank"] == r.headers["X-ECAD-Bank"] == "bank.json"  # ECAD_BANK: that one bank
     assert float(r.headers["X-ECAD-Actual-Ms"]) > 0
 
 
@@ -151,6 +152,10 @@ def test_schedules_select_and_metrics(served):
     assert {e["id"] for e in schedules["entries"]} == {"no-cache", "fora-2", "fora-3", "fora-4"}
     assert all(e["profiled_ms"] > 0 for e in schedules["entries"])
     assert schedules["limits"]["width"][2] == 8 and schedules["limits"]["num_inference_steps"][0] == 2
+    assert [b["bank"] for b in schedules["banks"]] == [schedules["bank"]] == ["bank.json"]
+    assert schedules["banks"][0]["entries"] == schedules["entries"]
+    chosen = requests.get(served + "/select", params={"latency_ms": "100"}, timeout=10).json()
+    assert chosen["bank"] == "bank.json" and chosen["schedule_id"] in {e["id"] for e in schedules["entries"]}
     bad = requests.get(served + "/select", params={"latency_ms": "-1"}, timeout=10)
     assert bad.status_code == 400 and "latency_ms" in bad.json()["error"]
     unknown = requests.get(served + "/select", params={"latency_ms": "100", "prompt": "a"}, timeout=10)
