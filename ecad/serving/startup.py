@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 
 from ecad.bank import HardwareProfile, ScheduleBank, hardware_key
+from ecad.bank_catalog import CatalogBank, choose_bank
 from ecad.deadline import DeadlineExceeded, pipeline_deadline
 from ecad.generate import generate
 from ecad.planning import RequestShape
 from ecad.profile import DEFAULT_PROFILE_PROMPT
-from ecad.bank_catalog import CatalogBank, choose_bank
 from ecad.serving.config import ServingConfig, load_banks
 from ecad.serving.request import RequestLimits
 from ecad.setting import Setting
