@@ -255,6 +255,27 @@ def test_bad_bank_exits_non_zero_with_the_cause(tmp_path):
     assert time.monotonic() - started < 30, info.value
 
 
+def test_every_bank_of_the_model_is_served_by_setting_and_named_in_the_answer(tmp_path):
+    model = build_tiny_pipeline("pixart-alpha", tmp_path / "tiny-pixart")
+    pipe = load_pipeline(model)
+    settings = [Setting(SIZE, SIZE, STEPS, 4.5), Setting(24, 24, 5, 4.5)]
+    for setting in settings:
+        bank = heuristic_bank(pipe, str(model), setting)
+        bank.with_profile(synthetic_profile(bank, num_threads=1)).save(
+            tmp_path / "banks" / "tiny-pixart" / f"{setting.name}.json")
+    env = {"ECAD_MODEL": str(model), "ECAD_BANK_DIRS": str(tmp_path / "banks"), "ECAD_NUM_THREADS": "1"}
+    with running_server(env, home=tmp_path / "server") as url:
+        view = requests.get(url + "/schedules", timeout=10).json()
+        assert [b["bank"] for b in view["banks"]] == [f"{s.name}.json" for s in settings]
+        small = post(url, {"prompt": "a", "seed": 1, "width": 24, "height": 24, "num_inference_steps": 5},
+                     path="/generate/png")
+        assert small.status_code == 200 and small.headers["X-ECAD-Bank"] == "24x24-5steps.json"
+        assert "X-ECAD-Notes" not in small.headers
+        nearest = post(url, {"prompt": "a", "seed": 1, "width": 24, "height": 24, "num_inference_steps": 6}).json()
+        assert nearest["bank"] == "24x24-5steps.json" and "no bank for 24x24-6steps" in nearest["notes"][0]
+        assert post(url, {"prompt": "a", "seed": 1}).json()["bank"] == f"{settings[0].name}.json"
+
+
 @pytest.mark.parametrize("case", ["named bank", "catalogue", "broken model"])
 def test_bank_for_another_model_or_unreadable_model_exits_non_zero_with_the_cause(tmp_path, case):
     """Checked in the serve process before any worker starts (config files only, no weights)."""
