@@ -47,7 +47,7 @@ from ecad.serving import (  # noqa: E402
     RequestError,
     ScheduleServer,
     ServingConfig,
-    load_bank,
+    load_banks,
 )
 from server.guard import CLIENT_GONE, RequestGuard, RouteMetrics  # noqa: E402
 
@@ -101,6 +101,7 @@ def _headers(result: GenerationResult) -> dict[str, str]:
     s = result.summary()
     headers = {
         "X-ECAD-Schedule-Id": s["schedule_id"],
+        "X-ECAD-Bank": s["bank"],
         "X-ECAD-Predicted-Ms": f"{s['predicted_ms']:.1f}",
         "X-ECAD-Actual-Ms": f"{s['actual_ms']:.1f}",
         "X-ECAD-Queue-Ms": f"{s['queue_ms']:.1f}",
@@ -172,6 +173,22 @@ read_only_app = Starlette(
 )
 
 
+def transformer_config(model: str) -> dict:
+    """The config the model's transformer reports once built (defaults filled in, as
+    ``pipe.transformer.config`` has them), read from its config files alone: no weights are read.
+    BankError, with the cause, if the model cannot be found or read."""
+    from ecad.search.render import transformer_skeleton
+
+    if (os.path.isabs(model) or model.startswith(".")) and not os.path.isdir(model):
+        raise BankError(f"model folder {model} not found (ECAD_MODEL)")
+    try:
+        transformer, _ = transformer_skeleton(model)
+    except Exception as err:  # a missing/unreadable config or an unknown class: diffusers' own message
+        raise BankError(f"cannot read the transformer config of {model!r} (ECAD_MODEL): "
+                        f"{type(err).__name__}: {err}") from None
+    return dict(transformer.config)
+
+
 @bentoml.service(
     name="ecad",
     workers=1,
@@ -187,14 +204,11 @@ class ECAD:
         """Runs once in the `bentoml serve` process before any worker: a bank that cannot be used
         stops the server here, with its cause and a non-zero exit, instead of a worker restart loop."""
         try:
-            path, _ = load_bank(CONFIG)
-            model = CONFIG.model
-            if (os.path.isabs(model) or model.startswith(".")) and not os.path.isdir(model):
-                raise BankError(f"model folder {model} not found (ECAD_MODEL)")
+            banks = load_banks(CONFIG, transformer_config(CONFIG.model))
         except BankError as err:
             logger.error("cannot serve: %s", err)
             raise SystemExit(f"ecad: cannot serve: {err}") from None
-        logger.info("bank %s is valid", path)
+        logger.info("bank(s) valid for %s: %s", CONFIG.model, ", ".join(str(c.path) for c in banks))
         if not os.environ.get(METRICS_DIR_VAR):
             parent = os.path.join(os.environ.get("BENTOML_HOME") or os.path.expanduser("~/bentoml"), "ecad-metrics")
             os.makedirs(parent, exist_ok=True)
@@ -203,8 +217,9 @@ class ECAD:
     def __init__(self) -> None:
         logging.basicConfig(level=logging.INFO)
         self.server = ScheduleServer(CONFIG)
-        logger.info("serving %s with bank %s (%d schedules, profile %s)", self.server.config.model,
-                    self.server.bank_path, len(self.server.schedules), self.server.profile.key)
+        for served in self.server.banks:
+            logger.info("serving %s with bank %s (%d schedules, profile %s)", self.server.config.model,
+                        served.path, len(served.schedules), served.profile.key)
 
     async def _run(self, body: object) -> GenerationResult | Response:
         arrival = time.monotonic()

@@ -54,6 +54,7 @@ def test_generate_json_envelope_and_headers(served):
     images = [Image.open(io.BytesIO(base64.b64decode(b))) for b in body["images"]]
     assert [im.size for im in images] == [(SIZE, SIZE)] * 2
     assert r.headers["X-ECAD-Schedule-Id"] == "no-cache"
+    assert body["bank"] == r.headers["X-ECAD-Bank"] == "bank.json"  # ECAD_BANK: that one bank
     assert float(r.headers["X-ECAD-Actual-Ms"]) > 0
 
 
@@ -151,6 +152,10 @@ def test_schedules_select_and_metrics(served):
     assert {e["id"] for e in schedules["entries"]} == {"no-cache", "fora-2", "fora-3", "fora-4"}
     assert all(e["profiled_ms"] > 0 for e in schedules["entries"])
     assert schedules["limits"]["width"][2] == 8 and schedules["limits"]["num_inference_steps"][0] == 2
+    assert [b["bank"] for b in schedules["banks"]] == [schedules["bank"]] == ["bank.json"]
+    assert schedules["banks"][0]["entries"] == schedules["entries"]
+    chosen = requests.get(served + "/select", params={"latency_ms": "100"}, timeout=10).json()
+    assert chosen["bank"] == "bank.json" and chosen["schedule_id"] in {e["id"] for e in schedules["entries"]}
     bad = requests.get(served + "/select", params={"latency_ms": "-1"}, timeout=10)
     assert bad.status_code == 400 and "latency_ms" in bad.json()["error"]
     unknown = requests.get(served + "/select", params={"latency_ms": "100", "prompt": "a"}, timeout=10)
@@ -246,6 +251,53 @@ def test_bad_bank_exits_non_zero_with_the_cause(tmp_path):
     cause = r"(?s)server exited with [1-9].*cannot serve: .*bank.json: not valid JSON"
     with pytest.raises(RuntimeError, match=cause) as info:
         with running_server({"ECAD_BANK": str(bank)}, home=tmp_path / "server", ready_timeout_s=30):
+            pass
+    assert time.monotonic() - started < 30, info.value
+
+
+def test_every_bank_of_the_model_is_served_by_setting_and_named_in_the_answer(tmp_path):
+    model = build_tiny_pipeline("pixart-alpha", tmp_path / "tiny-pixart")
+    pipe = load_pipeline(model)
+    settings = [Setting(SIZE, SIZE, STEPS, 4.5), Setting(24, 24, 5, 4.5)]
+    for setting in settings:
+        bank = heuristic_bank(pipe, str(model), setting)
+        bank.with_profile(synthetic_profile(bank, num_threads=1)).save(
+            tmp_path / "banks" / "tiny-pixart" / f"{setting.name}.json")
+    env = {"ECAD_MODEL": str(model), "ECAD_BANK_DIRS": str(tmp_path / "banks"), "ECAD_NUM_THREADS": "1"}
+    with running_server(env, home=tmp_path / "server") as url:
+        view = requests.get(url + "/schedules", timeout=10).json()
+        assert [b["bank"] for b in view["banks"]] == [f"{s.name}.json" for s in settings]
+        small = post(url, {"prompt": "a", "seed": 1, "width": 24, "height": 24, "num_inference_steps": 5},
+                     path="/generate/png")
+        assert small.status_code == 200 and small.headers["X-ECAD-Bank"] == "24x24-5steps.json"
+        assert "X-ECAD-Notes" not in small.headers
+        nearest = post(url, {"prompt": "a", "seed": 1, "width": 24, "height": 24, "num_inference_steps": 6}).json()
+        assert nearest["bank"] == "24x24-5steps.json" and "no bank for 24x24-6steps" in nearest["notes"][0]
+        assert post(url, {"prompt": "a", "seed": 1}).json()["bank"] == f"{settings[0].name}.json"
+
+
+@pytest.mark.parametrize("case", ["named bank", "catalogue", "broken model"])
+def test_bank_for_another_model_or_unreadable_model_exits_non_zero_with_the_cause(tmp_path, case):
+    """Checked in the serve process before any worker starts (config files only, no weights)."""
+    import shutil
+
+    from ecad.paths import REPO_ROOT
+
+    other_models_bank = REPO_ROOT / "schedules" / "ecad-scenes" / "32x32-20steps.json"
+    model = build_tiny_pipeline("pixart-alpha", tmp_path / "tiny-pixart")
+    env = {"ECAD_MODEL": str(model), "ECAD_BANK": str(other_models_bank)}
+    cause = r"calibrated for a transformer with fingerprint .* but the loaded transformer has"
+    if case == "catalogue":  # the other model's bank filed under this model's name
+        (tmp_path / "banks" / "tiny-pixart").mkdir(parents=True)
+        shutil.copy(other_models_bank, tmp_path / "banks" / "tiny-pixart" / "32x32-20steps.json")
+        env = {"ECAD_MODEL": str(model), "ECAD_BANK_DIRS": str(tmp_path / "banks")}
+        cause = r"no schedule bank for model .*tiny-pixart' for its transformer config"
+    elif case == "broken model":
+        (model / "transformer" / "config.json").write_text("{not json")
+        cause = r"cannot read the transformer config of .*tiny-pixart"
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=rf"(?s)server exited with [1-9].*cannot serve: .*{cause}") as info:
+        with running_server(env, home=tmp_path / "server", ready_timeout_s=30):
             pass
     assert time.monotonic() - started < 30, info.value
 

@@ -15,8 +15,9 @@ from ecad.bank import BankError, HardwareProfile, ScheduleBank, device_name, har
 from ecad.deadline import DeadlineExceeded, RequestCancelled
 from ecad.generate import generate, load_pipeline
 from ecad.serving import (
-    GenerateRequest, Infeasible, Overloaded, RequestError, ScheduleServer, ServingConfig, default_bank_path,
+    GenerateRequest, Infeasible, Overloaded, RequestError, ScheduleServer, ServingConfig, load_banks,
 )
+from ecad.paths import REPO_ROOT
 from ecad.setting import Setting
 from ecad.testing import heuristic_bank
 from ecad.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
@@ -24,6 +25,7 @@ from ecad.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
 STEPS = 6
 SIZE = TINY_IMAGE_SIZE
 SETTING = Setting(SIZE, SIZE, STEPS, 4.5)
+REPO_BANK = REPO_ROOT / "schedules" / "ecad-scenes" / "32x32-20steps.json"
 
 
 @pytest.fixture(scope="module")
@@ -141,18 +143,26 @@ def test_limits_come_from_the_model(server):
             assert result.images.shape[-1] == width
 
 
-def test_default_bank_path_needs_exactly_one_bank(tmp_path, monkeypatch):
-    import ecad.serving.config as config
+def test_without_ecad_bank_every_bank_of_the_model_is_found_and_none_is_an_error(tmp_path, monkeypatch):
+    import ecad.bank_catalog as catalog
+    from ecad.bank_catalog import CatalogBank
 
-    monkeypatch.setattr(config, "SCHEDULES_DIR", tmp_path)
-    with pytest.raises(BankError, match="no schedule bank for model 'org/tiny'"):
-        default_bank_path("org/tiny")
-    (tmp_path / "tiny").mkdir()
-    (tmp_path / "tiny" / "32x32-20steps.json").write_text("{}")
-    assert default_bank_path("org/tiny") == tmp_path / "tiny" / "32x32-20steps.json"
-    (tmp_path / "tiny" / "64x64-20steps.json").write_text("{}")
-    with pytest.raises(BankError, match="several banks .*32x32-20steps.json, 64x64-20steps.json.*ECAD_BANK"):
-        default_bank_path("org/tiny")
+    monkeypatch.setattr(catalog, "SCHEDULES_DIR", tmp_path / "package")
+    with pytest.raises(BankError, match="no schedule bank for model 'org/tiny'.*ECAD_BANK"):
+        load_banks(ServingConfig(model="org/tiny"))
+    folder = tmp_path / "extra" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "64x64-20steps.json").write_text("{}")  # unreadable: skipped with a warning
+    with pytest.raises(BankError, match="no schedule bank"):
+        load_banks(ServingConfig(model="org/tiny", bank_dirs=(str(tmp_path / "extra"),)))
+    bank = ScheduleBank.load(REPO_BANK).model_copy(update={"model": "org/tiny"})
+    bank.save(folder / "32x32-20steps.json")
+    bank.save(folder / "48x48-20steps.json")
+    found = load_banks(ServingConfig(model="org/tiny", bank_dirs=(str(tmp_path / "extra"),)))
+    assert [c.path.name for c in found] == ["32x32-20steps.json", "48x48-20steps.json"]
+    assert all(isinstance(c, CatalogBank) for c in found)
+    named = load_banks(ServingConfig(model="org/tiny", bank=str(REPO_BANK)))
+    assert [c.path for c in named] == [REPO_BANK]
 
 
 def test_generation_matches_the_library_with_the_chosen_schedule(server, tiny_setup):
@@ -392,8 +402,6 @@ def test_banks_store_a_model_folder_relative_to_themselves_and_keep_the_umask_mo
 
 
 def test_the_committed_bank_finds_its_model_from_any_directory(tmp_path, monkeypatch):
-    from ecad.paths import REPO_ROOT
-
     monkeypatch.chdir(tmp_path)
     bank = ScheduleBank.load(REPO_ROOT / "schedules" / "ecad-scenes" / "32x32-20steps.json")
     assert bank.model == str(REPO_ROOT / "models" / "ecad-scenes")

@@ -1,21 +1,24 @@
-"""The server's knobs (one dataclass, read from ECAD_* variables) and where its bank comes from."""
+"""The server's knobs (one dataclass, read from ECAD_* variables) and where its banks come from."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ecad.bank import BankError, ScheduleBank
-from ecad.paths import DEFAULT_MODEL, SCHEDULES_DIR, model_name
+from ecad.bank_catalog import CatalogBank, bank_folders, find_banks
+from ecad.paths import DEFAULT_MODEL, model_name
 
 
 @dataclass
 class ServingConfig:
     model: str = str(DEFAULT_MODEL)
-    bank: str | None = None  # default: the single bank under schedules/<model folder name>/
+    bank: str | None = None  # one bank file; default: every bank of the model (ecad.bank_catalog)
+    bank_dirs: tuple[str, ...] = ()  # extra folders of <model>/<setting>.json banks, searched first
     device: str = "cpu"
     dtype: str = "float32"
     num_threads: int | None = 1  # CPU: one thread is the fast, predictable choice on small boxes
@@ -41,6 +44,7 @@ class ServingConfig:
         return cls(
             model=env.get("ECAD_MODEL", str(DEFAULT_MODEL)),
             bank=env.get("ECAD_BANK") or None,
+            bank_dirs=tuple(d for d in env.get("ECAD_BANK_DIRS", "").split(os.pathsep) if d),
             device=env.get("ECAD_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"),
             dtype=env.get("ECAD_DTYPE", "float32"),
             num_threads=int(threads) if threads else 1,
@@ -56,21 +60,26 @@ class ServingConfig:
         )
 
 
-def default_bank_path(model: str) -> Path:
-    """The bank under ``schedules/<model folder or id's last part>/``; it must be unambiguous."""
-    folder = SCHEDULES_DIR / model_name(model)
-    banks = sorted(folder.glob("*.json"))
+def load_banks(config: ServingConfig, transformer_config: dict[str, Any] | None = None) -> list[CatalogBank]:
+    """The one place the server finds and reads its banks: ``ECAD_BANK``'s file alone, else every
+    bank of the model in the catalogue (``ECAD_BANK_DIRS``, then ``schedules/``), in catalogue order.
+
+    With ``transformer_config`` every bank is checked against it: a named bank made for another
+    transformer is refused (BankError naming both fingerprints); the catalogue skips such banks,
+    and finding none left is an error too.
+    """
+    if config.bank:
+        path = Path(config.bank)
+        bank = ScheduleBank.load(path)
+        if transformer_config is not None:
+            bank.check_transformer(transformer_config, source=str(path))
+        return [CatalogBank(path, bank)]
+    banks = find_banks(config.model, transformer_config=transformer_config, folders=config.bank_dirs)
     if not banks:
+        folders = ", ".join(str(f) for f in bank_folders(config.bank_dirs))
+        which = " for its transformer config" if transformer_config is not None else ""
         raise BankError(
-            f"no schedule bank for model {model!r} in {folder}; run `ecad-calibrate --model {model}` "
-            "or set ECAD_BANK to a bank file"
+            f"no schedule bank for model {config.model!r}{which} in {folders} (folder {model_name(config.model)}/); "
+            f"run `ecad-calibrate --model {config.model}` or set ECAD_BANK to a bank file"
         )
-    if len(banks) > 1:
-        raise BankError(f"several banks in {folder} ({', '.join(b.name for b in banks)}); set ECAD_BANK")
-    return banks[0]
-
-
-def load_bank(config: ServingConfig) -> tuple[Path, ScheduleBank]:
-    """The one place the server finds and reads its bank (a bank catalogue can replace it)."""
-    path = Path(config.bank) if config.bank else default_bank_path(config.model)
-    return path, ScheduleBank.load(path)
+    return banks

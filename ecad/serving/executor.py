@@ -27,7 +27,7 @@ from ecad.planning import (
 )
 from ecad.serving.config import ServingConfig
 from ecad.serving.request import RequestError, ResolvedRequest
-from ecad.serving.startup import LoadedModel
+from ecad.serving.startup import LoadedModel, ServedBank
 
 POLL_S = 0.02  # how often a waiting request checks for its turn, cancellation and deadline
 LOAD_WINDOW_S = 10.0  # the planner's expected load: the most requests held at once this recently
@@ -55,6 +55,7 @@ class GenerationResult:
     queue_ms: float
     budget_met: bool | None  # None: no budget was given
     notes: list[str] = field(default_factory=list)
+    bank: str | None = None  # the id of the bank whose entry served it
 
     def png_bytes(self) -> list[bytes]:
         return [tensor_to_png(image) for image in self.images]
@@ -63,6 +64,7 @@ class GenerationResult:
         r = self.request
         return {
             "schedule_id": self.schedule_id,
+            "bank": self.bank,
             "predicted_ms": round(self.predicted_ms, 2),
             "actual_ms": round(self.actual_ms, 2),
             "queue_ms": round(self.queue_ms, 2),
@@ -132,7 +134,9 @@ class PipelineQueue:
         self.loaded = loaded
         self.config = config
         self.plan_fn = PLANNERS[config.planner]
-        self.latency = LatencyQuantiles(config.latency_quantile, config.latency_window, config.latency_margin)
+        # Per bank: entry ids repeat across banks, and each bank has its own profile to correct.
+        self.latency = {b.id: LatencyQuantiles(config.latency_quantile, config.latency_window, config.latency_margin)
+                        for b in loaded.banks}
         self._lock = threading.Lock()
         self._waiting: list[Job] = []
         self._running: Job | None = None
@@ -142,17 +146,22 @@ class PipelineQueue:
 
     # -- predictions and plans (pure given the state) --------------------------------------------
 
-    def candidates(self, shape: RequestShape, schedule_id: str | None = None) -> tuple[Candidate, ...]:
-        """Tail-latency predictions of the bank's entries for ``shape`` (only the pinned one if any)."""
-        loaded = self.loaded
-        ids = [schedule_id] if schedule_id is not None else list(loaded.schedules)
-        entries = [(i, loaded.quality[i], loaded.profile.latency_ms[i]) for i in ids]
-        return tuple(predict_candidates(entries, loaded.profiled_shape, shape, self.latency.factors(ids)))
+    def candidates(self, request: ResolvedRequest) -> tuple[Candidate, ...]:
+        """Tail-latency predictions of its bank's entries for the request's shape (only the pinned
+        one if any)."""
+        served = self._bank_of(request)
+        ids = [request.schedule_id] if request.schedule_id is not None else list(served.schedules)
+        entries = [(i, served.quality[i], served.profile.latency_ms[i]) for i in ids]
+        factors = self.latency[served.id].factors(ids)
+        return tuple(predict_candidates(entries, served.profiled_shape, request.shape, factors))
+
+    def _bank_of(self, request: ResolvedRequest) -> ServedBank:
+        return self.loaded.default if request.bank is None else self.loaded.served(request.bank)
 
     def _as_waiting(self, job: Job) -> Waiting:
         budget = job.budget_deadline
         return Waiting(job.key, job.arrival * 1000.0, None if budget is None else budget * 1000.0,
-                       self.candidates(job.request.shape, job.request.schedule_id))
+                       self.candidates(job.request))
 
     def _plan_locked(self, extra: Job | None = None, now: float | None = None) -> list[Assignment]:
         jobs = [*self._waiting, *([extra] if extra is not None else [])]
@@ -198,7 +207,7 @@ class PipelineQueue:
         return self._execute(job)
 
     def _admit(self, job: Job) -> None:
-        fastest = min(c.predicted_ms for c in self.candidates(job.request.shape, job.request.schedule_id))
+        fastest = min(c.predicted_ms for c in self.candidates(job.request))
         if fastest > self.config.timeout_s * 1000.0:
             raise RequestError(None, f"predicted {fastest:.0f} ms with the fastest schedule, over this server's "
                                      f"{self.config.timeout_s:.0f} s limit; ask for fewer images, steps or pixels")
@@ -246,29 +255,31 @@ class PipelineQueue:
                 self._dispatch_locked()
 
     def _execute(self, job: Job) -> GenerationResult:
-        loaded, request, a = self.loaded, job.request, job.assignment
+        request, a = job.request, job.assignment
+        served = self._bank_of(request)
         started = time.monotonic()
         queue_ms = (started - job.arrival) * 1000.0
         try:
             stop = job.stop_at()
             if stop is not None and started >= stop:
                 raise DeadlineExceeded(f"request waited {queue_ms:.0f} ms, past its deadline; not started")
-            schedule = loaded.schedules[a.entry_id]
+            schedule = served.schedules[a.entry_id]
             if schedule.num_steps != request.setting.num_inference_steps:
                 schedule = schedule.resample(request.setting.num_inference_steps)
-            with pipeline_deadline(loaded.pipe, job.stop_at(), job.cancelled):
-                images = generate(loaded.pipe, [request.prompt] * request.num_images, request.seeds(),
+            pipe = self.loaded.pipe
+            with pipeline_deadline(pipe, job.stop_at(), job.cancelled):
+                images = generate(pipe, [request.prompt] * request.num_images, request.seeds(),
                                   request.setting, schedule, negative_prompt=request.negative_prompt)
             actual_ms = (time.monotonic() - started) * 1000.0
         finally:
             with self._lock:
                 self._running = None
                 self._dispatch_locked()
-        profiled = scale_latency(loaded.profile.latency_ms[a.entry_id], loaded.profiled_shape, request.shape)
-        self.latency.observe(a.entry_id, profiled, actual_ms)
-        notes = shape_notes(loaded.profiled_shape, request.shape)
+        profiled = scale_latency(served.profile.latency_ms[a.entry_id], served.profiled_shape, request.shape)
+        self.latency[served.id].observe(a.entry_id, profiled, actual_ms)
+        notes = [*request.notes, *shape_notes(served.profiled_shape, request.shape)]
         if not a.on_time:
             notes.append(f"budget cannot be met: {a.reason} (predicted {a.predicted_ms:.0f} ms after "
                          f"{queue_ms:.0f} ms queued)")
         met = None if request.latency_ms is None else queue_ms + actual_ms <= request.latency_ms
-        return GenerationResult(images, request, a.entry_id, a.predicted_ms, actual_ms, queue_ms, met, notes)
+        return GenerationResult(images, request, a.entry_id, a.predicted_ms, actual_ms, queue_ms, met, notes, served.id)

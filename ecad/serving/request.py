@@ -64,6 +64,8 @@ class ResolvedRequest:
     shape: RequestShape
     schedule_id: str | None = None
     on_infeasible: str = "fastest"
+    bank: str | None = None  # the id of the bank that serves it (chosen by its setting)
+    notes: tuple[str, ...] = ()  # what choosing that bank changed (nearest bank, resampled)
 
     @property
     def setting(self) -> Setting:
@@ -124,8 +126,9 @@ class RequestLimits:
         changes = dict(width=width, height=height, num_inference_steps=steps, guidance_scale=guidance_scale)
         return RequestShape(self.setting.with_changes(**changes), num_images)
 
-    def resolve(self, request: GenerateRequest, schedule_ids) -> ResolvedRequest:
-        """The request checked against these limits, with the bank's defaults filled in."""
+    def resolve(self, request: GenerateRequest) -> ResolvedRequest:
+        """The request checked against these limits, with the default bank's setting filled in
+        (the server then picks the bank for that setting and checks ``schedule_id`` against it)."""
         for name in ("prompt", "negative_prompt"):
             text = getattr(request, name)
             if text is None:
@@ -137,8 +140,6 @@ class RequestLimits:
             if "\x00" in text:
                 raise RequestError(name, "must not contain NUL characters")
         shape = self.shape(**{name: getattr(request, name) for name in SHAPE_FIELDS})
-        if request.schedule_id is not None and request.schedule_id not in schedule_ids:
-            raise RequestError("schedule_id", f"unknown entry {request.schedule_id!r}; see GET /schedules for the ids")
         seed = request.seed if request.seed is not None else random.SystemRandom().randrange(MAX_SEED + 1)
         return ResolvedRequest(request.prompt, request.negative_prompt, request.latency_ms, seed, shape,
                                request.schedule_id, request.on_infeasible)

@@ -1,0 +1,136 @@
+"""A server with several banks of one model: each request is served from the bank made for its
+setting (bit-exact with the library), the nearest one (resampled, and noted) when none is."""
+
+import pytest
+import torch
+
+from ecad.bank import ScheduleBank
+from ecad.generate import generate, load_pipeline
+from ecad.serving import GenerateRequest, RequestError, ScheduleServer, ServingConfig
+from ecad.setting import Setting
+from ecad.testing import heuristic_bank, synthetic_profile
+from ecad.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
+
+NATIVE = Setting(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 6, 4.5)  # the tiny pipeline's own resolution
+SMALL = Setting(24, 24, 5, 4.5)  # its file name sorts first: the default bank is the native one anyway
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("banks")
+    model = build_tiny_pipeline("pixart-alpha", root / "tiny-pixart")
+    pipe = load_pipeline(model)
+    folder = root / "schedules" / "tiny-pixart"
+    for setting in (NATIVE, SMALL):
+        bank = heuristic_bank(pipe, str(model), setting)
+        bank.with_profile(synthetic_profile(bank, num_threads=1)).save(folder / f"{setting.name}.json")
+    return model, root / "schedules", pipe
+
+
+@pytest.fixture(scope="module")
+def server(tiny):
+    model, bank_dir, pipe = tiny
+    return ScheduleServer(ServingConfig(model=str(model), bank_dirs=(str(bank_dir),), latency_window=0,
+                                        latency_margin=1.0), pipe=pipe)
+
+
+def expected_images(pipe, bank_path, entry_id, prompt, seed, setting):
+    schedule = ScheduleBank.load(bank_path).entry(entry_id).cache_schedule().resample(setting.num_inference_steps)
+    return generate(pipe, [prompt], [seed], setting, schedule)
+
+
+def test_the_default_bank_is_the_one_at_the_models_native_resolution(server):
+    assert [b.id for b in server.banks] == [f"{NATIVE.name}.json", f"{SMALL.name}.json"]
+    assert server.bank.setting == NATIVE and server.limits.setting == NATIVE
+    result = server.generate(server.resolve(GenerateRequest(prompt="a", seed=1, schedule_id="fora-2")))
+    assert result.bank == f"{NATIVE.name}.json" and result.notes == []
+
+
+@pytest.mark.parametrize("setting", [NATIVE, SMALL], ids=lambda s: s.name)
+@pytest.mark.parametrize("entry_id", ["fora-3", None])
+def test_each_setting_is_served_from_its_own_bank_bit_exact(server, tiny, setting, entry_id):
+    _, bank_dir, pipe = tiny
+    body = dict(prompt="a red cat", seed=11, width=setting.width, height=setting.height,
+                num_inference_steps=setting.num_inference_steps, schedule_id=entry_id)
+    result = server.generate(server.resolve(GenerateRequest(**body)))
+    assert result.bank == f"{setting.name}.json"
+    assert result.notes == []  # made for it: no resampling, no scaling
+    assert result.schedule_id == entry_id or (entry_id is None and result.schedule_id == "no-cache")
+    bank_path = bank_dir / "tiny-pixart" / result.bank
+    assert torch.equal(result.images, expected_images(pipe, bank_path, result.schedule_id, "a red cat", 11, setting))
+
+
+def test_a_setting_without_a_bank_gets_the_nearest_resampled_and_noted(server, tiny):
+    _, bank_dir, pipe = tiny
+    wanted = NATIVE.with_changes(num_inference_steps=5)  # the native resolution, the small bank's steps
+    request = server.resolve(GenerateRequest(prompt="a", seed=5, num_inference_steps=5, schedule_id="fora-2"))
+    assert request.bank == f"{NATIVE.name}.json"  # same resolution beats same steps
+    result = server.generate(request)
+    assert result.bank == f"{NATIVE.name}.json"
+    assert any(n.startswith(f"no bank for {wanted.name}") and "resampled from 6 to 5 steps" in n
+               for n in result.notes), result.notes
+    bank_path = bank_dir / "tiny-pixart" / result.bank
+    assert torch.equal(result.images, expected_images(pipe, bank_path, "fora-2", "a", 5, wanted))
+
+
+def test_budgets_are_planned_with_the_chosen_banks_profile(server, tiny):
+    _, bank_dir, pipe = tiny
+    small = server.loaded.served(f"{SMALL.name}.json")
+    fastest = min(small.profile.latency_ms, key=small.profile.latency_ms.get)
+    budget = small.profile.latency_ms[fastest] * 1.0001
+    fields = dict(prompt="b", seed=2, width=SMALL.width, height=SMALL.height, latency_ms=budget,
+                  num_inference_steps=SMALL.num_inference_steps)
+    request = server.resolve(GenerateRequest(**fields))
+    plan = server.plan(request)
+    assert plan.entry_id == fastest and plan.on_time
+    assert plan.predicted_ms == pytest.approx(small.profile.latency_ms[fastest])  # that bank's, not the default's
+    result = server.generate(request)
+    assert torch.equal(result.images, expected_images(pipe, bank_dir / "tiny-pixart" / result.bank, fastest,
+                                                      "b", 2, SMALL))
+
+
+def test_views_list_every_bank_and_keep_the_default_at_the_top(server):
+    view = server.bank_view()
+    assert view["bank"] == f"{NATIVE.name}.json" and view["width"] == NATIVE.width
+    assert [b["bank"] for b in view["banks"]] == [f"{NATIVE.name}.json", f"{SMALL.name}.json"]
+    assert [(b["width"], b["num_inference_steps"]) for b in view["banks"]] == [(32, 6), (24, 5)]
+    assert view["banks"][0]["entries"] == view["entries"]
+    assert [e["id"] for e in view["banks"][1]["entries"]] == ["no-cache", "fora-2", "fora-3", "fora-4"]
+    assert view["limits"]["width"][1] == NATIVE.width * 4  # the largest bank's side x max_side_factor
+    chosen = server.select_view(None, width=SMALL.width, height=SMALL.height, num_inference_steps=5)
+    assert chosen["bank"] == f"{SMALL.name}.json" and chosen["notes"] == []
+    elsewhere = server.select_view(None, width=SMALL.width, height=SMALL.height, num_inference_steps=6)
+    assert elsewhere["bank"] == f"{SMALL.name}.json" and "no bank for 24x24-6steps" in elsewhere["notes"][0]
+
+
+def test_unknown_schedule_ids_are_checked_against_the_chosen_bank(server):
+    with pytest.raises(RequestError, match=f"unknown entry 'nope' in bank {SMALL.name}.json") as info:
+        server.resolve(GenerateRequest(prompt="a", width=24, height=24, num_inference_steps=5, schedule_id="nope"))
+    assert info.value.field == "schedule_id"
+
+
+def test_each_bank_learns_its_own_latency_and_gets_its_share_of_the_profiling_budget(tiny, monkeypatch):
+    import ecad.profile
+
+    model, bank_dir, pipe = tiny
+    budgets = []
+    real = ecad.profile.profile_bank
+
+    def recording(pipe, bank, **kwargs):
+        budgets.append(kwargs["time_budget_s"])
+        return real(pipe, bank, **kwargs)
+
+    monkeypatch.setattr(ecad.profile, "profile_bank", recording)
+    unprofiled = bank_dir.parent / "unprofiled" / "tiny-pixart"
+    for path in sorted((bank_dir / "tiny-pixart").glob("*.json")):
+        ScheduleBank.load(path).model_copy(update={"profiles": []}).save(unprofiled / path.name)
+    learning = ScheduleServer(ServingConfig(model=str(model), bank_dirs=(str(unprofiled.parent),), profile_repeats=1,
+                                            profile_time_budget_s=30, latency_window=8), pipe=pipe)
+    assert budgets == [15, 15]
+    assert all(set(b.profile.latency_ms) == set(b.schedules) for b in learning.banks)
+    request = learning.resolve(GenerateRequest(prompt="a", seed=1, schedule_id="no-cache"))
+    for _ in range(4):
+        learning.generate(request)
+    native, small = (learning.queue.latency[b.id] for b in learning.banks)
+    assert native.factors(["no-cache"]) != {"no-cache": 1.1}  # observed
+    assert small.factors(["no-cache"]) == {"no-cache": 1.1}  # still the cold margin: another bank's entry
