@@ -198,7 +198,12 @@ def evaluate_generation(task: SearchTask, executor: Executor, memo: Memo, candid
     optimistic bound could still be non-dominated by the front of earlier generations' full
     evaluations: a set fixed before this generation began, so a resumed run decides the same.
     """
-    missing = [c for c in candidates if c[0] not in memo]
+    # two gene vectors may decode to one schedule (a repaired forecast): evaluate it once
+    missing: dict[str, Candidate] = {}
+    for candidate in candidates:
+        if candidate[0] not in memo:
+            missing.setdefault(candidate[0], candidate)
+    missing = list(missing.values())
     if racing is None or generation == 0:
         return _evaluate(executor, memo, [(key, bits, None, label) for key, bits, label in missing], generation,
                          task, progress)
