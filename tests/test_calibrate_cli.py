@@ -202,3 +202,24 @@ def test_reuse_only_actions_are_the_v1_search(tiny_model, tmp_path):
 def test_unknown_action_is_named(tiny_model, tmp_path, capsys):
     assert main(common(tiny_model, tmp_path, "--actions", "reuse,teleport")) == 2
     assert "teleport" in capsys.readouterr().err
+
+
+def test_fitted_cost_is_the_models_predicted_seconds_relative_to_no_cache(tiny_model, tmp_path, capsys):
+    from ecad.cost import FittedCost
+    from ecad.heuristics import heuristic_suite
+
+    # one second per block that runs, plus 10 per image: block skipping is what saves time here
+    fitted = FittedCost(("count:block_run", "images"), (1.0, 10.0), hardware="test")
+    (tmp_path / "fit.json").write_text(json.dumps(fitted.to_dict()))
+    assert main(common(tiny_model, tmp_path, "--cost", "fitted")) == 2
+    assert "--cost-model" in capsys.readouterr().err
+    assert main(common(tiny_model, tmp_path, "--generations", "0", "--no-plot", "--cost", "fitted",
+                       "--cost-model", str(tmp_path / "fit.json"), "--scorer-arg", "max_psnr=150")) == 0
+    records = {r["label"]: r for r in memo_records(tmp_path / "run") if r["label"]}
+    bank = ScheduleBank.load(tmp_path / "bank.json")
+    assert bank.calibration["cost"] == "fitted"
+    skip = heuristic_suite(bank.no_cache_entry().cache_schedule().layout, 4)["block-skip-2"]
+    # PixArt batches guidance into one transformer call per step
+    assert skip.skip.any() and records["no-cache"]["cost"] == 1.0
+    assert records["block-skip-2"]["cost"] == pytest.approx(((~skip.skip).sum() + 10) / (skip.skip.size + 10))
+    assert records["fora-2"]["cost"] == 1.0, "reusing components saves nothing in this model"

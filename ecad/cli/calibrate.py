@@ -88,8 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seeds", default="0,1", help="image seeds shared by every candidate (default %(default)s)")
     q.add_argument("--batch-size", type=int, help="images per pipeline call (default: all prompts x seeds)")
     c = p.add_argument_group("cost objective")
-    c.add_argument("--cost", choices=["macs", "latency"], default="macs",
-                   help="analytic transformer MACs relative to no-cache (default, deterministic) or measured seconds per image")
+    c.add_argument("--cost", choices=["macs", "latency", "fitted"], default="macs",
+                   help="analytic transformer MACs relative to no-cache (default, deterministic), measured seconds per "
+                   "image, or the seconds a cost model fitted on timed schedules predicts (--cost-model)")
+    c.add_argument("--cost-model", metavar="FILE",
+                   help="for --cost fitted: a FittedCost JSON (e.g. written by scripts/bench_actions.py --stage fit)")
     s = p.add_argument_group("search")
     s.add_argument("--actions", default=",".join(ACTIONS), metavar="LIST",
                    help="engine actions searched besides recompute, comma-separated: reuse (the cached output), "
@@ -220,13 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         objectives = parse_objectives(args.objectives, args.model)
         actions = parse_actions(args.actions)
+        if (args.cost == "fitted") != bool(args.cost_model):
+            raise ValueError("--cost fitted needs --cost-model FILE (and --cost-model needs --cost fitted)")
+        cost_model = json.loads(Path(args.cost_model).read_text()) if args.cost_model else None
         racing = None if args.racing is None else RacingSettings(first_fraction=args.racing)
         surrogate = None if args.surrogate is None else SurrogateSettings(pool_factor=args.surrogate)
         if racing and len(prompts) * len(seeds) < 2:
             raise ValueError("--racing needs at least 2 prompts x seeds to race on")
         # checked now (disjoint from calibration and held-out prompts), used after the search
         held_back = validation_prompts(args.model, args.validation_prompts, prompts) if args.validation_prompts else []
-    except ValueError as err:
+    except (ValueError, OSError) as err:
         print(f"ecad-calibrate: {err}", file=sys.stderr)
         return 2
     scorer, scorer_kwargs, extra_scorers = resolve_scorer(args, objectives)
@@ -234,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         model=str(args.model), setting=setting, scorer=scorer, scorer_kwargs=scorer_kwargs,
         extra_scorers=extra_scorers, prompts=prompts, seeds=seeds, cost=args.cost, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, num_threads=args.threads, actions=actions,
+        cost_model=cost_model,
     )
     task = build_model_task(recipe, objectives)
     searched = "+".join(objectives) or scorer

@@ -10,7 +10,9 @@
   scorer, rendering every candidate for the same prompts x seeds (so differences are the
   schedule's doing) and scoring it against the uncached images of those prompts and seeds
   when the scorer needs them. Cost: the analytic transformer MACs of one image relative to no
-  caching (``cost="macs"``, deterministic) or the measured seconds per image (``"latency"``).
+  caching (``cost="macs"``, deterministic), the measured seconds per image (``"latency"``), or
+  the seconds a per-hardware model fitted on timed schedules predicts, relative to no caching
+  (``"fitted"``, deterministic; ``ecad.cost.FittedCost`` carried in the recipe).
 * :func:`build_model_task` — the search task for a model, built in the driver without loading
   its weights (the transformer on the meta device gives the block layout and fingerprint);
   seeded with every heuristic of ``heuristic_suite`` the searched actions can express.
@@ -34,7 +36,7 @@ from ecad.search.engine.space import BitSpace, IntegerSpace
 from ecad.search.engine.task import SearchTask
 from ecad.setting import Setting
 
-COSTS = ("macs", "latency")
+COSTS = ("macs", "latency", "fitted")
 DTYPES = ("float32", "float16", "bfloat16")
 #: the actions a search may use besides recompute (always searched): reuse the cached output,
 #: forecast it (order 1), skip a whole block (replay its residual delta)
@@ -90,6 +92,8 @@ class RenderRecipe:
     num_threads: int | None = None
     #: the actions searched besides recompute (``ACTIONS``); reuse only is the v1 search
     actions: tuple[str, ...] = REUSE_ONLY
+    #: ``FittedCost.to_dict()`` for ``cost="fitted"``
+    cost_model: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "actions", parse_actions(self.actions))
@@ -98,6 +102,8 @@ class RenderRecipe:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         if self.cost not in COSTS:
             raise ValueError(f"RenderRecipe.cost must be one of {COSTS}, got {self.cost!r}")
+        if (self.cost == "fitted") != (self.cost_model is not None):
+            raise ValueError("RenderRecipe.cost_model (a fitted cost) is needed for, and only for, cost='fitted'")
         if self.dtype not in DTYPES:
             raise ValueError(f"RenderRecipe.dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not self.prompts or not self.seeds:
@@ -111,6 +117,8 @@ class RenderRecipe:
                 "seeds": list(self.seeds), "actions": list(self.actions)}
         if self.actions == REUSE_ONLY:  # as v1 runs recorded their evaluator, so they still resume
             data.pop("actions")
+        if self.cost_model is None:
+            data.pop("cost_model")
         return data
 
     @classmethod
@@ -146,6 +154,13 @@ class PipelineEvaluator:
 
     def _schedule(self, genes):
         return self.genes.from_genes(self.space.coerce(genes))
+
+    def _fitted_speedup(self, schedule) -> float:
+        from ecad.cost import FittedCost, schedule_cost_features
+
+        fitted = FittedCost.from_dict(self.recipe.cost_model)
+        return fitted.speedup(schedule_cost_features(self.pipe, self.setting, schedule),
+                              schedule_cost_features(self.pipe, self.setting))
 
     def _macs(self, schedule) -> int:
         from ecad.cost import image_macs
@@ -196,7 +211,8 @@ class PipelineEvaluator:
         seconds_per_image = (time.perf_counter() - started) / len(samples)
         per_image = self._per_image(images, samples)
         macs = self._macs(schedule)
-        cost = macs / self.full_macs if self.recipe.cost == "macs" else seconds_per_image
+        cost = {"macs": lambda: macs / self.full_macs, "latency": lambda: seconds_per_image,
+                "fitted": lambda: 1.0 / self._fitted_speedup(schedule)}[self.recipe.cost]()
         return CandidateResult.from_samples(per_image, samples, cost=float(cost), quality_metric=self.recipe.scorer,
                                             macs=int(macs), seconds=time.perf_counter() - started)
 
@@ -263,7 +279,8 @@ def build_model_task(recipe: RenderRecipe, objectives: tuple[str, ...] = ()) -> 
             "layout": layout.to_dict(),
             "scorer": recipe.scorer,
             "cost": recipe.cost,
-            "cost_label": "transformer MACs / no-cache MACs" if recipe.cost == "macs" else "seconds per image",
+            "cost_label": {"macs": "transformer MACs / no-cache MACs", "latency": "seconds per image",
+                           "fitted": "fitted seconds / no-cache seconds"}[recipe.cost],
             "quality_label": recipe.scorer,
         },
     )
