@@ -9,9 +9,16 @@ wall-clock speedup.
 
     python scripts/bench_actions.py                 # search (resumable), time, report
     python scripts/bench_actions.py --stage report  # redo the numbers and plot from saved runs
+    python scripts/bench_actions.py --stage fit     # the fitted cost (issue #11 item 4)
 
 Writes <out>/<variant>-s<seed>/ (run folder + bank), <out>/timing.json, and
 <docs>/actions.json + <docs>/actions.png.
+
+``--stage fit`` fits ``ecad.cost.FittedCost`` on the timed front schedules (relative seconds =
+1 / wall speedup, so machine drift between sessions cancels), then times the committed bank's
+entries (not used in the fit) interleaved with no-cache and reports realized / predicted speedup
+for each, beside realized / MACs speedup; writes <docs>/cost-fit.json (the FittedCost under
+"model": what ``ecad-calibrate --cost fitted --cost-model`` reads) and <out>/bank-timing.json.
 """
 
 from __future__ import annotations
@@ -42,7 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--generations", type=int, default=4)
     p.add_argument("--num-prompts", type=int, default=4)
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (default %(default)s)")
-    p.add_argument("--stage", choices=["all", "search", "time", "report"], default="all")
+    p.add_argument("--stage", choices=["all", "search", "time", "report", "fit"], default="all")
+    p.add_argument("--bank", default=str(REPO / "schedules" / "ecad-scenes" / "32x32-20steps.json"),
+                   help="the committed bank whose entries test the fitted cost (--stage fit)")
     p.add_argument("--out", default=str(REPO / "runs" / "bench-actions"))
     p.add_argument("--docs", default=str(REPO / "docs" / "benchmarks" / "actions"))
     return p.parse_args(argv)
@@ -88,21 +97,30 @@ def load_fronts(args, seeds: list[int]) -> dict[str, list[dict]]:
     return fronts
 
 
-def time_fronts(args, fronts: dict[str, list[dict]]) -> dict:
-    """Wall-clock speedup of every distinct schedule: batch 1, interleaved with no-cache."""
+def load_pipe_and_setting(args):
     import torch
 
-    from ecad.cost import measure_interleaved
-    from ecad.generate import generate, load_pipeline
-    from ecad.quality.prompts import prompt_set
+    from ecad.generate import load_pipeline
     from ecad.setting import Setting
 
     torch.set_num_threads(1)
-    pipe = load_pipeline(args.model)
     bank = json.loads((Path(args.out) / run_name("reuse", 0) / "bank.json").read_text())
-    setting = Setting(bank["height"], bank["width"], bank["num_inference_steps"], bank["guidance_scale"])
+    return load_pipeline(args.model), Setting(bank["height"], bank["width"], bank["num_inference_steps"],
+                                              bank["guidance_scale"])
+
+
+def time_fronts(args, fronts: dict[str, list[dict]]) -> dict:
+    """Wall-clock speedup of every distinct schedule: batch 1, interleaved with no-cache."""
+    return time_schedules(args, {e["hash"]: e["schedule"] for entries in fronts.values() for e in entries})
+
+
+def time_schedules(args, schedules: dict) -> dict:
+    from ecad.cost import measure_interleaved
+    from ecad.generate import generate
+    from ecad.quality.prompts import prompt_set
+
+    pipe, setting = load_pipe_and_setting(args)
     prompt = prompt_set(args.model, 1)[0]
-    schedules = {e["hash"]: e["schedule"] for entries in fronts.values() for e in entries}
     # three no-cache copies per round: the speedups' denominator is the mean of many timings
     fns = {f"no-cache-{i}": (lambda: generate(pipe, [prompt], [0], setting, None)) for i in range(3)}
     for key, schedule in schedules.items():
@@ -205,6 +223,54 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def fit(args, seeds: list[int], fronts: dict[str, list[dict]], timing: dict) -> dict:
+    """Fit the cost on the timed fronts; realized / predicted on the committed bank's entries."""
+    import platform
+
+    from ecad.atomic import atomic_write_bytes
+    from ecad.bank import ScheduleBank
+    from ecad.cost import fit_cost, schedule_cost_features
+
+    pipe, setting = load_pipe_and_setting(args)
+    schedules = {e["hash"]: e["schedule"] for entries in fronts.values() for e in entries}
+    features = {key: schedule_cost_features(pipe, setting, s) for key, s in schedules.items()}
+    no_cache = schedule_cost_features(pipe, setting)
+    keys = sorted(schedules)
+    relative_seconds = [1.0 / timing["speedup"][k]["median"] for k in keys]
+    model = fit_cost([features[k] for k in keys], relative_seconds,
+                     hardware=f"{platform.machine()} {platform.processor() or 'cpu'}, 1 torch thread, batch 1")
+    in_sample = [timing["speedup"][k]["median"] / model.speedup(features[k], no_cache) for k in keys]
+
+    bank = ScheduleBank.load(args.bank)
+    bank_timing_path = Path(args.out) / "bank-timing.json"
+    if not bank_timing_path.exists():
+        atomic_write_bytes(bank_timing_path, (json.dumps(time_schedules(
+            args, {e.id: e.cache_schedule() for e in bank.entries}), indent=1) + "\n").encode())
+    bank_timing = json.loads(bank_timing_path.read_text())
+    full = bank.no_cache_entry().macs
+    entries = []
+    for e in bank.entries:
+        realized = bank_timing["speedup"][e.id]["median"]
+        predicted = model.speedup(schedule_cost_features(pipe, setting, e.cache_schedule()), no_cache)
+        entries.append({"id": e.id, "realized": realized, "realized_range": [bank_timing["speedup"][e.id]["min"],
+                        bank_timing["speedup"][e.id]["max"]], "predicted": predicted, "macs_speedup": full / e.macs,
+                        "realized_over_predicted": realized / predicted, "realized_over_macs": realized * e.macs / full})
+    ratios = np.array([e["realized_over_predicted"] for e in entries])
+    result = {"model": model.to_dict(), "fitted_on": len(keys),
+              "in_sample_realized_over_predicted": {"min": min(in_sample), "max": max(in_sample),
+                                                    "median": statistics.median(in_sample)},
+              "bank": str(Path(args.bank).relative_to(REPO)) if Path(args.bank).is_relative_to(REPO) else args.bank,
+              "bank_realized_over_predicted": {"min": float(ratios.min()), "max": float(ratios.max()),
+                                               "median": float(np.median(ratios)),
+                                               "within_5pct": int((np.abs(ratios - 1) <= 0.05).sum()),
+                                               "entries": len(ratios)},
+              "bank_entries": entries}
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(docs / "cost-fit.json", (json.dumps(result, indent=1) + "\n").encode())
+    return result
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -212,6 +278,10 @@ def main(argv=None) -> int:
     if args.stage in ("all", "search"):
         search(args, seeds)
     timing_path = Path(args.out) / "timing.json"
+    if args.stage == "fit":
+        result = fit(args, seeds, load_fronts(args, seeds), json.loads(timing_path.read_text()))
+        print(json.dumps({k: v for k, v in result.items() if k != "bank_entries"}, indent=1))
+        return 0
     if args.stage in ("all", "time", "report"):
         fronts = load_fronts(args, seeds)
         if args.stage != "report" or not timing_path.exists():
