@@ -227,8 +227,8 @@ class FittedCost:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FittedCost":
-        if len(data.get("features", ())) != len(data.get("coefficients", ())):
-            raise ValueError("FittedCost: features and coefficients must have the same length")
+        if not data.get("features") or len(data["features"]) != len(data.get("coefficients", ())):
+            raise ValueError("a FittedCost needs 'features' and as many 'coefficients'")
         return cls(tuple(data["features"]), tuple(float(c) for c in data["coefficients"]), data.get("hardware", ""))
 
 

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="analytic transformer MACs relative to no-cache (default, deterministic), measured seconds per "
                    "image, or the seconds a cost model fitted on timed schedules predicts (--cost-model)")
     c.add_argument("--cost-model", metavar="FILE",
-                   help="for --cost fitted: a FittedCost JSON (e.g. written by scripts/bench_actions.py --stage fit)")
+                   help="for --cost fitted: a FittedCost JSON, or docs/benchmarks/actions/cost-fit.json (scripts/bench_actions.py "
+                   "--stage fit) that holds one")
     s = p.add_argument_group("search")
     s.add_argument("--actions", default=",".join(ACTIONS), metavar="LIST",
                    help="engine actions searched besides recompute, comma-separated: reuse (the cached output), "
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     from ecad.search.engine.nsga import GeneticSettings
     from ecad.search.engine.surrogate import SurrogateSettings
     from ecad.search.render import REUSE_ONLY, RenderRecipe, bank_records, build_model_task, parse_actions, write_bank
+    from ecad.cost import FittedCost
     from ecad.setting import Setting
 
     if not Path(args.model).exists() and (Path(args.model).is_absolute() or args.model.startswith(".")):
@@ -226,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         if (args.cost == "fitted") != bool(args.cost_model):
             raise ValueError("--cost fitted needs --cost-model FILE (and --cost-model needs --cost fitted)")
         cost_model = json.loads(Path(args.cost_model).read_text()) if args.cost_model else None
+        if cost_model is not None:  # a FittedCost, or a report holding one under "model" (cost-fit.json)
+            cost_model = FittedCost.from_dict(cost_model.get("model", cost_model)).to_dict()
         racing = None if args.racing is None else RacingSettings(first_fraction=args.racing)
         surrogate = None if args.surrogate is None else SurrogateSettings(pool_factor=args.surrogate)
         if racing and len(prompts) * len(seeds) < 2:
