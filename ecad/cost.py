@@ -10,20 +10,26 @@ residual streams (adding the delta), plus 1 at the run before that stores the de
 Everything is multiplied by the transformer calls per step. `batch_size` is the batch one
 transformer call sees (PixArt with CFG: 2 x images; the adapters' `transformer_batch(pipe,
 num_images, ...)` gives it); `text_len` the padded prompt length.
+
+MACs are not seconds: small kernels, launch and hook overhead and memory-bound element-wise ops
+cost more per MAC than large matmuls. `FittedCost` is a per-hardware model fitted on timed
+schedules (non-negative least squares over `cost_features`: recomputed MACs per component
+name, the blocks' work outside the components, the forecast and skip element-wise work, and a
+count per action for its fixed overhead), so a search can minimise predicted seconds.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .adapters import get_adapter, split_pipeline
 from .hooks.actions import ActionPlan
-from .schedule import FORECAST, CacheSchedule
+from .schedule import FORECAST, REUSE, CacheSchedule
 from .setting import Setting
 
 FORECAST_OPS = 2  # y + d * k per element
@@ -97,6 +103,15 @@ def schedule_macs(schedule: CacheSchedule, model: Any, *, height: int, width: in
     return calls_per_step * macs
 
 
+def _image_table(pipe: Any, setting: Setting, true_cfg: bool = False) -> tuple[CostTable, int]:
+    """(the cost table of one transformer call for one image at `setting`, calls per step)."""
+    adapter = get_adapter(pipe)
+    batch, calls = adapter.transformer_batch(pipe, 1, guidance_scale=setting.guidance_scale, true_cfg=true_cfg)
+    table = cost_table(pipe, height=setting.height, width=setting.width, batch_size=batch,
+                       text_len=adapter.text_len(pipe))
+    return table, calls
+
+
 def image_macs(pipe: Any, setting: Setting, schedule: CacheSchedule | None = None, *,
                true_cfg: bool = False) -> int:
     """Transformer MACs of one image generated through `pipe` at `setting` under `schedule`.
@@ -145,3 +160,104 @@ def measure_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5, war
 def median_ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
     """median(times[numerator]) / median(times[denominator])."""
     return statistics.median(times[numerator]) / statistics.median(times[denominator])
+
+
+# -- a fitted, per-hardware cost ------------------------------------------------------------------
+
+
+def cost_features(schedule: CacheSchedule, table: CostTable, calls_per_step: int = 1) -> dict[str, float]:
+    """The work of one image under `schedule`, split into terms whose seconds-per-unit differ.
+
+    ``macs:<component>``: recomputed MACs of the components of that name; ``macs:block_other``:
+    the blocks' work outside the components where a block runs; ``elements:forecast`` /
+    ``elements:skip``: the element-wise work of forecasts and skips (as `schedule_macs` counts
+    it); ``count:<action>``: how many component recomputes / reuses / forecasts, block runs and
+    block skips happen (each has a fixed overhead: kernel launches, hooks); ``images``: 1 (the
+    work outside the transformer: text encoder, scheduler, VAE).
+    """
+    if table.component.shape != schedule.shape[1:]:
+        raise ValueError(f"schedule grid {schedule.shape[1:]} does not match the cost table's {table.component.shape}")
+    layout = schedule.layout
+    skip = schedule.skip
+    running = ~skip[:, :, None]
+    recompute = schedule.mask & running
+    forecasts = (schedule.actions == FORECAST) & running
+    features: dict[str, float] = {}
+    for block in range(layout.num_blocks):
+        for c, name in enumerate(layout.component_names(block)):
+            key = f"macs:{name}"
+            features[key] = features.get(key, 0.0) + float(recompute[:, block, c].sum() * table.component[block, c])
+    delta_stores = (~skip[:-1] & skip[1:]).sum(axis=0)
+    features.update({
+        "macs:block_other": float(((~skip) * table.block_other[None]).sum() + schedule.num_steps * table.other),
+        "elements:forecast": float((table.component_elements * (FORECAST_OPS * forecasts.sum(axis=0)
+                                                                + DIFF_OPS * forecast_differences(schedule))).sum()),
+        "elements:skip": float((table.block_elements * (SKIP_OPS * skip.sum(axis=0) + DELTA_OPS * delta_stores)).sum()),
+        "count:recompute": float(recompute.sum()),
+        "count:reuse": float(((schedule.actions == REUSE) & running).sum()),
+        "count:forecast": float(forecasts.sum()),
+        "count:block_run": float((~skip).sum()),
+        "count:block_skip": float(skip.sum()),
+    })
+    features = {k: v * calls_per_step for k, v in features.items()}
+    features["images"] = 1.0
+    return features
+
+
+@dataclass(frozen=True)
+class FittedCost:
+    """Seconds per image = Σ coefficient × feature (`cost_features`), fitted on one machine."""
+
+    features: tuple[str, ...]
+    coefficients: tuple[float, ...]  # seconds per unit of each feature, >= 0
+    hardware: str = ""  # where the timings were taken (free text: CPU model, threads, GPU)
+
+    def seconds(self, features: dict[str, float]) -> float:
+        missing = sorted(set(self.features) - set(features))
+        if missing:
+            raise ValueError(f"cost features {missing} missing: the fit was made for another model layout")
+        return float(sum(c * features[name] for name, c in zip(self.features, self.coefficients)))
+
+    def speedup(self, features: dict[str, float], no_cache_features: dict[str, float]) -> float:
+        """Predicted no-cache seconds / seconds under the schedule the features describe."""
+        return self.seconds(no_cache_features) / self.seconds(features)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "features": list(self.features), "coefficients": list(self.coefficients)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FittedCost":
+        if not data.get("features") or len(data["features"]) != len(data.get("coefficients", ())):
+            raise ValueError("a FittedCost needs 'features' and as many 'coefficients'")
+        return cls(tuple(data["features"]), tuple(float(c) for c in data["coefficients"]), data.get("hardware", ""))
+
+
+def fit_cost(features: Sequence[dict[str, float]], seconds: Sequence[float], hardware: str = "") -> FittedCost:
+    """Non-negative least squares of ``seconds`` on the features, relative error weighted.
+
+    Rows are scaled by 1 / seconds so every schedule's *relative* error counts the same (a
+    speedup is a ratio); a feature constant over the rows (but "images") or never non-zero
+    gets no coefficient of its own.
+    """
+    from scipy.optimize import nnls
+
+    if len(features) != len(seconds) or len(seconds) < 2:
+        raise ValueError(f"fit_cost needs >= 2 timed schedules with features, got {len(features)} / {len(seconds)}")
+    names = sorted(set().union(*features))
+    X = np.array([[f.get(n, 0.0) for n in names] for f in features], dtype=float)
+    y = np.asarray(seconds, dtype=float)
+    kept = [i for i, n in enumerate(names) if n == "images" or np.ptp(X[:, i]) > 0]
+    X = X[:, kept]
+    scale = np.abs(X).max(axis=0)
+    scale[scale == 0] = 1.0
+    coef, _ = nnls((X / scale) / y[:, None], np.ones_like(y))
+    return FittedCost(tuple(names[i] for i in kept), tuple(float(c) for c in coef / scale), hardware)
+
+
+def schedule_cost_features(pipe: Any, setting: Setting, schedule: CacheSchedule | None = None, *,
+                           true_cfg: bool = False) -> dict[str, float]:
+    """`cost_features` of one image through `pipe` at `setting` (`schedule=None`: no caching)."""
+    table, calls = _image_table(pipe, setting, true_cfg)
+    if schedule is None:
+        schedule = CacheSchedule.full(get_adapter(pipe).layout(split_pipeline(pipe)[1]), setting.num_inference_steps)
+    return cost_features(schedule, table, calls)

@@ -135,3 +135,91 @@ def test_racing_surrogate_and_validation_split_write_intervals(tiny_model, tmp_p
     before = (tmp_path / "run" / "validation-2" / "memo.jsonl").read_text()
     assert main(args) == 0
     assert (tmp_path / "run" / "validation-2" / "memo.jsonl").read_text() == before
+
+
+def comparable_state(run) -> dict:
+    state = json.loads((run / "state.json").read_text())
+    for record in state["history"]:
+        record.pop("seconds"), record.pop("evaluated")
+    return state
+
+
+def test_actions_search_seeds_real_v2_heuristics_writes_a_servable_v2_bank_and_resumes_identically(tiny_model, tmp_path):
+    from ecad.cli.calibrate import ACTIONS
+    from ecad.generate import generate, load_pipeline
+    from ecad.heuristics import heuristic_suite
+    from ecad.schedule import FORECAST
+    from ecad.search import render
+
+    assert ACTIONS == render.ACTIONS
+    args = ["--actions", "reuse,forecast,skip", "--no-plot", "--scorer-arg", "max_psnr=150"]
+    assert main(common(tiny_model, tmp_path / "a", "--generations", "1", *args)) == 0
+    assert main(common(tiny_model, tmp_path / "a", "--generations", "2", *args)) == 0  # resumed, extended
+    assert main(common(tiny_model, tmp_path / "b", "--generations", "2", *args)) == 0  # straight
+    assert comparable_state(tmp_path / "a" / "run") == comparable_state(tmp_path / "b" / "run")
+    untimed = [[{k: v for k, v in r.items() if k != "seconds"} for r in memo_records(tmp_path / run / "run")]
+               for run in ("a", "b")]
+    assert untimed[0] == untimed[1]
+
+    records = memo_records(tmp_path / "a" / "run")
+    config = json.loads((tmp_path / "a" / "run" / "config.json").read_text())
+    assert config["evaluator"]["actions"] == ["reuse", "forecast", "skip"]
+    bank = ScheduleBank.load(tmp_path / "a" / "bank.json")
+    layout = bank.no_cache_entry().cache_schedule().layout
+    suite = heuristic_suite(layout, 4)
+    labelled = {r["label"]: r["key"] for r in records if r["label"]}
+    # every heuristic seeded as its real schedule: keys are the v2 schedules' hashes
+    assert {"taylorseer-2", "block-skip-2"} <= set(labelled) and set(labelled) <= set(suite)
+    assert all(labelled[name] == suite[name].hash for name in labelled)
+    schedules = [entry.cache_schedule() for entry in bank.entries]
+    assert bank.calibration["actions"] == ["recompute", "reuse", "forecast", "skip"]
+    searched = [s for s in schedules if not s.is_reuse_only]
+    assert searched, "the front holds schedules only the richer actions express"
+    pipe = load_pipeline(tiny_model)
+    for schedule in searched[:2]:  # what serving does with an entry: entry.cache_schedule() into generate
+        images = generate(pipe, ["a red square"], [0], bank.setting, schedule)
+        assert images.isfinite().all()
+    assert any((s.actions == FORECAST).any() or s.skip.any() for s in searched)
+
+
+def test_reuse_only_actions_are_the_v1_search(tiny_model, tmp_path):
+    from ecad.heuristics import heuristic_suite
+
+    assert main(common(tiny_model, tmp_path, "--generations", "1", "--no-plot", "--actions", "reuse",
+                       "--scorer-arg", "max_psnr=150")) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert set(config["space"]) == {"shape", "fixed_steps"} and config["space"]["fixed_steps"] == 1
+    assert "actions" not in config["evaluator"], "v1 run folders still resume"
+    records = memo_records(tmp_path / "run")
+    bank = ScheduleBank.load(tmp_path / "bank.json")
+    suite = heuristic_suite(bank.no_cache_entry().cache_schedule().layout, 4)
+    labels = {r["label"] for r in records if r["label"]}
+    assert labels == {name for name, s in suite.items() if s.is_reuse_only}, "no lookalike of a forecast heuristic"
+    assert all(entry.cache_schedule().is_reuse_only for entry in bank.entries)
+    assert {r["key"] for r in records if r["label"] == "fora-2"} == {suite["fora-2"].hash}
+
+
+def test_unknown_action_is_named(tiny_model, tmp_path, capsys):
+    assert main(common(tiny_model, tmp_path, "--actions", "reuse,teleport")) == 2
+    assert "teleport" in capsys.readouterr().err
+
+
+def test_fitted_cost_is_the_models_predicted_seconds_relative_to_no_cache(tiny_model, tmp_path, capsys):
+    from ecad.cost import FittedCost
+    from ecad.heuristics import heuristic_suite
+
+    # one second per block that runs, plus 10 per image: block skipping is what saves time here
+    fitted = FittedCost(("count:block_run", "images"), (1.0, 10.0), hardware="test")
+    (tmp_path / "fit.json").write_text(json.dumps(fitted.to_dict()))
+    assert main(common(tiny_model, tmp_path, "--cost", "fitted")) == 2
+    assert "--cost-model" in capsys.readouterr().err
+    assert main(common(tiny_model, tmp_path, "--generations", "0", "--no-plot", "--cost", "fitted",
+                       "--cost-model", str(tmp_path / "fit.json"), "--scorer-arg", "max_psnr=150")) == 0
+    records = {r["label"]: r for r in memo_records(tmp_path / "run") if r["label"]}
+    bank = ScheduleBank.load(tmp_path / "bank.json")
+    assert bank.calibration["cost"] == "fitted"
+    skip = heuristic_suite(bank.no_cache_entry().cache_schedule().layout, 4)["block-skip-2"]
+    # PixArt batches guidance into one transformer call per step
+    assert skip.skip.any() and records["no-cache"]["cost"] == 1.0
+    assert records["block-skip-2"]["cost"] == pytest.approx(((~skip.skip).sum() + 10) / (skip.skip.size + 10))
+    assert records["fora-2"]["cost"] == 1.0, "reusing components saves nothing in this model"

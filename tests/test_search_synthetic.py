@@ -19,7 +19,7 @@ from ecad.search.engine.hypervolume import hypervolume, nondominated_mask
 from ecad.search.engine.loop import archive_front, run_search, scorer_spread_warning
 from ecad.search.engine.nsga import GeneticSettings
 from ecad.search.engine.run_folder import Memo, RunFolderError
-from ecad.search.engine.space import BitSpace, pack_bits, unpack_bits
+from ecad.search.engine.space import BitSpace, IntegerSpace, pack_bits, unpack_bits
 from ecad.search.engine.synthetic import synthetic_task, true_front
 from ecad.search.executors import LocalExecutor
 
@@ -72,6 +72,50 @@ def test_space_fixes_step_zero_and_round_trips():
         space.bits_to_mask(bits[:-1])
 
 
+def test_integer_space_packs_portably_and_mutates_within_each_segment():
+    space = IntegerSpace(((30, 0, 2, 1), (10, 0, 1, 0)))  # action genes, then skip genes
+    assert not space.is_binary and space.n_var == 40
+    assert list(space.all_recompute()) == [1] * 30 + [0] * 10
+    genes = space.random(20, seed=3)
+    assert genes.dtype == np.int64 and genes.shape == (20, 40)
+    assert set(np.unique(genes[:, :30])) == {0, 1, 2} and set(np.unique(genes[:, 30:])) == {0, 1}
+    for g in genes:
+        text = space.pack(g)
+        assert json.loads(json.dumps(text)) == text and np.array_equal(space.unpack(text), g)
+    assert len(space.pack(genes[0])) == 16  # 2 bits a gene: 80 bits, 10 bytes, 16 base64 characters
+    features = space.features(genes)
+    assert features.shape == (20, 30 * 3 + 10 * 2) and np.array_equal(features.sum(axis=1), np.full(20, 40.0))
+    with pytest.raises(ValueError, match="bounds"):
+        space.coerce(np.full(40, 3))
+    # a bit-only integer space searches exactly like the bit space
+    assert IntegerSpace(((6, 0, 1, 1),)).pack(np.array([1, 0, 1, 1, 0, 0])) == pack_bits(np.array([1, 0, 1, 1, 0, 0]))
+
+    from pymoo.core.population import Population
+
+    from ecad.search.engine.nsga import GeneProblem, ResampleMutation
+
+    problem = GeneProblem(space)
+    X = space.random(50, seed=4)
+    mutated = ResampleMutation(prob=1.0, prob_var=0.5).do(problem, Population.new(X=X), random_state=np.random.default_rng(0))
+    Y = np.asarray(mutated.get("X"))
+    low, high = space.bounds()
+    assert ((Y >= low) & (Y <= high)).all()
+    changed = Y != X
+    assert 0.4 < changed.mean() < 0.6  # every chosen gene moves to another value
+    assert set(np.unique(Y[:, :30][changed[:, :30]])) == {0, 1, 2}
+
+
+def test_integer_genes_search_reaches_the_cheap_good_corner(tmp_path):
+    task = synthetic_task(shape=(4, 2, 2), levels=3)
+    result = run_search(task, tmp_path, LocalExecutor(task.recipe), generations=4, settings=SMALL, seed=2,
+                        progress=False, plot=False)
+    assert result.state.population_bits.dtype == np.int64
+    assert all(set(np.unique(r.bits)) <= {0, 1, 2} for r in result.front)
+    assert any(0 < r.result.cost < 1 and (r.bits == 1).any() for r in result.front)  # middle values are searched
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert np.array_equal(task.space.unpack(state["population"][0]["bits"]), result.state.population_bits[0])
+
+
 def test_nondominated_and_hypervolume():
     F = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.5, 0.5]])
     assert nondominated_mask(F).tolist() == [True, True, False, True]
@@ -121,13 +165,14 @@ def test_other_settings_in_an_existing_run_folder_are_refused(tmp_path):
 
 def test_memo_ignores_a_torn_last_line(tmp_path):
     path = tmp_path / "memo.jsonl"
-    memo = Memo(path, 4)
+    space = BitSpace((2, 2, 2))  # 4 searched bits
+    memo = Memo(path, space)
     from ecad.search.engine.run_folder import MemoRecord
 
     memo.add(MemoRecord("k1", np.array([1, 0, 1, 0], bool), CandidateResult(0.5, 0.5), 0))
     with open(path, "a") as handle:
         handle.write('{"key": "k2", "bi')  # killed mid-write
-    reloaded = Memo(path, 4)
+    reloaded = Memo(path, space)
     assert list(reloaded.records) == ["k1"]
     reloaded.add(MemoRecord("k3", np.array([1, 1, 1, 0], bool), CandidateResult(0.7, 0.7), 1))
     assert [json.loads(l)["key"] for l in path.read_text().splitlines()] == ["k1", "k3"]
@@ -157,9 +202,9 @@ RUNNER = textwrap.dedent(
     features = {}
     if sys.argv[3] == "plain":
         task = synthetic_task(shape=(4, 2, 2), delay=float(sys.argv[2]))
-    else:  # 3 objectives, noisy samples, racing and the surrogate pre-screen
+    else:  # 3 objectives, noisy samples, racing and the surrogate pre-screen; integer genes
         task = synthetic_task(shape=(4, 2, 2), delay=float(sys.argv[2]), num_samples=8, noise=0.05,
-                              objectives=("weighted", "late"))
+                              objectives=("weighted", "late"), levels=3 if "integer" in sys.argv[3] else 2)
         features = dict(racing=RacingSettings(0.25), surrogate=SurrogateSettings(pool_factor=3))
     run_search(task, sys.argv[1], LocalExecutor(task.recipe), generations=6,
                settings=GeneticSettings(population=12), seed=5, progress=False, plot=False, **features)
@@ -167,7 +212,7 @@ RUNNER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("features", ["plain", "objectives-racing-surrogate"])
+@pytest.mark.parametrize("features", ["plain", "objectives-racing-surrogate", "integer-objectives-racing-surrogate"])
 def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path, features):
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from ecad.paths import DEFAULT_MODEL, SCHEDULES_DIR
 
+#: the engine's actions a search may use (ecad.search.render.ACTIONS; repeated so --help needs no torch)
+ACTIONS = ("reuse", "forecast", "skip")
+
 EPILOG = """\
 examples:
   # the bundled model, paper defaults (population 72), 10 generations
@@ -21,6 +24,8 @@ examples:
   # resume after an interruption (kill -9 is fine): repeat the same command
   # extend a finished run by 10 more generations
   ecad-calibrate --generations 20
+  # search recompute/reuse only (the v1 search; its run folders resume with this)
+  ecad-calibrate --actions reuse
   # a Ray cluster (one actor per GPU, or per CPU worker): see docs/calibration.md
   ecad-calibrate --model PixArt-alpha/PixArt-XL-2-512x512 --scorer image-reward \\
       --scorer-arg model=/models/ImageReward --scorer-arg tokenizer=/models/bert-base-uncased \\
@@ -83,9 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seeds", default="0,1", help="image seeds shared by every candidate (default %(default)s)")
     q.add_argument("--batch-size", type=int, help="images per pipeline call (default: all prompts x seeds)")
     c = p.add_argument_group("cost objective")
-    c.add_argument("--cost", choices=["macs", "latency"], default="macs",
-                   help="analytic transformer MACs relative to no-cache (default, deterministic) or measured seconds per image")
+    c.add_argument("--cost", choices=["macs", "latency", "fitted"], default="macs",
+                   help="analytic transformer MACs relative to no-cache (default, deterministic), measured seconds per "
+                   "image, or the seconds a cost model fitted on timed schedules predicts (--cost-model)")
+    c.add_argument("--cost-model", metavar="FILE",
+                   help="for --cost fitted: a FittedCost JSON, or docs/benchmarks/actions/cost-fit.json (scripts/bench_actions.py "
+                   "--stage fit) that holds one")
     s = p.add_argument_group("search")
+    s.add_argument("--actions", default=",".join(ACTIONS), metavar="LIST",
+                   help="engine actions searched besides recompute, comma-separated: reuse (the cached output), "
+                   "forecast (order-1 extrapolation of it), skip (a whole block, replaying its residual). "
+                   "'reuse' is the v1 search (default: all, %(default)s)")
     s.add_argument("--generations", type=int, default=10, help="total generations; more on an existing run extends it (default %(default)s)")
     s.add_argument("--population", type=int, default=72, help="population size (paper: 72)")
     s.add_argument("--crossover-points", type=int, default=4, help="k-point crossover (paper: 4)")
@@ -192,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     from ecad.search.engine.noise import RacingSettings
     from ecad.search.engine.nsga import GeneticSettings
     from ecad.search.engine.surrogate import SurrogateSettings
-    from ecad.search.render import RenderRecipe, bank_records, build_model_task, write_bank
+    from ecad.search.render import REUSE_ONLY, RenderRecipe, bank_records, build_model_task, parse_actions, write_bank
+    from ecad.cost import FittedCost
     from ecad.setting import Setting
 
     if not Path(args.model).exists() and (Path(args.model).is_absolute() or args.model.startswith(".")):
@@ -210,23 +224,32 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     try:
         objectives = parse_objectives(args.objectives, args.model)
+        actions = parse_actions(args.actions)
+        if (args.cost == "fitted") != bool(args.cost_model):
+            raise ValueError("--cost fitted needs --cost-model FILE (and --cost-model needs --cost fitted)")
+        cost_model = json.loads(Path(args.cost_model).read_text()) if args.cost_model else None
+        if cost_model is not None:  # a FittedCost, or a report holding one under "model" (cost-fit.json)
+            cost_model = FittedCost.from_dict(cost_model.get("model", cost_model)).to_dict()
         racing = None if args.racing is None else RacingSettings(first_fraction=args.racing)
         surrogate = None if args.surrogate is None else SurrogateSettings(pool_factor=args.surrogate)
         if racing and len(prompts) * len(seeds) < 2:
             raise ValueError("--racing needs at least 2 prompts x seeds to race on")
         # checked now (disjoint from calibration and held-out prompts), used after the search
         held_back = validation_prompts(args.model, args.validation_prompts, prompts) if args.validation_prompts else []
-    except ValueError as err:
+    except (ValueError, OSError) as err:
         print(f"ecad-calibrate: {err}", file=sys.stderr)
         return 2
     scorer, scorer_kwargs, extra_scorers = resolve_scorer(args, objectives)
     recipe = RenderRecipe(
         model=str(args.model), setting=setting, scorer=scorer, scorer_kwargs=scorer_kwargs,
         extra_scorers=extra_scorers, prompts=prompts, seeds=seeds, cost=args.cost, device=args.device,
-        dtype=args.dtype, batch_size=args.batch_size, num_threads=args.threads,
+        dtype=args.dtype, batch_size=args.batch_size, num_threads=args.threads, actions=actions,
+        cost_model=cost_model,
     )
     task = build_model_task(recipe, objectives)
     searched = "+".join(objectives) or scorer
+    # reuse-only runs keep the v1 folder name, so they resume where they always were
+    searched += "" if actions == REUSE_ONLY else "-" + "+".join(actions)
     run_dir = Path(args.run_dir or Path("runs") / "calibrate" / model_name(args.model)
                    / f"{setting.name}-{searched}-s{args.seed}")
     out = Path(args.out or SCHEDULES_DIR / model_name(args.model) / f"{setting.name}.json")
@@ -234,8 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         population=args.population, crossover_points=args.crossover_points, crossover_prob=args.crossover_prob,
         mutation_prob=args.mutation_prob, mutation_bit_prob=args.mutation_bit_prob,
     )
-    log.info("calibrating %s at %s: %d bits, scorer %s, %d prompts x %d seeds, run folder %s",
-             args.model, setting.name, task.space.n_var, scorer, len(prompts), len(seeds), run_dir)
+    log.info("calibrating %s at %s: %d genes (recompute, %s), %d heuristic seeds, scorer %s, %d prompts x %d seeds, "
+             "run folder %s", args.model, setting.name, task.space.n_var, ", ".join(actions), len(task.seeds), scorer,
+             len(prompts), len(seeds), run_dir)
     with make_executor(recipe, args) as executor:
         result = run_search(
             task, run_dir, executor, generations=args.generations, settings=settings, seed=args.seed,
@@ -251,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                                  validation_recipe, progress=not args.no_progress)
     calibration = {
         "prompts": prompts, "seeds": seeds, "scorer_kwargs": scorer_kwargs, "cost": args.cost,
+        "actions": ["recompute", *actions],
         **({"objectives": list(objectives)} if objectives else {}),
         "generations": result.state.generation, "population": args.population, "search_seed": args.seed,
         "evaluations": len(result.memo.evaluated()), "images": result.state.history[-1].get("images_total"),

@@ -1,14 +1,21 @@
 """The glue between the model-free search engine and a diffusers pipeline.
 
 * :class:`RenderRecipe` — everything needed to render and score schedules (model, setting,
-  scorer, prompts x seeds, cost); a frozen value that is also the JSON a Ray actor rebuilds from.
+  scorer, prompts x seeds, cost, the engine actions searched); a frozen value that is also the
+  JSON a Ray actor rebuilds from.
+* :func:`search_space` — the searched actions as genes: ``ecad.schedule.GeneSpace`` (what a gene
+  vector means) and the engine's space over it (a :class:`BitSpace` for reuse-only, the v1
+  search, else an :class:`IntegerSpace`).
 * :class:`PipelineEvaluator` — built from a recipe where the model lives: a loaded pipeline +
   scorer, rendering every candidate for the same prompts x seeds (so differences are the
   schedule's doing) and scoring it against the uncached images of those prompts and seeds
   when the scorer needs them. Cost: the analytic transformer MACs of one image relative to no
-  caching (``cost="macs"``, deterministic) or the measured seconds per image (``"latency"``).
+  caching (``cost="macs"``, deterministic), the measured seconds per image (``"latency"``), or
+  the seconds a per-hardware model fitted on timed schedules predicts, relative to no caching
+  (``"fitted"``, deterministic; ``ecad.cost.FittedCost`` carried in the recipe).
 * :func:`build_model_task` — the search task for a model, built in the driver without loading
-  its weights (the transformer on the meta device gives the block layout and fingerprint).
+  its weights (the transformer on the meta device gives the block layout and fingerprint);
+  seeded with every heuristic of ``heuristic_suite`` the searched actions can express.
 * :func:`front_to_bank` — the found front as a schedule bank (``ecad.bank``), what serving loads.
 """
 
@@ -25,12 +32,43 @@ from ecad.paths import model_name
 from ecad.search.engine.evaluation import CandidateResult
 from ecad.search.engine.loop import SearchResult
 from ecad.search.engine.noise import bootstrap_interval
-from ecad.search.engine.space import BitSpace
+from ecad.search.engine.space import BitSpace, IntegerSpace
 from ecad.search.engine.task import SearchTask
 from ecad.setting import Setting
 
-COSTS = ("macs", "latency")
+COSTS = ("macs", "latency", "fitted")
 DTYPES = ("float32", "float16", "bfloat16")
+#: the actions a search may use besides recompute (always searched): reuse the cached output,
+#: forecast it (order 1), skip a whole block (replay its residual delta)
+ACTIONS = ("reuse", "forecast", "skip")
+#: the v1 search: recompute or reuse, nothing else
+REUSE_ONLY = ("reuse",)
+
+
+def parse_actions(names) -> tuple[str, ...]:
+    """``"reuse,forecast"`` or a sequence of names → the searched actions, in canonical order."""
+    if isinstance(names, str):
+        names = [part.strip() for part in names.split(",") if part.strip()]
+    names = tuple(names)
+    unknown = sorted(set(names) - set(ACTIONS))
+    if unknown or not names:
+        raise ValueError(f"actions must be a non-empty subset of {', '.join(ACTIONS)} "
+                         f"(recompute is always searched), got {', '.join(unknown) or 'none'}")
+    return tuple(a for a in ACTIONS if a in names)
+
+
+def search_space(layout, num_steps: int, actions: tuple[str, ...] = REUSE_ONLY):
+    """(GeneSpace, the engine space over its genes) of the schedules using ``actions``."""
+    from ecad.schedule import FORECAST, RECOMPUTE, REUSE, GeneSpace
+
+    codes = {"reuse": REUSE, "forecast": FORECAST}
+    genes = GeneSpace(layout, num_steps, actions=(RECOMPUTE, *(codes[a] for a in actions if a in codes)),
+                      block_skip="skip" in actions)
+    if actions == REUSE_ONLY:  # the v1 bit space: same config, packing and operators as before
+        return genes, BitSpace((num_steps, layout.num_blocks, layout.num_components))
+    skip_genes = genes.num_genes - genes.num_action_genes
+    segments = ((genes.num_action_genes, min(genes.actions), max(genes.actions), RECOMPUTE),)
+    return genes, IntegerSpace(segments + (((skip_genes, 0, 1, 0),) if skip_genes else ()))
 
 
 @dataclass(frozen=True)
@@ -52,13 +90,20 @@ class RenderRecipe:
     dtype: str = "float32"
     batch_size: int | None = None
     num_threads: int | None = None
+    #: the actions searched besides recompute (``ACTIONS``); reuse only is the v1 search
+    actions: tuple[str, ...] = REUSE_ONLY
+    #: ``FittedCost.to_dict()`` for ``cost="fitted"``
+    cost_model: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "actions", parse_actions(self.actions))
         object.__setattr__(self, "model", str(self.model))
         object.__setattr__(self, "prompts", tuple(self.prompts))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         if self.cost not in COSTS:
             raise ValueError(f"RenderRecipe.cost must be one of {COSTS}, got {self.cost!r}")
+        if (self.cost == "fitted") != (self.cost_model is not None):
+            raise ValueError("RenderRecipe.cost_model (a fitted cost) is needed for, and only for, cost='fitted'")
         if self.dtype not in DTYPES:
             raise ValueError(f"RenderRecipe.dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not self.prompts or not self.seeds:
@@ -68,8 +113,13 @@ class RenderRecipe:
         return PipelineEvaluator(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "setting": self.setting.to_dict(), "prompts": list(self.prompts),
-                "seeds": list(self.seeds)}
+        data = {**asdict(self), "setting": self.setting.to_dict(), "prompts": list(self.prompts),
+                "seeds": list(self.seeds), "actions": list(self.actions)}
+        if self.actions == REUSE_ONLY:  # as v1 runs recorded their evaluator, so they still resume
+            data.pop("actions")
+        if self.cost_model is None:
+            data.pop("cost_model")
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RenderRecipe":
@@ -98,14 +148,19 @@ class PipelineEvaluator:
         self.prompts = [p for p in recipe.prompts for _ in recipe.seeds]
         self.seeds = [s for _ in recipe.prompts for s in recipe.seeds]
         self.batch_size = recipe.batch_size or len(self.prompts)
-        self.space = BitSpace((self.setting.num_inference_steps, self.layout.num_blocks, self.layout.num_components))
+        self.genes, self.space = search_space(self.layout, self.setting.num_inference_steps, recipe.actions)
         self.references = None
         self.full_macs = self._macs(self._schedule(self.space.all_recompute()))
 
-    def _schedule(self, bits):
-        from ecad.schedule import CacheSchedule
+    def _schedule(self, genes):
+        return self.genes.from_genes(self.space.coerce(genes))
 
-        return CacheSchedule(self.space.bits_to_mask(bits), self.layout)
+    def _fitted_speedup(self, schedule) -> float:
+        from ecad.cost import FittedCost, schedule_cost_features
+
+        fitted = FittedCost.from_dict(self.recipe.cost_model)
+        return fitted.speedup(schedule_cost_features(self.pipe, self.setting, schedule),
+                              schedule_cost_features(self.pipe, self.setting))
 
     def _macs(self, schedule) -> int:
         from ecad.cost import image_macs
@@ -156,7 +211,8 @@ class PipelineEvaluator:
         seconds_per_image = (time.perf_counter() - started) / len(samples)
         per_image = self._per_image(images, samples)
         macs = self._macs(schedule)
-        cost = macs / self.full_macs if self.recipe.cost == "macs" else seconds_per_image
+        cost = {"macs": lambda: macs / self.full_macs, "latency": lambda: seconds_per_image,
+                "fitted": lambda: 1.0 / self._fitted_speedup(schedule)}[self.recipe.cost]()
         return CandidateResult.from_samples(per_image, samples, cost=float(cost), quality_metric=self.recipe.scorer,
                                             macs=int(macs), seconds=time.perf_counter() - started)
 
@@ -175,29 +231,42 @@ def transformer_skeleton(model: str):
     return transformer, dict(config)
 
 
-def build_model_task(recipe: RenderRecipe, objectives: tuple[str, ...] = ()) -> SearchTask:
-    """The search over ``recipe``'s model: bit space, heuristic seeds, schedule hashes.
+def expressible_seeds(genes, space) -> list[tuple[str, np.ndarray]]:
+    """Every heuristic of the suite as its real schedule's genes, if the searched actions can
+    express it (a reuse-only search gets no forecast or block-skip heuristic, not a lookalike)."""
+    from ecad.heuristics import heuristic_suite
+    from ecad.schedule import ScheduleError
 
-    ``objectives``: metric names maximised beside cost (empty: the scorer's score).
+    seeds = []
+    for name, schedule in heuristic_suite(genes.layout, genes.num_steps).items():
+        try:
+            seeds.append((name, space.coerce(genes.to_genes(schedule))))
+        except ScheduleError:
+            continue
+    return seeds
+
+
+def build_model_task(recipe: RenderRecipe, objectives: tuple[str, ...] = ()) -> SearchTask:
+    """The search over ``recipe``'s model: gene space, heuristic seeds, schedule hashes.
+
+    ``objectives``: metric names maximised beside cost (empty: the scorer's score). A candidate's
+    key is its decoded schedule's hash (reuse-only schedules keep their v1 hash, so memo and bank
+    ids of v1 runs still match).
     """
     from ecad.adapters import get_adapter
     from ecad.bank import fingerprint
-    from ecad.heuristics import heuristic_suite
-    from ecad.schedule import CacheSchedule
 
     transformer, config = transformer_skeleton(recipe.model)
     layout = get_adapter(transformer).layout(transformer)
-    steps = recipe.setting.num_inference_steps
-    space = BitSpace((steps, layout.num_blocks, layout.num_components))
-    seeds_bits = [(name, space.mask_to_bits(s.mask)) for name, s in heuristic_suite(layout, steps).items()]
+    genes, space = search_space(layout, recipe.setting.num_inference_steps, recipe.actions)
 
     def schedule_hash(bits) -> str:
-        return CacheSchedule(space.bits_to_mask(bits), layout).hash
+        return genes.from_genes(bits).hash
 
     return SearchTask(
         space=space,
         recipe=recipe,
-        seeds=seeds_bits,
+        seeds=expressible_seeds(genes, space),
         key_fn=schedule_hash,
         setting=recipe.setting,
         objectives=tuple(objectives),
@@ -210,16 +279,19 @@ def build_model_task(recipe: RenderRecipe, objectives: tuple[str, ...] = ()) -> 
             "layout": layout.to_dict(),
             "scorer": recipe.scorer,
             "cost": recipe.cost,
-            "cost_label": "transformer MACs / no-cache MACs" if recipe.cost == "macs" else "seconds per image",
+            "cost_label": {"macs": "transformer MACs / no-cache MACs", "latency": "seconds per image",
+                           "fitted": "fitted seconds / no-cache seconds"}[recipe.cost],
             "quality_label": recipe.scorer,
         },
     )
 
 
-def schedule_of(task: SearchTask, bits):
-    from ecad.schedule import BlockLayout, CacheSchedule
+def schedule_of(task: SearchTask, genes):
+    """The schedule a model task's gene vector stands for."""
+    from ecad.schedule import BlockLayout
 
-    return CacheSchedule(task.space.bits_to_mask(bits), BlockLayout.from_dict(task.description["layout"]))
+    layout = BlockLayout.from_dict(task.description["layout"])
+    return search_space(layout, task.setting.num_inference_steps, task.recipe.actions)[0].from_genes(genes)
 
 
 def bank_records(task: SearchTask, result: SearchResult) -> list:

@@ -48,7 +48,7 @@ log = logging.getLogger("ecad.search")
 #: relative spread of the seeded heuristics' quality below which the scorer is called blind
 BLIND_SCORER_SPREAD = 0.02
 
-#: a candidate on its way to the memo: (schedule hash, bits, heuristic label or None)
+#: a candidate on its way to the memo: (schedule hash, genes, heuristic label or None)
 Candidate = tuple[str, np.ndarray, "str | None"]
 
 
@@ -87,7 +87,7 @@ def run_search(
     folder.bind_config(
         {
             "task": task.description,
-            "space": {"shape": list(task.space.shape), "fixed_steps": task.space.fixed_steps},
+            "space": task.space.to_config(),
             "evaluator": {"kind": task.recipe.kind, **task.recipe.to_dict()},
             "genetic": settings.to_dict(),
             "seed": seed,
@@ -100,17 +100,17 @@ def run_search(
         },
         mutable_keys=("generations", "execution"),
     )
-    memo = folder.memo(task.space.n_var)
+    memo = folder.memo(task.space)
     _hand_references(folder, executor)
 
-    state = folder.load_state(task.space.n_var)
+    state = folder.load_state(task.space)
     if state is None:  # generation 0: seeds + random schedules, cut down to the population
         started = time.perf_counter()
         candidates = initial_candidates(task, settings.population, seed)
         evaluated = evaluate_generation(task, executor, memo, candidates, 0, progress)
-        bits = np.array([b for _, b, _ in candidates], dtype=bool)
+        bits = task.space.coerce(np.array([b for _, b, _ in candidates]))
         F_all = task.objective_matrix(memo[key].result for key, _, _ in candidates)
-        pop_bits, pop_F = select_initial(settings, bits, F_all, seed)
+        pop_bits, pop_F = select_initial(settings, task.space, bits, F_all, seed)
         state = SearchState(0, [task.key(b) for b in pop_bits], pop_bits, pop_F, normalization_from(F_all))
         _finish_generation(folder, task, memo, state, evaluated, started, plot)
 
@@ -126,7 +126,7 @@ def run_search(
             started = time.perf_counter()
             generation = state.generation + 1
             pool = surrogate.pool_factor if surrogate else 1
-            step = Generation(settings, state.population_bits, state.F, seed, generation, pool_factor=pool)
+            step = Generation(settings, task.space, state.population_bits, state.F, seed, generation, pool_factor=pool)
             offspring = step.offspring()  # 1. ask
             chosen = np.arange(len(offspring))
             if surrogate:  # 1b. render only the offspring a model of earlier results ranks best
@@ -166,29 +166,22 @@ def rescore(task: SearchTask, run_dir: str | Path, executor: Executor, records: 
     that recipe, so an interrupted re-scoring resumes and a different one is refused."""
     folder = RunFolder(run_dir)
     folder.bind_config({"evaluator": {"kind": recipe.kind, **recipe.to_dict()}})
-    memo = folder.memo(task.space.n_var)
+    memo = folder.memo(task.space)
     _hand_references(folder, executor)
     jobs = [(r.key, r.bits, None, r.label) for r in records if r.key not in memo]
     _evaluate(executor, memo, jobs, 0, task, progress)
     return {r.key: memo[r.key].result for r in records}
 
 
-def random_candidates(n_var: int, count: int, seed: int) -> np.ndarray:
-    """Random schedules with varied density, so the initial population spans many costs."""
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
-    density = rng.uniform(0.1, 0.9, size=(count, 1))
-    return rng.random((count, n_var)) < density
-
-
 def initial_candidates(task: SearchTask, population: int, seed: int) -> list[Candidate]:
     """Seeded schedules first (deduplicated by key), then random ones up to ``population``."""
     chosen: dict[str, Candidate] = {}
     for label, bits in task.seeds:
-        bits = np.asarray(bits, dtype=bool)
+        bits = task.space.coerce(bits)
         chosen.setdefault(task.key(bits), (task.key(bits), bits, label))
     missing = max(0, population - len(chosen))
     # draw extra to survive duplicates; deterministic in (seed)
-    for bits in random_candidates(task.space.n_var, 2 * missing + 8, seed):
+    for bits in task.space.random(2 * missing + 8, seed):
         if len(chosen) >= population:
             break
         chosen.setdefault(task.key(bits), (task.key(bits), bits, None))
@@ -205,7 +198,12 @@ def evaluate_generation(task: SearchTask, executor: Executor, memo: Memo, candid
     optimistic bound could still be non-dominated by the front of earlier generations' full
     evaluations: a set fixed before this generation began, so a resumed run decides the same.
     """
-    missing = [c for c in candidates if c[0] not in memo]
+    # two gene vectors may decode to one schedule (a repaired forecast): evaluate it once
+    missing: dict[str, Candidate] = {}
+    for candidate in candidates:
+        if candidate[0] not in memo:
+            missing.setdefault(candidate[0], candidate)
+    missing = list(missing.values())
     if racing is None or generation == 0:
         return _evaluate(executor, memo, [(key, bits, None, label) for key, bits, label in missing], generation,
                          task, progress)
@@ -302,7 +300,7 @@ def _finish_generation(folder: RunFolder, task: SearchTask, memo: Memo, state: S
         "seconds": round(time.perf_counter() - started, 3),
     }
     state.history.append(record)
-    folder.save_state(state)
+    folder.save_state(state, task.space)
     log.info("generation %d: hypervolume %.4f, front %d, %d new evaluations (%d total), %.1f s",
              record["generation"], record["hypervolume"], record["front_size"], record["evaluated"],
              record["evaluated_total"], record["seconds"])

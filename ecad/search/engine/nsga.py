@@ -5,6 +5,10 @@ algorithm object, each generation constructs a fresh NSGA-II whose initial popul
 saved one (with its known objectives) and whose random generator is seeded from
 ``(seed, generation)``. An uninterrupted run does exactly the same, so interrupted and
 uninterrupted runs produce the same offspring, bit for bit.
+
+Operators: k-point crossover on the gene vectors (any integers); mutation flips bits in a bit
+space (pymoo's bitflip, as the v1 search always did) and, in an integer space (actions genes),
+redraws a gene as one of the *other* values its range allows (:class:`ResampleMutation`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.mutation import Mutation
 from pymoo.core.problem import Problem
 from pymoo.operators.crossover.pntx import PointCrossover
 from pymoo.operators.mutation.bitflip import BitflipMutation
@@ -35,11 +40,29 @@ class GeneticSettings:
         return asdict(self)
 
 
-class BitProblem(Problem):
-    """Only declares the variables; objectives are computed outside pymoo (ask/tell)."""
+class GeneProblem(Problem):
+    """Only declares the variables (bits, or integers within the space's bounds); objectives are
+    computed outside pymoo (ask/tell)."""
 
-    def __init__(self, n_var: int, n_obj: int = 2):
-        super().__init__(n_var=n_var, n_obj=n_obj, xl=0, xu=1, vtype=bool)
+    def __init__(self, space, n_obj: int = 2):
+        low, high = space.bounds()
+        super().__init__(n_var=space.n_var, n_obj=n_obj, xl=low, xu=high, vtype=bool if space.is_binary else int)
+
+
+class ResampleMutation(Mutation):
+    """Each gene, with probability ``prob_var`` (default 1 / n_var), takes another value of its
+    range ``xl..xu``, uniformly: the integer analogue of a bit flip."""
+
+    def _do(self, problem, X, random_state=None, **kwargs):
+        X = np.asarray(X, dtype=np.int64).copy()
+        prob_var = self.get_prob_var(problem, size=len(X))
+        low, high = np.asarray(problem.xl, dtype=np.int64), np.asarray(problem.xu, dtype=np.int64)
+        chosen = random_state.random(X.shape) < np.asarray(prob_var).reshape(-1, 1)
+        # a uniform draw among the span - 1 other values: shift past the current one
+        span = high - low + 1
+        draw = low + np.floor(random_state.random(X.shape) * (span - 1)).astype(np.int64)
+        draw = np.where(draw >= X, draw + 1, draw)
+        return np.where(chosen, draw, X)
 
 
 def generation_seed(seed: int, generation: int) -> int:
@@ -47,17 +70,18 @@ def generation_seed(seed: int, generation: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(generation)]).generate_state(1)[0])
 
 
-def _nsga2(settings: GeneticSettings, sampling: np.ndarray, n_offsprings: int | None = None) -> NSGA2:
+def _nsga2(settings: GeneticSettings, space, sampling: np.ndarray, n_offsprings: int | None = None) -> NSGA2:
+    kind = BitflipMutation if space.is_binary else ResampleMutation
     mutation = (
-        BitflipMutation(prob=settings.mutation_prob)
+        kind(prob=settings.mutation_prob)
         if settings.mutation_bit_prob is None
-        else BitflipMutation(prob=settings.mutation_prob, prob_var=settings.mutation_bit_prob)
+        else kind(prob=settings.mutation_prob, prob_var=settings.mutation_bit_prob)
     )
     return NSGA2(
         pop_size=settings.population,
         n_offsprings=n_offsprings,
-        # a bool array: an int 0/1 array makes BitflipMutation produce -1/-2
-        sampling=np.asarray(sampling, dtype=bool),
+        # a bool array for bits: an int 0/1 array makes BitflipMutation produce -1/-2
+        sampling=space.coerce(sampling),
         crossover=PointCrossover(n_points=settings.crossover_points, prob=settings.crossover_prob),
         mutation=mutation,
         eliminate_duplicates=True,
@@ -71,10 +95,11 @@ class Generation:
     caller evaluates and tells only the ``chosen`` ones (a surrogate's pre-screen).
     """
 
-    def __init__(self, settings: GeneticSettings, bits: np.ndarray, F: np.ndarray, seed: int, generation: int,
+    def __init__(self, settings: GeneticSettings, space, bits: np.ndarray, F: np.ndarray, seed: int, generation: int,
                  pool_factor: int = 1):
-        self.problem = BitProblem(bits.shape[1], np.asarray(F).shape[1])
-        self.algorithm = _nsga2(settings, bits, None if pool_factor == 1 else pool_factor * settings.population)
+        self.space = space
+        self.problem = GeneProblem(space, np.asarray(F).shape[1])
+        self.algorithm = _nsga2(settings, space, bits, None if pool_factor == 1 else pool_factor * settings.population)
         self.algorithm.setup(self.problem, seed=generation_seed(seed, generation), termination=("n_gen", 1 << 30))
         parents = self.algorithm.ask()
         if len(parents) != len(bits):
@@ -88,29 +113,30 @@ class Generation:
 
     def offspring(self) -> np.ndarray:
         self._offspring = self.algorithm.ask()
-        return np.asarray(self._offspring.get("X"), dtype=bool)
+        return self.space.coerce(self._offspring.get("X"))
 
     def survivors(self, F_offspring: np.ndarray, chosen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Tell the objectives of the ``chosen`` offspring (all by default); return the next (bits, F)."""
         told = self._offspring if chosen is None else self._offspring[np.asarray(chosen, dtype=int)]
         self._tell(told, F_offspring)
         pop = self.algorithm.pop
-        return np.asarray(pop.get("X"), dtype=bool), np.asarray(pop.get("F"), dtype=float)
+        return self.space.coerce(pop.get("X")), np.asarray(pop.get("F"), dtype=float)
 
 
-def select_initial(settings: GeneticSettings, bits: np.ndarray, F: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def select_initial(settings: GeneticSettings, space, bits: np.ndarray, F: np.ndarray, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """NSGA-II survival over the evaluated initial candidates, down to the population size.
 
     ``bits`` must be free of duplicates (the caller dedupes by schedule hash).
     """
     from pymoo.core.population import Population
 
-    problem = BitProblem(bits.shape[1], np.asarray(F).shape[1])
-    algorithm = _nsga2(settings, bits)
+    problem = GeneProblem(space, np.asarray(F).shape[1])
+    algorithm = _nsga2(settings, space, bits)
     algorithm.setup(problem, seed=generation_seed(seed, 0), termination=("n_gen", 1 << 30))
-    pop = Population.new(X=np.asarray(bits, dtype=bool))
+    pop = Population.new(X=space.coerce(bits))
     algorithm.evaluator.eval(StaticProblem(problem, F=np.asarray(F, dtype=float)), pop)
     survivors = algorithm.survival.do(
         problem, pop, n_survive=min(len(pop), settings.population), random_state=algorithm.random_state, algorithm=algorithm
     )
-    return np.asarray(survivors.get("X"), dtype=bool), np.asarray(survivors.get("F"), dtype=float)
+    return space.coerce(survivors.get("X")), np.asarray(survivors.get("F"), dtype=float)

@@ -24,7 +24,6 @@ import numpy as np
 
 from ecad.atomic import atomic_write_bytes
 from ecad.search.engine.evaluation import CandidateResult
-from ecad.search.engine.space import pack_bits, unpack_bits
 
 STATE_VERSION = 1
 
@@ -42,7 +41,7 @@ class RunFolderError(RuntimeError):
 @dataclass
 class MemoRecord:
     key: str
-    bits: np.ndarray
+    bits: np.ndarray  # the candidate's genes (bool in a bit space), stored packed by the space
     result: CandidateResult
     generation: int  # the generation whose evaluation first asked for this candidate
     label: str | None = None  # e.g. "fora-2" for seeded heuristics
@@ -52,12 +51,12 @@ class MemoRecord:
     #: images this evaluation rendered (None in memos written before it was recorded)
     images: int | None = None
 
-    def to_json(self) -> str:
+    def to_json(self, space) -> str:
         extra = {name: value for name, value in (("stage", self.stage), ("images", self.images)) if value is not None}
         return json.dumps(
             {
                 "key": self.key,
-                "bits": pack_bits(self.bits),
+                "bits": space.pack(self.bits),
                 "generation": self.generation,
                 "label": self.label,
                 **extra,
@@ -67,11 +66,11 @@ class MemoRecord:
         )
 
     @classmethod
-    def from_json(cls, line: str, n_var: int) -> "MemoRecord":
+    def from_json(cls, line: str, space) -> "MemoRecord":
         data = json.loads(line)
         return cls(
             key=data["key"],
-            bits=unpack_bits(data["bits"], n_var),
+            bits=space.unpack(data["bits"]),
             result=CandidateResult.from_dict(data),
             generation=int(data["generation"]),
             label=data.get("label"),
@@ -81,9 +80,9 @@ class MemoRecord:
 
 
 class Memo:
-    def __init__(self, path: Path, n_var: int):
+    def __init__(self, path: Path, space):
         self.path = Path(path)
-        self.n_var = n_var
+        self.space = space
         self.records: dict[str, MemoRecord] = {}
         self._load()
 
@@ -97,7 +96,7 @@ class Memo:
                 break  # torn final write
             text = line.decode("utf-8").strip()
             if text:
-                record = MemoRecord.from_json(text, self.n_var)
+                record = MemoRecord.from_json(text, self.space)
                 self.records.setdefault(record.key, record)
             good_end += len(line)
         if good_end != len(raw):
@@ -123,7 +122,7 @@ class Memo:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(record.to_json() + "\n")
+            handle.write(record.to_json(self.space) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         self.records[record.key] = record
@@ -142,17 +141,17 @@ class SearchState:
 
     generation: int
     population_keys: list[str]
-    population_bits: np.ndarray  # bool [pop, n_var]
+    population_bits: np.ndarray  # genes [pop, n_var] (bool in a bit space)
     F: np.ndarray  # float [pop, objectives]: (−quality..., cost)
     normalization: tuple[list[float], list[float]]  # HV box, fixed at generation 0
     history: list[dict[str, Any]] = field(default_factory=list)  # one log record per generation
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, space) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
             "generation": self.generation,
             "population": [
-                {"key": key, "bits": pack_bits(bits), "F": [float(v) for v in f]}
+                {"key": key, "bits": space.pack(bits), "F": [float(v) for v in f]}
                 for key, bits, f in zip(self.population_keys, self.population_bits, self.F)
             ],
             "normalization": {"lower": self.normalization[0], "upper": self.normalization[1]},
@@ -160,16 +159,15 @@ class SearchState:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], n_var: int) -> "SearchState":
+    def from_dict(cls, data: dict[str, Any], space) -> "SearchState":
         if data.get("version") != STATE_VERSION:
             raise RunFolderError(f"state version {data.get('version')!r} is not {STATE_VERSION}")
         population = data["population"]
         return cls(
             generation=int(data["generation"]),
             population_keys=[p["key"] for p in population],
-            population_bits=np.array([unpack_bits(p["bits"], n_var) for p in population], dtype=bool).reshape(
-                len(population), n_var
-            ),
+            population_bits=space.coerce(np.array([space.unpack(p["bits"]) for p in population]).reshape(
+                len(population), space.n_var)),
             F=np.array([p["F"] for p in population], dtype=float).reshape(len(population), -1),
             normalization=(data["normalization"]["lower"], data["normalization"]["upper"]),
             history=list(data.get("history", [])),
@@ -208,16 +206,16 @@ class RunFolder:
         atomic_write_json(self.config_path, config)
         return config
 
-    def memo(self, n_var: int) -> Memo:
-        return Memo(self.memo_path, n_var)
+    def memo(self, space) -> Memo:
+        return Memo(self.memo_path, space)
 
-    def load_state(self, n_var: int) -> SearchState | None:
+    def load_state(self, space) -> SearchState | None:
         if not self.state_path.exists():
             return None
-        return SearchState.from_dict(json.loads(self.state_path.read_text()), n_var)
+        return SearchState.from_dict(json.loads(self.state_path.read_text()), space)
 
-    def save_state(self, state: SearchState) -> None:
-        atomic_write_json(self.state_path, state.to_dict())
+    def save_state(self, state: SearchState, space) -> None:
+        atomic_write_json(self.state_path, state.to_dict(space))
 
     def load_references(self) -> dict[str, Any] | None:
         if not self.references_path.exists():

@@ -1,8 +1,14 @@
-"""The search space: a cache schedule's mask flattened to the bits the genetic search varies.
+"""The search spaces: what a candidate is, as the flat gene vector the genetic search varies.
 
-A schedule is a bool mask ``[num_steps, num_blocks, num_components]`` (True = recompute). The
-first ``fixed_steps`` steps (step 0 by default) must always recompute — there is nothing cached
-yet — so their bits are fixed to True and are not part of the search vector.
+Two kinds, with one interface (``n_var``, ``bounds``, ``coerce``, ``pack``/``unpack``, ``random``,
+``features``, ``all_recompute``, ``to_config``) the engine uses without knowing which:
+
+* :class:`BitSpace` — a cache schedule's bool mask ``[num_steps, num_blocks, num_components]``
+  (True = recompute). The first ``fixed_steps`` steps (step 0 by default) must always recompute
+  — there is nothing cached yet — so their bits are fixed to True and are not searched.
+* :class:`IntegerSpace` — integer genes in segments of equal range, e.g. the action genes of
+  ``ecad.schedule.GeneSpace`` (reuse 0 / recompute 1 / forecast 2) then its block-skip genes
+  (0/1). A space whose every gene is 0/1 searches like a bit space (same operators and packing).
 """
 
 from __future__ import annotations
@@ -48,6 +54,122 @@ class BitSpace:
 
     def all_recompute(self) -> np.ndarray:
         return np.ones(self.n_var, dtype=bool)
+
+    # -- the interface the engine uses (shared with IntegerSpace) ------------------------------
+    is_binary = True
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(self.n_var, dtype=int), np.ones(self.n_var, dtype=int)
+
+    def coerce(self, genes: np.ndarray) -> np.ndarray:
+        return np.asarray(genes, dtype=bool)
+
+    def pack(self, genes: np.ndarray) -> str:
+        return pack_bits(genes)
+
+    def unpack(self, text: str) -> np.ndarray:
+        return unpack_bits(text, self.n_var)
+
+    def random(self, count: int, seed: int) -> np.ndarray:
+        return random_bits(self.n_var, count, seed)
+
+    def features(self, genes: np.ndarray) -> np.ndarray:
+        return np.asarray(genes, dtype=float)
+
+    def to_config(self) -> dict:
+        return {"shape": list(self.shape), "fixed_steps": self.fixed_steps}
+
+
+@dataclass(frozen=True)
+class IntegerSpace:
+    """Flat integer genes in segments ``((count, low, high, baseline), ...)``, in gene order: each
+    gene of a segment takes every integer ``low..high``; ``baseline`` is its value in the
+    all-recompute (no-cache) candidate (recompute for an action gene, 0 for a skip gene)."""
+
+    segments: tuple[tuple[int, int, int, int], ...]
+
+    def __post_init__(self):
+        segments = tuple(tuple(int(v) for v in s) for s in self.segments)
+        object.__setattr__(self, "segments", segments)
+        if not segments or any(len(s) != 4 or s[0] < 1 or not 0 <= s[1] <= s[3] <= s[2] <= 255 or s[1] == s[2]
+                               for s in segments):
+            raise ValueError(f"IntegerSpace.segments must be (count >= 1, low, high, baseline) with "
+                             f"0 <= low <= baseline <= high <= 255 and low < high, got {list(segments)}")
+
+    @property
+    def n_var(self) -> int:
+        return sum(s[0] for s in self.segments)
+
+    @property
+    def is_binary(self) -> bool:
+        return all(s[1:3] == (0, 1) for s in self.segments)
+
+    @property
+    def _bits_per_gene(self) -> int:
+        return max(s[2] for s in self.segments).bit_length()
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        low = np.concatenate([np.full(s[0], s[1]) for s in self.segments])
+        high = np.concatenate([np.full(s[0], s[2]) for s in self.segments])
+        return low, high
+
+    def coerce(self, genes: np.ndarray) -> np.ndarray:
+        genes = np.asarray(genes)
+        if self.is_binary:
+            return genes.astype(bool)
+        low, high = self.bounds()
+        if genes.shape[-1:] != (self.n_var,) or (genes < low).any() or (genes > high).any():
+            raise ValueError(f"genes must have {self.n_var} values within the space's bounds, got shape {genes.shape}")
+        return genes.astype(np.int64)
+
+    def all_recompute(self) -> np.ndarray:
+        return self.coerce(np.concatenate([np.full(n, baseline) for n, _, _, baseline in self.segments]))
+
+    def pack(self, genes: np.ndarray) -> str:
+        """Portable text: the genes' bits (``_bits_per_gene`` each, most significant first), packed."""
+        genes = np.asarray(genes, dtype=np.uint8)
+        width = self._bits_per_gene
+        return pack_bits(np.unpackbits(genes[:, None], axis=1)[:, 8 - width:])
+
+    def unpack(self, text: str) -> np.ndarray:
+        width = self._bits_per_gene
+        bits = unpack_bits(text, self.n_var * width).reshape(self.n_var, width)
+        return self.coerce(np.packbits(np.pad(bits, ((0, 0), (8 - width, 0))), axis=1)[:, 0])
+
+    def random(self, count: int, seed: int) -> np.ndarray:
+        """Random candidates with varied mixes: per candidate and segment, value shares from a
+        flat Dirichlet, so the initial population spans many costs and action mixes."""
+        if self.is_binary:
+            return random_bits(self.n_var, count, seed)
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
+        parts = []
+        for n, lo, hi, _ in self.segments:
+            values = np.arange(lo, hi + 1)
+            shares = rng.dirichlet(np.ones(len(values)), size=count)
+            parts.append(np.array([rng.choice(values, size=n, p=p) for p in shares]).reshape(count, n))
+        return self.coerce(np.hstack(parts))
+
+    def features(self, genes: np.ndarray) -> np.ndarray:
+        """The surrogate's inputs: bits as they are, other genes one-hot over their values."""
+        genes = np.atleast_2d(np.asarray(genes))
+        if self.is_binary:
+            return genes.astype(float)
+        columns, start = [], 0
+        for n, lo, hi, _ in self.segments:
+            part = genes[:, start : start + n]
+            columns += [(part == v).astype(float) for v in range(lo, hi + 1)]
+            start += n
+        return np.hstack(columns)
+
+    def to_config(self) -> dict:
+        return {"segments": [list(s) for s in self.segments]}
+
+
+def random_bits(n_var: int, count: int, seed: int) -> np.ndarray:
+    """Random bit vectors with varied density, so the initial population spans many costs."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
+    density = rng.uniform(0.1, 0.9, size=(count, 1))
+    return rng.random((count, n_var)) < density
 
 
 def pack_bits(bits: np.ndarray) -> str:

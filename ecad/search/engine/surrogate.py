@@ -1,6 +1,7 @@
 """A surrogate pre-screen: render only the offspring a cheap model of earlier results ranks best.
 
-Each generation, ridge regression (scikit-learn) is refitted on the schedule bits of every
+Each generation, ridge regression (scikit-learn) is refitted on the schedule genes (bits as they
+are, integer action genes one-hot: ``space.features``) of every
 candidate fully evaluated in earlier generations, one model per objective. NSGA-II is asked for
 ``pool_factor`` times the population in offspring; the surrogate predicts their objectives and
 only the best ``population`` by predicted non-dominated rank (then crowding distance) are
@@ -39,10 +40,10 @@ def predict_objectives(task: SearchTask, evaluated: list[MemoRecord], bits: np.n
     """Predicted minimised objectives of ``bits`` from a ridge fit on the ``evaluated`` records."""
     from sklearn.linear_model import Ridge
 
-    X = np.array([r.bits for r in evaluated], dtype=float)
+    X = task.space.features(np.array([r.bits for r in evaluated]))
     Y = task.objective_matrix(r.result for r in evaluated)
     model = Ridge(alpha=alpha).fit(X, Y)
-    return np.asarray(model.predict(np.asarray(bits, dtype=float)), dtype=float).reshape(len(bits), Y.shape[1])
+    return np.asarray(model.predict(task.space.features(bits)), dtype=float).reshape(len(bits), Y.shape[1])
 
 
 def rank_and_crowding_order(F: np.ndarray) -> np.ndarray:

@@ -8,6 +8,9 @@ Metrics: ``weighted`` (that quality) and ``late`` (the same with the steps' weig
 second quality objective that conflicts with the first). With ``noise > 0`` each of
 ``num_samples`` samples (the stand-in for prompt x seed images) adds its own deterministic noise,
 so noise-aware evaluation (racing on a subset of samples) can be tested without a model.
+
+With ``levels`` > 2 each gene is an integer ``0..levels-1`` (an :class:`IntegerSpace`, the
+stand-in for action genes) that counts as that fraction of a recomputed bit, in quality and cost.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ecad.search.engine.evaluation import CandidateResult
-from ecad.search.engine.space import BitSpace, bits_key, pack_bits
+from ecad.search.engine.space import BitSpace, IntegerSpace, bits_key, pack_bits
 from ecad.search.engine.task import SearchTask
 
 
@@ -42,7 +45,8 @@ def true_front(weights: np.ndarray) -> np.ndarray:
 
 class SyntheticEvaluator:
     def __init__(self, weights, delay: float = 0.0, crash_on: str | None = None, crash_flag: str | None = None,
-                 num_samples: int = 1, noise: float = 0.0):
+                 num_samples: int = 1, noise: float = 0.0, levels: int = 2):
+        self.levels = levels
         self.weights = np.asarray(weights, dtype=float)
         self.late_weights = self.weights[::-1].copy()
         self.num_samples = num_samples
@@ -64,21 +68,23 @@ class SyntheticEvaluator:
         return float(np.random.default_rng([seed, sample]).normal(0.0, self.noise))
 
     def evaluate(self, bits, samples=None) -> CandidateResult:
-        bits = np.asarray(bits, dtype=bool)
+        genes = np.asarray(bits)
+        bits = np.asarray(bits, dtype=bool)  # the crash trigger and the noise seed
         if self.crash_on and pack_bits(bits) == self.crash_on and not Path(self.crash_flag).exists():
             Path(self.crash_flag).write_text(str(os.getpid()))
             os._exit(1)  # simulate a worker dying (OOM kill, segfault)
         if self.delay:
             time.sleep(self.delay)
         samples = range(self.num_samples) if samples is None else samples
-        true = {"weighted": float(self.weights @ bits / self.weights.sum()),
-                "late": float(self.late_weights @ bits / self.late_weights.sum())}
+        computed = genes.astype(float) / (self.levels - 1)
+        true = {"weighted": float(self.weights @ computed / self.weights.sum()),
+                "late": float(self.late_weights @ computed / self.late_weights.sum())}
         if self.noise:
             noise = [self._sample_noise(bits, i) for i in samples]
             per_sample = {name: [value + n for n in noise] for name, value in true.items()}
         else:
             per_sample = {name: [value] * len(samples) for name, value in true.items()}
-        result = CandidateResult.from_samples(per_sample, [int(i) for i in samples], cost=float(bits.mean()),
+        result = CandidateResult.from_samples(per_sample, [int(i) for i in samples], cost=float(computed.mean()),
                                               quality_metric="weighted")
         return result if self.noise else replace(result, samples={}, sample_ids=[])
 
@@ -94,13 +100,17 @@ class SyntheticRecipe:
     crash_flag: str | None = None  # file that records the crash happened
     num_samples: int = 1
     noise: float = 0.0
+    levels: int = 2  # values per gene: 2 = bits
 
     def build(self) -> SyntheticEvaluator:
         return SyntheticEvaluator(self.weights, delay=self.delay, crash_on=self.crash_on, crash_flag=self.crash_flag,
-                                  num_samples=self.num_samples, noise=self.noise)
+                                  num_samples=self.num_samples, noise=self.noise, levels=self.levels)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "weights": list(self.weights)}
+        data = {**asdict(self), "weights": list(self.weights)}
+        if self.levels == 2:  # as bit-space runs have always recorded it
+            data.pop("levels")
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SyntheticRecipe":
@@ -108,17 +118,18 @@ class SyntheticRecipe:
 
 
 def synthetic_task(shape=(5, 2, 2), weight_seed: int = 0, delay: float = 0.0, objectives: tuple[str, ...] = (),
-                   **evaluator_kwargs) -> SearchTask:
-    space = BitSpace(tuple(shape))
-    weights = synthetic_weights(space, weight_seed)
-    recipe = SyntheticRecipe(tuple(float(w) for w in weights), delay=delay, **evaluator_kwargs)
-    n = space.n_var
-    every_other = np.zeros(n, dtype=bool)
-    every_other[::2] = True
+                   levels: int = 2, **evaluator_kwargs) -> SearchTask:
+    bit_space = BitSpace(tuple(shape))
+    weights = synthetic_weights(bit_space, weight_seed)
+    recipe = SyntheticRecipe(tuple(float(w) for w in weights), delay=delay, levels=levels, **evaluator_kwargs)
+    n = bit_space.n_var
+    space = bit_space if levels == 2 else IntegerSpace(((n, 0, levels - 1, levels - 1),))
+    every_other = np.zeros(n, dtype=int)
+    every_other[::2] = levels - 1
     return SearchTask(
         space=space,
         recipe=recipe,
-        seeds=[("no-cache", space.all_recompute()), ("every-other", every_other)],
+        seeds=[("no-cache", space.all_recompute()), ("every-other", space.coerce(every_other))],
         description={"name": "synthetic", "shape": list(shape), "weight_seed": weight_seed},
         objectives=tuple(objectives),
         num_samples=recipe.num_samples,

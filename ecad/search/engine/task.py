@@ -1,4 +1,4 @@
-"""A search task: the bit space, how to name a candidate, which candidates seed the search, and
+"""A search task: the gene space (bits, or integer action genes), how to name a candidate, which candidates seed the search, and
 the recipe of the evaluator that scores one. Built in the driver without loading the model."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from typing import Any, Callable
 import numpy as np
 
 from ecad.search.engine.evaluation import Recipe
-from ecad.search.engine.space import BitSpace, bits_key
+from ecad.search.engine.space import BitSpace, IntegerSpace, bits_key
 from ecad.setting import Setting
 
 
 @dataclass
 class SearchTask:
-    space: BitSpace
+    space: BitSpace | IntegerSpace
     recipe: Recipe
     #: labelled candidates that seed the initial population (heuristics, no-cache), in order
     seeds: list[tuple[str, np.ndarray]] = field(default_factory=list)
@@ -38,7 +38,7 @@ class SearchTask:
         return objective_matrix(results, self.objectives)
 
     def key(self, bits: np.ndarray) -> str:
-        return self.key_fn(np.asarray(bits, dtype=bool))
+        return self.key_fn(self.space.coerce(bits))
 
 
 def objective_matrix(results, objectives: tuple[str, ...] = ()) -> np.ndarray:
