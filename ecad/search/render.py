@@ -197,10 +197,10 @@ class PipelineEvaluator:
                 if self.references is None:
                     raise RuntimeError(f"scorer {name!r} needs reference images but none were set")
                 references = self.references[samples]
-            per_image = scorer.metrics(images, prompts, references) if hasattr(scorer, "metrics") else {}
-            score = per_image.get(name)
+            per_image = scorer.metrics(images, prompts, references)
             values.update(per_image)
-            values[name] = scorer.score(images, prompts, references) if score is None else score
+            if name not in per_image:  # registered under another name than the scorer reports
+                values[name] = scorer.score(images, prompts, references)
         return {name: [float(v) for v in tensor.float().reshape(-1)] for name, tensor in values.items()}
 
     def evaluate(self, bits: np.ndarray, samples=None) -> CandidateResult:
