@@ -405,3 +405,18 @@ def test_the_committed_bank_finds_its_model_from_any_directory(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     bank = ScheduleBank.load(REPO_ROOT / "schedules" / "ecad-scenes" / "32x32-20steps.json")
     assert bank.model == str(REPO_ROOT / "models" / "ecad-scenes")
+
+
+def test_profile_cli_stores_a_profile_and_refuses_bad_options(tiny_setup, tmp_path, capsys):
+    from ecad.cli.profile import main as profile_main
+
+    model, bank_path, _ = tiny_setup
+    out = tmp_path / "profiled.json"
+    assert profile_main([str(bank_path), "--model", str(model), "--repeats", "0"]) == 2
+    assert "--repeats must be >= 1" in capsys.readouterr().err
+    assert profile_main([str(bank_path), "--model", str(model), "--repeats", "1", "--warmup", "0",
+                         "--output", str(out)]) == 0
+    profiled = ScheduleBank.load(out)
+    (profile,) = profiled.profiles
+    assert set(profile.latency_ms) == {e.id for e in profiled.entries} and profile.repeats == 1
+    assert ScheduleBank.load(bank_path).profiles == []  # --output leaves the original alone

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-import torch
+from ecad.cli.options import add_bank_runtime_options, load_bank_and_pipeline, positive_options_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,11 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("bank", help="bank JSON file, e.g. schedules/ecad-scenes/32x32-20steps.json")
-    parser.add_argument("--model", help="diffusers model id or folder (default: the bank's model)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    add_bank_runtime_options(parser)
     parser.add_argument("--batch-size", type=int, default=1, help="images per call (default 1)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
@@ -36,20 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from ecad.bank import BankError, ScheduleBank
-    from ecad.generate import load_pipeline
+    from ecad.bank import BankError
     from ecad.profile import profile_bank
 
-    for name in ("batch_size", "threads", "repeats"):
-        if getattr(args, name) < 1:
-            print(f"ecad-profile: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
-            return 2
-    if args.device.startswith("cpu"):
-        torch.set_num_threads(args.threads)
+    problem = positive_options_error("ecad-profile", args, ("batch_size", "threads", "repeats"))
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     try:
-        bank = ScheduleBank.load(args.bank)
-        pipe = load_pipeline(args.model or bank.model, device=args.device, dtype=getattr(torch, args.dtype))
-        bank.check_transformer(dict(pipe.transformer.config), source=args.bank)
+        bank, pipe = load_bank_and_pipeline(args)
     except (BankError, OSError) as err:
         print(f"ecad-profile: {err}", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-import torch
+from ecad.cli.options import add_bank_runtime_options, load_bank_and_pipeline, positive_options_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,14 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("bank", help="bank JSON file, e.g. schedules/PixArt-XL-2-256x256/256x256-20steps.json")
-    parser.add_argument("--model", help="diffusers model id or folder (default: the bank's model)")
+    add_bank_runtime_options(parser)
     parser.add_argument("--scorer", default="fidelity", help="quality scorer (default: fidelity)")
     parser.add_argument("--prompts", type=int, default=8, help="calibration prompts (default 8)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per prompt (default 2)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per pipeline call (default 4)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     parser.add_argument("--profile", action="store_true", help="also measure latency (ecad-profile's method)")
     parser.add_argument("--output", help="write the rescored bank here instead of in place")
     return parser
@@ -40,22 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from ecad.bank import BankError, ScheduleBank
-    from ecad.generate import load_pipeline
+    from ecad.bank import BankError
     from ecad.quality import build_scorer
     from ecad.reference import rescore_bank
     from ecad.quality.prompts import prompt_set
 
-    for name in ("prompts", "seeds", "batch_size", "threads"):
-        if getattr(args, name) < 1:
-            print(f"ecad-rescore: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
-            return 2
-    if args.device.startswith("cpu"):
-        torch.set_num_threads(args.threads)
+    problem = positive_options_error("ecad-rescore", args, ("prompts", "seeds", "batch_size", "threads"))
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     try:
-        bank = ScheduleBank.load(args.bank)
+        bank, pipe = load_bank_and_pipeline(args)
         model = args.model or bank.model
-        pipe = load_pipeline(model, device=args.device, dtype=getattr(torch, args.dtype))
         scorer = build_scorer(args.scorer, device=args.device)
         bank = rescore_bank(pipe, bank, scorer, prompt_set(model, args.prompts), list(range(args.seeds)),
                             batch_size=args.batch_size, progress=True)
