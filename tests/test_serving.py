@@ -410,7 +410,8 @@ def test_the_committed_bank_finds_its_model_from_any_directory(tmp_path, monkeyp
 def test_profile_cli_stores_a_profile_and_refuses_bad_options(tiny_setup, tmp_path, capsys):
     from ecad.cli.profile import main as profile_main
 
-    model, bank_path, _ = tiny_setup
+    model, shared_bank_path, _ = tiny_setup
+    bank_path = ScheduleBank.load(shared_bank_path).model_copy(update={"profiles": []}).save(tmp_path / "bank.json")
     out = tmp_path / "profiled.json"
     assert profile_main([str(bank_path), "--model", str(model), "--repeats", "0"]) == 2
     assert "--repeats must be >= 1" in capsys.readouterr().err
