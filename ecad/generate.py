@@ -28,6 +28,24 @@ def load_pipeline(model_id_or_path: str | os.PathLike, device: str | torch.devic
     return pipe
 
 
+def transformer_skeleton(model: str):
+    """(transformer on the meta device, its config dict) for a local folder or hub id.
+
+    What needs only the layout or the config (the search driver, the server's pre-start checks)
+    reads the config files and no weights.
+    """
+    import diffusers
+    from accelerate import init_empty_weights
+
+    index = diffusers.DiffusionPipeline.load_config(model)
+    _, class_name = index["transformer"]
+    cls = getattr(diffusers, class_name)
+    config = cls.load_config(model, subfolder="transformer")
+    with init_empty_weights():
+        transformer = cls.from_config(config)
+    return transformer, dict(config)
+
+
 def _as_list(value: str | Sequence[str] | None, n: int, what: str) -> list[str] | None:
     if value is None or isinstance(value, str):
         return None if value is None else [value] * n

@@ -177,7 +177,7 @@ def transformer_config(model: str) -> dict:
     """The config the model's transformer reports once built (defaults filled in, as
     ``pipe.transformer.config`` has them), read from its config files alone: no weights are read.
     BankError, with the cause, if the model cannot be found or read."""
-    from ecad.search.render import transformer_skeleton
+    from ecad.generate import transformer_skeleton
 
     if (os.path.isabs(model) or model.startswith(".")) and not os.path.isdir(model):
         raise BankError(f"model folder {model} not found (ECAD_MODEL)")

@@ -111,3 +111,15 @@ def test_fingerprint_mismatch_is_refused():
     bank.check_transformer({"num_layers": 2, "_name_or_path": "/elsewhere"})  # bookkeeping keys ignored
     with pytest.raises(BankError, match="recalibrate"):
         bank.check_transformer({"num_layers": 3})
+
+
+def test_committed_bundled_bank_macs_match_the_cost_model():
+    """The bank's `macs` are what `image_macs` counts today (a stale count would mislead the
+    playground and anyone ranking entries by MACs)."""
+    from ecad.cost import image_macs
+    from ecad.generate import load_pipeline
+    from ecad.paths import SCHEDULES_DIR
+
+    bank = ScheduleBank.load(SCHEDULES_DIR / "ecad-scenes" / "32x32-20steps.json")
+    pipe = load_pipeline(bank.model)
+    assert [e.macs for e in bank.entries] == [image_macs(pipe, bank.setting, e.cache_schedule()) for e in bank.entries]

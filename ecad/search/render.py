@@ -211,24 +211,14 @@ class PipelineEvaluator:
         seconds_per_image = (time.perf_counter() - started) / len(samples)
         per_image = self._per_image(images, samples)
         macs = self._macs(schedule)
-        cost = {"macs": lambda: macs / self.full_macs, "latency": lambda: seconds_per_image,
-                "fitted": lambda: 1.0 / self._fitted_speedup(schedule)}[self.recipe.cost]()
+        if self.recipe.cost == "macs":
+            cost = macs / self.full_macs
+        elif self.recipe.cost == "latency":
+            cost = seconds_per_image
+        else:  # "fitted": this hardware's predicted time relative to no-cache
+            cost = 1.0 / self._fitted_speedup(schedule)
         return CandidateResult.from_samples(per_image, samples, cost=float(cost), quality_metric=self.recipe.scorer,
                                             macs=int(macs), seconds=time.perf_counter() - started)
-
-
-def transformer_skeleton(model: str):
-    """(transformer on the meta device, its config dict) for a local folder or hub id."""
-    import diffusers
-    from accelerate import init_empty_weights
-
-    index = diffusers.DiffusionPipeline.load_config(model)
-    _, class_name = index["transformer"]
-    cls = getattr(diffusers, class_name)
-    config = cls.load_config(model, subfolder="transformer")
-    with init_empty_weights():
-        transformer = cls.from_config(config)
-    return transformer, dict(config)
 
 
 def expressible_seeds(genes, space) -> list[tuple[str, np.ndarray]]:
@@ -255,6 +245,8 @@ def build_model_task(recipe: RenderRecipe, objectives: tuple[str, ...] = ()) -> 
     """
     from ecad.adapters import get_adapter
     from ecad.bank import fingerprint
+
+    from ecad.generate import transformer_skeleton
 
     transformer, config = transformer_skeleton(recipe.model)
     layout = get_adapter(transformer).layout(transformer)

@@ -219,7 +219,7 @@ class PipelineQueue:
                 wait_ms = max(0.0, mine.start_ms - time.monotonic() * 1000.0)
                 raise Infeasible(
                     f"budget {job.request.latency_ms:.0f} ms cannot be met: predicted start in {wait_ms:.0f} ms, "
-                    f"fastest schedule {min(c.predicted_ms for c in self._as_waiting(job).candidates):.0f} ms",
+                    f"fastest schedule {fastest:.0f} ms",
                     wait_ms)
             self._waiting.append(job)
             self._note_load_locked(time.monotonic())
