@@ -25,6 +25,11 @@ Every generator returns a valid `CacheSchedule` (step 0 always recomputes everyt
 - `block_skip`: block-level FirstBlockCache-like pattern (diffusers' FirstBlockCache, cache-dit's
   DBCache skip whole blocks and replay their residual): every `n` steps all blocks run; in between
   the first `leading_blocks` blocks run and the others are skipped. Static, not thresholded.
+  With `early_skip` = k it follows what FirstBlockCache actually does on the bundled model: its
+  first-block test skips steps 1..k on every calibration prompt (the prediction barely moves while
+  the image is mostly noise), then alternates; the last step always runs. Recorded decisions at
+  threshold 0.15 (8 prompts x 2 seeds) were one pattern, `block_skip(n=2, early_skip=3)`, whose
+  static schedule gives the same images; with `leading_blocks=0` no block runs on a skipped step.
 """
 
 from __future__ import annotations
@@ -126,12 +131,25 @@ def taylorseer(layout: BlockLayout, num_steps: int, n: int, cutoff: int | None =
     return CacheSchedule.repaired(actions, layout)
 
 
-def block_skip(layout: BlockLayout, num_steps: int, n: int, leading_blocks: int = 1) -> CacheSchedule:
-    """Every `n` steps run all blocks; in between run the first `leading_blocks`, skip the rest."""
+def block_skip(layout: BlockLayout, num_steps: int, n: int, leading_blocks: int = 1,
+               early_skip: int = 0) -> CacheSchedule:
+    """Every `n` steps run all blocks; in between run the first `leading_blocks`, skip the rest.
+
+    `early_skip` = k > 0: steps 1..k skip, then all blocks run at steps k+1, k+1+n, ... and at
+    the last step.
+    """
     if not 0 <= leading_blocks < layout.num_blocks:
         raise ValueError(f"leading_blocks must be in [0, {layout.num_blocks - 1}], got {leading_blocks}")
+    if not 0 <= early_skip < num_steps - 1:
+        raise ValueError(f"early_skip must be in [0, {num_steps - 2}], got {early_skip}")
+    if early_skip:
+        runs = np.zeros(num_steps, bool)
+        runs[[0, num_steps - 1]] = True
+        runs[early_skip + 1 :: n] = True
+    else:
+        runs = _every(num_steps, n)
     skip = np.zeros((num_steps, layout.num_blocks), bool)
-    skip[:, leading_blocks:] = ~_every(num_steps, n)[:, None]
+    skip[:, leading_blocks:] = ~runs[:, None]
     ones = np.ones((num_steps, layout.num_blocks, layout.num_components), np.int8)
     return CacheSchedule.from_actions(ones, layout, skip)
 
@@ -143,7 +161,9 @@ def heuristic_suite(layout: BlockLayout, num_steps: int, *, actions: bool = True
     only that component name is cached), "delta-dit-b{b}" (boundary at 1/4, 1/2, 3/4 of the steps),
     "tgate-{k}" (gate at 1/4, 1/2, 3/4; only for layouts with cross-attention); with `actions`
     (forecast and skip-block, format v2): "taylorseer-{n}" and "taylorseer-{n}-c{cutoff}" (n = 2,
-    3, 4; cutoff at 0.7 of the steps), "block-skip-{n}" (n = 2, 3, 4; the first block always runs).
+    3, 4; cutoff at 0.7 of the steps), "block-skip-{n}" (n = 2, 3, 4; the first block always runs),
+    "block-skip-{n}-e{k}" and "block-skip-{n}-e{k}-all" (n = 2, 3; the first k = 0.15, 0.2 and 0.25 of
+    the steps skipped; "-all": no block runs on a skipped step).
     Duplicates (the same mask under two names) are kept once, under the first name.
     """
     suite: dict[str, CacheSchedule] = {"no-cache": no_cache(layout, num_steps)}
@@ -170,6 +190,12 @@ def heuristic_suite(layout: BlockLayout, num_steps: int, *, actions: bool = True
                     suite[f"taylorseer-{n}-c{cutoff}"] = taylorseer(layout, num_steps, n, cutoff)
                 if layout.num_blocks > 1:
                     suite[f"block-skip-{n}"] = block_skip(layout, num_steps, n)
+        early = sorted({round(num_steps * f) for f in (0.15, 0.2, 0.25)} & set(range(1, num_steps - 2)))
+        for n in (2, 3):
+            for k in early:
+                if layout.num_blocks > 1:
+                    suite[f"block-skip-{n}-e{k}"] = block_skip(layout, num_steps, n, early_skip=k)
+                suite[f"block-skip-{n}-e{k}-all"] = block_skip(layout, num_steps, n, 0, early_skip=k)
     unique: dict[str, CacheSchedule] = {}
     seen = set()
     for name, schedule in suite.items():

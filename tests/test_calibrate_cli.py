@@ -223,3 +223,28 @@ def test_fitted_cost_is_the_models_predicted_seconds_relative_to_no_cache(tiny_m
     assert skip.skip.any() and records["no-cache"]["cost"] == 1.0
     assert records["block-skip-2"]["cost"] == pytest.approx(((~skip.skip).sum() + 10) / (skip.skip.size + 10))
     assert records["fora-2"]["cost"] == 1.0, "reusing components saves nothing in this model"
+
+
+def test_seed_bank_warm_starts_the_initial_population(tiny_model, tmp_path, capsys):
+    first = tmp_path / "first"
+    first.mkdir()
+    assert main(common(tiny_model, first, "--generations", "1")) == 0
+    bank = ScheduleBank.load(first / "bank.json")
+    second = tmp_path / "second"
+    second.mkdir()
+    assert main(common(tiny_model, second, "--generations", "0", "--seed-bank", str(first / "bank.json"))) == 0
+    records = {r["key"]: r for r in memo_records(second / "run")}
+    hashes = {entry.cache_schedule().hash for entry in bank.entries}
+    assert hashes <= set(records), "every entry of the seed bank is in the initial population"
+    assert all(records[h]["generation"] == 0 for h in hashes)
+    labels = {records[h]["label"] for h in hashes}
+    assert any(label and label.startswith("bank:") for label in labels)
+    assert json.loads((second / "run" / "config.json").read_text())["seed_banks"] == [str(first / "bank.json")]
+
+    other = tmp_path / "other"
+    other.mkdir()
+    args = common(tiny_model, other, "--generations", "0", "--seed-bank", str(first / "bank.json"))
+    args[args.index("--steps") + 1] = "6"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--seed-bank" in err and "4 steps, not 6 steps" in err

@@ -80,3 +80,19 @@ def test_block_skip_runs_leading_blocks():
     assert not s.mask[1, 1:].any() and s.mask[1, 0].all()
     with pytest.raises(ValueError, match="leading_blocks"):
         block_skip(PIXART, 6, 2, leading_blocks=6)
+
+
+def test_block_skip_early_skip_pattern():
+    # FirstBlockCache's recorded pattern on the bundled model at threshold 0.15: skip 1..3, then alternate
+    s = block_skip(PIXART, 20, 2, early_skip=3)
+    s.validate()
+    runs = [t for t in range(20) if not s.skip[t].any()]
+    assert runs == [0, 4, 6, 8, 10, 12, 14, 16, 18, 19]
+    assert not s.skip[:, 0].any() and s.skip[1, 1:].all()
+    every = block_skip(PIXART, 20, 2, leading_blocks=0, early_skip=3)
+    assert every.skip[1].all() and (every.skip.any(axis=1) == s.skip.any(axis=1)).all()
+    with pytest.raises(ValueError, match="early_skip"):
+        block_skip(PIXART, 20, 2, early_skip=19)
+    suite = heuristic_suite(PIXART, 20)
+    assert suite["block-skip-2-e3"].hash == s.hash and suite["block-skip-2-e3-all"].hash == every.hash
+    assert {"block-skip-3-e4", "block-skip-3-e5-all"} <= set(suite)

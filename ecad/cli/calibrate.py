@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mutation-prob", type=float, default=1.0, help="chance an offspring is mutated (default %(default)s)")
     s.add_argument("--mutation-bit-prob", type=float, help="per-bit flip probability (default 1/bits)")
     s.add_argument("--seed", type=int, default=0, help="search seed (default %(default)s)")
+    s.add_argument("--seed-bank", action="append", default=[], metavar="BANK",
+                   help="warm start: add this bank's entries (same model layout and steps) to the heuristic seeds "
+                   "of the initial population, e.g. the front of an earlier run; repeatable")
     s.add_argument("--racing", type=float, metavar="FRACTION",
                    help="noise-aware racing: render each offspring on this share of the prompts x seeds first, "
                    "and on the rest only if its optimistic bound could still be non-dominated (e.g. 0.25)")
@@ -205,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     from ecad.search.engine.noise import RacingSettings
     from ecad.search.engine.nsga import GeneticSettings
     from ecad.search.engine.surrogate import SurrogateSettings
-    from ecad.search.render import REUSE_ONLY, RenderRecipe, bank_records, build_model_task, parse_actions, write_bank
+    from ecad.bank import BankError, ScheduleBank
+    from ecad.search.render import (REUSE_ONLY, RenderRecipe, bank_records, bank_seeds, build_model_task,
+                                    parse_actions, write_bank)
     from ecad.cost import FittedCost
     from ecad.setting import Setting
 
@@ -247,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         cost_model=cost_model,
     )
     task = build_model_task(recipe, objectives)
+    try:
+        for path in args.seed_bank:
+            task.seeds += bank_seeds(task, ScheduleBank.load(path))
+    except (BankError, ValueError) as err:
+        print(f"ecad-calibrate: --seed-bank: {err}", file=sys.stderr)
+        return 2
     searched = "+".join(objectives) or scorer
     # reuse-only runs keep the v1 folder name, so they resume where they always were
     searched += "" if actions == REUSE_ONLY else "-" + "+".join(actions)
@@ -265,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             task, run_dir, executor, generations=args.generations, settings=settings, seed=args.seed,
             progress=not args.no_progress, plot=not args.no_plot,
             racing=racing, surrogate=surrogate,
-            extra_config={"execution": {"ray": args.ray, "workers": args.workers}},
+            extra_config={"execution": {"ray": args.ray, "workers": args.workers},
+                          # the initial population depends on them (kept only when set: older runs resume)
+                          **({"seed_banks": [str(Path(b)) for b in args.seed_bank]} if args.seed_bank else {})},
         )
     validation = None
     if held_back:

@@ -236,6 +236,27 @@ def expressible_seeds(genes, space) -> list[tuple[str, np.ndarray]]:
     return seeds
 
 
+def bank_seeds(task: SearchTask, bank) -> list[tuple[str, np.ndarray]]:
+    """The entries of a schedule bank as seeds (``"bank:<id>"``), to warm-start a search from an
+    earlier front. The bank must be for the task's layout and step count; entries the searched
+    actions cannot express are left out (a reuse-only search gets no block-skip entry)."""
+    from ecad.schedule import BlockLayout, ScheduleError
+
+    layout = BlockLayout.from_dict(task.description["layout"])
+    genes = search_space(layout, task.setting.num_inference_steps, task.recipe.actions)[0]
+    seeds = []
+    for entry in bank.entries:
+        schedule = entry.cache_schedule()
+        if schedule.layout != layout or schedule.num_steps != task.setting.num_inference_steps:
+            raise ValueError(f"seed bank entry {entry.id} is for another layout or {schedule.num_steps} steps, "
+                             f"not {task.setting.num_inference_steps} steps of this model")
+        try:
+            seeds.append((f"bank:{entry.id}", task.space.coerce(genes.to_genes(schedule))))
+        except ScheduleError:
+            continue
+    return seeds
+
+
 def build_model_task(recipe: RenderRecipe, objectives: tuple[str, ...] = ()) -> SearchTask:
     """The search over ``recipe``'s model: gene space, heuristic seeds, schedule hashes.
 
