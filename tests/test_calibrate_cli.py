@@ -240,6 +240,10 @@ def test_seed_bank_warm_starts_the_initial_population(tiny_model, tmp_path, caps
     labels = {records[h]["label"] for h in hashes}
     assert any(label and label.startswith("bank:") for label in labels)
     assert json.loads((second / "run" / "config.json").read_text())["seed_banks"] == [str(first / "bank.json")]
+    warm = ScheduleBank.load(second / "bank.json")
+    searched = {e.id for e in bank.entries if e.source == "ecad"}
+    # the same candidates scored the same way: the first front's searched entries, under their ids
+    assert searched and searched <= {e.id for e in warm.entries if e.source == "ecad"}
 
     other = tmp_path / "other"
     other.mkdir()

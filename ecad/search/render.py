@@ -236,6 +236,10 @@ def expressible_seeds(genes, space) -> list[tuple[str, np.ndarray]]:
     return seeds
 
 
+#: label of a seed taken from a bank (``--seed-bank``); its entry keeps its id in the new bank
+BANK_SEED_PREFIX = "bank:"
+
+
 def bank_seeds(task: SearchTask, bank) -> list[tuple[str, np.ndarray]]:
     """The entries of a schedule bank as seeds (``"bank:<id>"``), to warm-start a search from an
     earlier front. The bank must be for the task's layout and step count; entries the searched
@@ -251,7 +255,7 @@ def bank_seeds(task: SearchTask, bank) -> list[tuple[str, np.ndarray]]:
             raise ValueError(f"seed bank entry {entry.id} is for another layout or {schedule.num_steps} steps, "
                              f"not {task.setting.num_inference_steps} steps of this model")
         try:
-            seeds.append((f"bank:{entry.id}", task.space.coerce(genes.to_genes(schedule))))
+            seeds.append((BANK_SEED_PREFIX + entry.id, task.space.coerce(genes.to_genes(schedule))))
         except ScheduleError:
             continue
     return seeds
@@ -339,6 +343,8 @@ def front_to_bank(setting: Setting, task: SearchTask, result: SearchResult, *, c
     for record in sorted(records, key=lambda r: (r.result.cost, -r.result.quality, r.key)):
         if record.key == no_cache_key:
             entry_id, source = "no-cache", "no-cache"
+        elif record.label and record.label.startswith(BANK_SEED_PREFIX):  # an earlier search's entry
+            entry_id, source = record.label[len(BANK_SEED_PREFIX):], "ecad"
         elif record.label:
             entry_id, source = record.label, "heuristic"
         else:
