@@ -116,6 +116,12 @@ def test_cli_end_to_end_on_tiny_pipeline(tiny, tmp_path):
                 assert b["key"] in max(clearing, key=lambda p: p["macs_speedup"])["deciding"], fam
         for fam, best in b["fastest"].items():  # each family's fastest point at the bar was timed and clears it
             assert best["speedup_source"] == "rounds" and best["psnr"] >= b["psnr"], fam
+    # FirstBlockCache decides on the whole batch: it was scored again at batch 1, the schedules were not
+    assert all("held-out@b1" in p["quality"] for p in fbc) and "held-out@b1" not in f2["quality"]
+    for b in summary["bars"]:
+        other = b["verdicts"][1].get("other_point")
+        if other and other["label"].startswith("diffusers-fbcache"):
+            assert points[other["label"]]["quality"]["held-out@b1"]["psnr"] >= b["psnr"]
     assert set(summary["dominance"]) == {p["label"] for p in main_exp["points"]
                                          if p["kind"] in ("heuristic", "competitor") and p["status"] == "ok"}
     # transfer: the bank schedules were resampled to 12 steps
@@ -277,6 +283,36 @@ def test_winner_only_beyond_the_spread():
     assert verdict(best(1.5, 1.4, 1.6), best(1.7, 1.65, 1.8), "fora", 8)["winner"] == "fora"
     assert verdict(None, best(1.7, 1.6, 1.8), "fora", 8)["winner"] == "fora"
     assert verdict(best(1.7, 1.6, 1.8), None, None, 8)["winner"] == "ecad"
+
+
+def test_batch_one_verdict_judges_batch_dependent_methods_by_their_batch_one_images():
+    from ecad.bench.report import _verdict_at
+
+    class Threshold(C.Method):
+        family, kind, batch_dependent = "fbc", "competitor", True
+
+    class Schedules(C.Method):
+        family, kind = "ecad", "ecad"
+
+    fbc, ecad = Threshold([]), Schedules([])
+
+    def point(method, label, psnr, psnr_b1, speeds):
+        p = Point(method, label, label)
+        p.quality = {"held-out": {"psnr": psnr}}
+        if psnr_b1 is not None:
+            p.quality["held-out@b1"] = {"psnr": psnr_b1}
+        p.timing = {bs: {"ratios": [s * 0.95, s, s * 1.05]} for bs, s in speeds.items()}
+        return p
+
+    fast = point(fbc, "fbc:0.19", 35.6, 33.7, {8: 2.0, 1: 2.4})  # clears 35 dB at batch 8 only
+    slow = point(fbc, "fbc:0.15", 37.0, 36.4, {8: 1.7, 1: 1.8})
+    mine = point(ecad, "ecad:a", 35.5, None, {8: 1.9, 1: 2.0})  # a schedule: the same images at any batch size
+    v = _verdict_at([fast, slow, mine], Bar(35.0, False), "held-out", 1, [8, 1])
+    assert v["other_point"]["label"] == "fbc:0.15" and v["other_point"]["psnr"] == 36.4
+    assert v["ecad_point"]["label"] == "ecad:a" and v["winner"] == "ecad"
+    # without a batch-1 score the batch-dependent point cannot clear the bar at batch 1
+    del slow.quality["held-out@b1"]
+    assert _verdict_at([fast, slow, mine], Bar(35.0, False), "held-out", 1, [8, 1])["other_point"] is None
 
 
 def test_relative_reward_interval_brackets_the_mean():

@@ -73,6 +73,10 @@ class Method:
     uses_shim: bool = False
     #: the knob is a threshold (a float; larger caches more): `ecad.bench.tuning` bisects it
     continuous: bool = False
+    #: its decisions depend on the whole batch (a threshold on a statistic over the batch), so an
+    #: image comes out differently at batch 1 than at batch 8: the runner scores (and bisects) it
+    #: again at every smaller timing batch size
+    batch_dependent: bool = False
 
     def __init__(self, knobs: Iterable[Any] = ()):
         self.knobs = list(knobs)
@@ -488,6 +492,7 @@ def diffusers_methods(setting: Setting, *, shim: bool = True, quick: bool = Fals
     mag = MagCacheMethod("diffusers-magcache", "threshold", MAGCACHE_THRESHOLDS[1::2] if quick else MAGCACHE_THRESHOLDS,
                          _magcache, shim=shim, setting=setting)
     fbc.continuous = mag.continuous = True
+    fbc.batch_dependent = mag.batch_dependent = True  # both threshold a change averaged over the batch
     return [
         fbc,
         DiffusersCache("diffusers-taylorseer", "interval, order, full computation from step", taylorseer_knobs(steps, quick),
@@ -509,6 +514,7 @@ class CacheDitMethod(Method):
     kind = "competitor"
     api = "cache_dit.enable_cache (as shipped)"
     continuous = True  # every family here is a residual-difference threshold
+    batch_dependent = True  # ... over the whole batch
 
     def __init__(self, family: str, knob_name: str, knobs, make: Callable[[Any], dict], setting: Setting):
         super().__init__(knobs)

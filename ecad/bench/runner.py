@@ -140,6 +140,11 @@ class Experiment:
         return next(p for p in self.points if p.label == self.reference_label)
 
 
+def batch_split(split: str, batch_size: int) -> str:
+    """The name a split's quality has when a batch-dependent method rendered it ``batch_size`` at a time."""
+    return f"{split}@b{batch_size}"
+
+
 def _batches(items: list[tuple[str, int]], size: int) -> list[list[tuple[str, int]]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -269,11 +274,10 @@ def run_experiment(
         tune(p)
     if ref.status != "ok":
         raise RuntimeError(f"the no-cache reference failed: {ref.error}")
-    for m in methods:
-        if not m.continuous:
-            continue
+
+    def bisect(m: Method, quality_split: str, score_extra: Callable[[Point], None] = lambda p: None) -> None:
         family = [p for p in points if p.method is m]
-        scored = {float(p.knob): p.quality[tuning.name] for p in family if p.status == "ok"}
+        scored = {float(p.knob): p.quality.get(quality_split, {}) for p in family if p.status == "ok"}
         tried: dict[Bar, int] = {}
         while new := bisection_knobs(scored, bars, tried=tried, max_steps=bisect_steps):
             for knob in new:
@@ -281,9 +285,39 @@ def run_experiment(
                 points.append(p)
                 tune(p)
                 if p.status == "ok":
-                    scored[knob] = p.quality[tuning.name]
-                else:
-                    scored[knob] = {}  # a failing threshold counts as failing every bar
+                    score_extra(p)
+                # a failing threshold counts as failing every bar
+                scored[knob] = p.quality.get(quality_split, {}) if p.status == "ok" else {}
+
+    for m in methods:
+        if m.continuous:
+            bisect(m, tuning.name)
+
+    # 2b. batch-dependent methods (a threshold on a batch statistic) make other images at batch 1
+    # than at batch 8: score them at every smaller timing batch size as well, and bisect them there,
+    # so a batch-1 verdict compares points that clear the bar at batch 1
+    dependent = [m for m in methods if m.batch_dependent]
+    for size in [s for s in sizes if s < batch_size] if dependent else []:
+        small = Split(batch_split(tuning.name, size), tuning.prompts, tuning.seeds)
+
+        def score_small(p: Point, small=small, size=size) -> None:
+            bar.update(1)
+            try:
+                p.method.enable(pipe, p.knob)
+                p.images[small.name] = list(torch.cat([run(b) for b in _batches(items, size)]))
+            except Exception as err:  # noqa: BLE001
+                p.quality[small.name] = {"error": f"{type(err).__name__}: {err}"}  # clears no bar
+                return
+            finally:
+                _safe_disable(p.method, pipe)
+            _score(p, ref, small, reward, None)
+
+        score_small(ref)
+        for m in dependent:
+            for p in [q for q in points if q.method is m and q.status == "ok"]:
+                score_small(p)
+            if m.continuous:
+                bisect(m, small.name, score_small)
     time_reference()
     log(f"ecad-bench {name}: tuned {len(points)} points on {len(items)} images "
         f"({time.perf_counter() - start:.0f} s)")
@@ -298,8 +332,13 @@ def run_experiment(
     deciding: dict[int, Point] = {id(ref): ref}
     for b in bars:
         for m in methods[1:]:
-            for p in finalists([q for q in points if q.method is m], b, tuning.name):
-                p.deciding.append(b.key)
+            family = [q for q in points if q.method is m]
+            picked = finalists(family, b, tuning.name)
+            for size in [s for s in sizes if s < batch_size] if m.batch_dependent else []:
+                picked += finalists(family, b, batch_split(tuning.name, size))
+            for p in picked:
+                if b.key not in p.deciding:
+                    p.deciding.append(b.key)
                 deciding[id(p)] = p
     for split in splits[1:]:
         for p in [ref] + [q for q in deciding.values() if q is not ref]:
