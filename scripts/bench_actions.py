@@ -10,6 +10,7 @@ wall-clock speedup.
     python scripts/bench_actions.py                 # search (resumable), time, report
     python scripts/bench_actions.py --stage report  # redo the numbers and plot from saved runs
     python scripts/bench_actions.py --stage fit     # the fitted cost (issue #11 item 4)
+    python scripts/bench_actions.py --stage check --bank BANK  # the stored fit vs BANK's entries
 
 Writes <out>/<variant>-s<seed>/ (run folder + bank), <out>/timing.json, and
 <docs>/actions.json + <docs>/actions.png.
@@ -49,9 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--generations", type=int, default=4)
     p.add_argument("--num-prompts", type=int, default=4)
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (default %(default)s)")
-    p.add_argument("--stage", choices=["all", "search", "time", "report", "fit"], default="all")
+    p.add_argument("--stage", choices=["all", "search", "time", "report", "fit", "check"], default="all")
     p.add_argument("--bank", default=str(REPO / "schedules" / "ecad-scenes" / "32x32-20steps.json"),
-                   help="the committed bank whose entries test the fitted cost (--stage fit)")
+                   help="the committed bank whose entries test the fitted cost (--stage fit, --stage check)")
     p.add_argument("--out", default=str(REPO / "runs" / "bench-actions"))
     p.add_argument("--docs", default=str(REPO / "docs" / "benchmarks" / "actions"))
     return p.parse_args(argv)
@@ -104,7 +105,8 @@ def load_pipe_and_setting(args):
     from ecad.setting import Setting
 
     torch.set_num_threads(1)
-    bank = json.loads((Path(args.out) / run_name("reuse", 0) / "bank.json").read_text())
+    source = Path(args.bank) if args.stage == "check" else Path(args.out) / run_name("reuse", 0) / "bank.json"
+    bank = json.loads(source.read_text())
     return load_pipeline(args.model), Setting(bank["height"], bank["width"], bank["num_inference_steps"],
                                               bank["guidance_scale"])
 
@@ -228,7 +230,6 @@ def fit(args, seeds: list[int], fronts: dict[str, list[dict]], timing: dict) -> 
     import platform
 
     from ecad.atomic import atomic_write_bytes
-    from ecad.bank import ScheduleBank
     from ecad.cost import fit_cost, schedule_cost_features
 
     pipe, setting = load_pipe_and_setting(args)
@@ -241,12 +242,28 @@ def fit(args, seeds: list[int], fronts: dict[str, list[dict]], timing: dict) -> 
                      hardware=f"{platform.machine()} {platform.processor() or 'cpu'}, 1 torch thread, batch 1")
     in_sample = [timing["speedup"][k]["median"] / model.speedup(features[k], no_cache) for k in keys]
 
+    result = {"model": model.to_dict(), "fitted_on": len(keys),
+              "in_sample_realized_over_predicted": {"min": min(in_sample), "max": max(in_sample),
+                                                    "median": statistics.median(in_sample)},
+              **bank_check(args, model, pipe, setting, Path(args.out) / "bank-timing.json")}
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(docs / "cost-fit.json", (json.dumps(result, indent=1) + "\n").encode())
+    return result
+
+
+def bank_check(args, model, pipe, setting, timing_path: Path) -> dict:
+    """Time every entry of ``--bank`` (once; cached in ``timing_path``) and compare with ``model``."""
+    from ecad.atomic import atomic_write_bytes
+    from ecad.bank import ScheduleBank
+    from ecad.cost import schedule_cost_features
+
     bank = ScheduleBank.load(args.bank)
-    bank_timing_path = Path(args.out) / "bank-timing.json"
-    if not bank_timing_path.exists():
-        atomic_write_bytes(bank_timing_path, (json.dumps(time_schedules(
+    if not timing_path.exists():
+        atomic_write_bytes(timing_path, (json.dumps(time_schedules(
             args, {e.id: e.cache_schedule() for e in bank.entries}), indent=1) + "\n").encode())
-    bank_timing = json.loads(bank_timing_path.read_text())
+    bank_timing = json.loads(timing_path.read_text())
+    no_cache = schedule_cost_features(pipe, setting)
     full = bank.no_cache_entry().macs
     entries = []
     for e in bank.entries:
@@ -256,18 +273,27 @@ def fit(args, seeds: list[int], fronts: dict[str, list[dict]], timing: dict) -> 
                         bank_timing["speedup"][e.id]["max"]], "predicted": predicted, "macs_speedup": full / e.macs,
                         "realized_over_predicted": realized / predicted, "realized_over_macs": realized * e.macs / full})
     ratios = np.array([e["realized_over_predicted"] for e in entries])
-    result = {"model": model.to_dict(), "fitted_on": len(keys),
-              "in_sample_realized_over_predicted": {"min": min(in_sample), "max": max(in_sample),
-                                                    "median": statistics.median(in_sample)},
-              "bank": str(Path(args.bank).relative_to(REPO)) if Path(args.bank).is_relative_to(REPO) else args.bank,
-              "bank_realized_over_predicted": {"min": float(ratios.min()), "max": float(ratios.max()),
-                                               "median": float(np.median(ratios)),
-                                               "within_5pct": int((np.abs(ratios - 1) <= 0.05).sum()),
-                                               "entries": len(ratios)},
-              "bank_entries": entries}
-    docs = Path(args.docs)
-    docs.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(docs / "cost-fit.json", (json.dumps(result, indent=1) + "\n").encode())
+    return {"bank": str(Path(args.bank).resolve().relative_to(REPO)) if Path(args.bank).resolve().is_relative_to(REPO)
+            else args.bank,
+            "bank_realized_over_predicted": {"min": float(ratios.min()), "max": float(ratios.max()),
+                                             "median": float(np.median(ratios)),
+                                             "within_5pct": int((np.abs(ratios - 1) <= 0.05).sum()),
+                                             "entries": len(ratios)},
+            "bank_entries": entries}
+
+
+def check(args) -> dict:
+    """The stored fitted cost (<docs>/cost-fit.json, not refitted) against every entry of --bank."""
+    from ecad.atomic import atomic_write_bytes
+    from ecad.cost import FittedCost
+
+    stored = json.loads((Path(args.docs) / "cost-fit.json").read_text())
+    model = FittedCost.from_dict(stored["model"])
+    pipe, setting = load_pipe_and_setting(args)
+    name = Path(args.bank).stem
+    result = {"model": stored["model"], **bank_check(args, model, pipe, setting,
+                                                     Path(args.out) / f"bank-timing-{name}.json")}
+    atomic_write_bytes(Path(args.docs) / f"cost-check-{name}.json", (json.dumps(result, indent=1) + "\n").encode())
     return result
 
 
@@ -278,6 +304,10 @@ def main(argv=None) -> int:
     if args.stage in ("all", "search"):
         search(args, seeds)
     timing_path = Path(args.out) / "timing.json"
+    if args.stage == "check":
+        result = check(args)
+        print(json.dumps({k: v for k, v in result.items() if k != "bank_entries"}, indent=1))
+        return 0
     if args.stage == "fit":
         result = fit(args, seeds, load_fronts(args, seeds), json.loads(timing_path.read_text()))
         print(json.dumps({k: v for k, v in result.items() if k != "bank_entries"}, indent=1))
