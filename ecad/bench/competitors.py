@@ -187,6 +187,9 @@ def engine_methods(layout, num_steps: int, *, fora_range: Iterable[int] | None =
     tg = {k: v for k, v in suite.items() if k.startswith("tgate-")}
     if tg:
         methods.append(ScheduleMethod("tgate", "heuristic", tg, "gate step"))
+    skip = {k: v for k, v in suite.items() if k.startswith("block-skip-")}
+    if skip:  # static whole-block skipping, FirstBlockCache's pattern without its threshold
+        methods.append(ScheduleMethod("block-skip", "heuristic", skip, "period n, early steps skipped, blocks kept"))
     return methods
 
 

@@ -17,7 +17,8 @@ What runs (same prompts, same seeds, same process):
   no-cache                       the reference
   ecad                           every schedule of the bank (the calibrated front), through our engine
   fora, fora-<component>,        heuristic schedules through our engine (FORA at every n from 2 to
-  delta-dit, tgate               steps-1, component-wise FORA n=2..6, Delta-DiT, T-GATE)
+  delta-dit, tgate, block-skip   steps-1, component-wise FORA n=2..6, Delta-DiT, T-GATE, static
+                                 whole-block skipping with and without the early steps skipped)
   cache-dit-dbcache[-taylorseer] cache_dit.enable_cache(pipe, DBCacheConfig(F1B0, threshold)), as shipped
   cache-dit-dbprune              cache_dit.enable_cache(pipe, DBPruneConfig(...)), as shipped
   diffusers-fbcache, -taylorseer, diffusers' FirstBlockCache, TaylorSeer, PyramidAttentionBroadcast,
