@@ -11,6 +11,9 @@ as they are bisected. Procedure (same prompts, seeds and process for every point
    bootstrap interval, FID), and a *screening* speed: its batches' time against the no-cache batch
    re-timed every few points. Threshold methods are then bisected at every bar
    (`ecad.bench.tuning.bisection_knobs`) until their fastest passing threshold is pinned down.
+   Batch-dependent methods (`Method.batch_dependent`: a threshold on a statistic over the batch)
+   are scored again, and bisected again, at every smaller timing batch size (split
+   ``<name>@b<size>``), since one image at a time they make other images.
 3. Deciding points: per bar and family, the points that clear the bar and may be the fastest
    (`ecad.bench.tuning.finalists`). Only these are rendered on the other splits (calibration).
 4. Timed rounds, at every batch size of ``timing_batch_sizes``: each round runs the deciding points
