@@ -33,7 +33,7 @@ from ecad.search.engine.evaluation import CandidateResult
 from ecad.search.engine.loop import SearchResult
 from ecad.search.engine.noise import bootstrap_interval
 from ecad.search.engine.space import BitSpace, IntegerSpace
-from ecad.search.engine.task import SearchTask
+from ecad.search.engine.task import BANK_SEED_PREFIX, SearchTask
 from ecad.setting import Setting
 
 COSTS = ("macs", "latency", "fitted")
@@ -234,10 +234,6 @@ def expressible_seeds(genes, space) -> list[tuple[str, np.ndarray]]:
         except ScheduleError:
             continue
     return seeds
-
-
-#: label of a seed taken from a bank (``--seed-bank``); its entry keeps its id in the new bank
-BANK_SEED_PREFIX = "bank:"
 
 
 def bank_seeds(task: SearchTask, bank) -> list[tuple[str, np.ndarray]]:

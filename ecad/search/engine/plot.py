@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 from ecad.search.engine.run_folder import MemoRecord
+from ecad.search.engine.task import BANK_SEED_PREFIX
 from ecad.atomic import atomic_write_bytes
 
 
@@ -33,7 +34,12 @@ def plot_pareto(
         [r.result.cost for r in front], [r.result.quality for r in front],
         "o-", c="tab:red", ms=4, lw=1.2, label=f"ECAD front ({len(front)})", drawstyle="steps-post",
     )
-    heuristics = [r for r in seeds if r.label != "no-cache"]
+    seeds = list({r.key: r for r in seeds}.values())  # a bank seed may repeat a heuristic (no-cache)
+    warm = [r for r in seeds if (r.label or "").startswith(BANK_SEED_PREFIX)]
+    if warm:  # an earlier front: too many to name
+        ax.scatter([r.result.cost for r in warm], [r.result.quality for r in warm], marker="o", s=14,
+                   facecolors="none", edgecolors="tab:green", label=f"seeded from a bank ({len(warm)})")
+    heuristics = [r for r in seeds if r.label != "no-cache" and r not in warm]
     ax.scatter(
         [r.result.cost for r in heuristics], [r.result.quality for r in heuristics],
         marker="x", c="tab:blue", s=30, label="heuristics",

@@ -13,6 +13,10 @@ from ecad.search.engine.space import BitSpace, IntegerSpace, bits_key
 from ecad.setting import Setting
 
 
+#: label prefix of a seed taken from an earlier front (``ecad-calibrate --seed-bank``), not a heuristic
+BANK_SEED_PREFIX = "bank:"
+
+
 @dataclass
 class SearchTask:
     space: BitSpace | IntegerSpace
