@@ -309,9 +309,9 @@ def _finish_generation(folder: RunFolder, task: SearchTask, memo: Memo, state: S
 
 
 def _plot(folder: RunFolder, task: SearchTask, memo: Memo, state: SearchState) -> None:
-    from ecad.search.engine.plot import plot_pareto
-
     try:
+        from ecad.search.engine.plot import plot_pareto
+
         plot_pareto(
             folder.plot_path,
             front=archive_front(memo, objectives=task.objectives),
