@@ -106,7 +106,10 @@ def test_three_objective_calibration_writes_a_valid_bank(tiny_model, tmp_path):
     points = np.array([[-e.quality["psnr"], -e.quality["ssim"], e.macs] for e in bank.entries])
     from ecad.search.engine.hypervolume import nondominated_mask
 
-    assert nondominated_mask(points).all(), "every entry is on the 3-objective front"
+    on_front = nondominated_mask(points)
+    # the searched entries are the 3-objective front; a heuristic may sit behind it within its noise
+    assert all(on_front[i] or e.source == "heuristic" for i, e in enumerate(bank.entries))
+    assert any(e.source == "ecad" for e in bank.entries)
 
 
 def test_unknown_objective_is_named(tiny_model, tmp_path, capsys):

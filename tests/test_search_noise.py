@@ -135,3 +135,32 @@ def test_surrogate_is_deterministic_and_renders_only_the_population(tmp_path):
         assert record["evaluated"] <= SMALL.population
     _, plain = search(tmp_path, "plain")
     assert first.state.history[-1]["hypervolume"] > plain.state.history[-1]["hypervolume"]
+
+
+def test_bank_keeps_heuristics_the_front_does_not_beat_beyond_noise():
+    from ecad.search.engine.evaluation import CandidateResult
+    from ecad.search.engine.loop import SearchResult
+    from ecad.search.engine.run_folder import MemoRecord
+    from ecad.search.engine.space import BitSpace
+    from ecad.search.engine.task import SearchTask
+    from ecad.search.render import bank_records
+
+    space = BitSpace((4, 1, 1))  # three searched bits
+    task = SearchTask(space=space, recipe=None, objectives=("psnr", "reward"), quality_metric="psnr")
+    noise = np.array([1.0, -1.0] * 4)  # mean 0: the means are exactly the values given
+
+    def record(label, bits, psnr, reward, cost, spread):
+        samples = {"psnr": list(psnr + spread * noise), "reward": list(reward + spread / 100 * noise)}
+        result = CandidateResult.from_samples(samples, list(range(8)), cost=cost, quality_metric="psnr")
+        return MemoRecord(task.key(np.array(bits, bool)), np.array(bits, bool), result, 0, label)
+
+    no_cache = record("no-cache", [1, 1, 1], 60.0, 0.80, 1.0, 0.0)
+    searched = record(None, [0, 0, 0], 30.0, 0.80, 0.5, 2.0)
+    close = record("fora-2", [0, 1, 1], 29.8, 0.79, 0.55, 2.0)  # behind the front by less than its noise
+    beaten = record("fora-9", [1, 0, 0], 20.0, 0.50, 0.6, 0.1)  # far behind, little noise
+    earlier = record("bank:ecad-g1-x", [0, 0, 1], 29.8, 0.79, 0.55, 2.0)  # an earlier front's: not a heuristic
+    result = SearchResult(state=None, front=[searched], seeds=[no_cache, close, beaten, earlier],
+                          memo={no_cache.key: no_cache})
+    labels = [r.label for r in bank_records(task, result)]
+    assert sorted(labels, key=str) == [None, "fora-2", "no-cache"]
+    assert sorted((r.label for r in bank_records(task, result, z=0.0)), key=str) == [None, "no-cache"]

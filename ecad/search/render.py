@@ -31,7 +31,7 @@ import numpy as np
 from ecad.paths import model_name
 from ecad.search.engine.evaluation import CandidateResult
 from ecad.search.engine.loop import SearchResult
-from ecad.search.engine.noise import bootstrap_interval
+from ecad.search.engine.noise import NOISE_Z, bootstrap_interval, could_be_nondominated, optimistic_point
 from ecad.search.engine.space import BitSpace, IntegerSpace
 from ecad.search.engine.task import BANK_SEED_PREFIX, SearchTask
 from ecad.setting import Setting
@@ -307,11 +307,22 @@ def schedule_of(task: SearchTask, genes):
     return search_space(layout, task.setting.num_inference_steps, task.recipe.actions)[0].from_genes(genes)
 
 
-def bank_records(task: SearchTask, result: SearchResult) -> list:
-    """The records a bank holds: the front, plus no-cache if it is not on it."""
+def bank_records(task: SearchTask, result: SearchResult, z: float = NOISE_Z) -> list:
+    """The records a bank holds: the front; every seeded heuristic the front does not beat beyond
+    its noise (racing's test: its optimistic bound, mean + ``z`` standard errors on each quality
+    objective, is not dominated), so a bank never drops a named baseline on a few images' luck; and
+    no-cache."""
     records = list(result.front)
+    on_bank = {r.key for r in records}
+    front_F = task.objective_matrix(r.result for r in records)
+    for seed in result.seeds:
+        heuristic = not (seed.label or "").startswith(BANK_SEED_PREFIX)
+        if heuristic and seed.key not in on_bank and seed.stage is None and seed.result.samples and could_be_nondominated(
+                optimistic_point(seed.result, task.objectives, task.quality_metric, z), front_F):
+            records.append(seed)
+            on_bank.add(seed.key)
     no_cache_key = task.key(task.space.all_recompute())
-    if all(r.key != no_cache_key for r in records):
+    if no_cache_key not in on_bank:
         records.append(result.memo[no_cache_key])
     return records
 

@@ -17,12 +17,16 @@ from ecad.search.engine.evaluation import CandidateResult
 from ecad.search.engine.hypervolume import nondominated_mask
 
 
+#: standard errors added to a quality mean for its optimistic bound (1.645: one-sided 95%)
+NOISE_Z = 1.645
+
+
 @dataclass(frozen=True)
 class RacingSettings:
     #: share of the samples a candidate is rendered on first (at least one sample)
     first_fraction: float = 0.25
-    #: standard errors added to each quality mean for the optimistic bound (1.645: one-sided 95%)
-    z: float = 1.645
+    #: standard errors added to each quality mean for the optimistic bound
+    z: float = NOISE_Z
 
     def __post_init__(self) -> None:
         if not 0 < self.first_fraction < 1:
