@@ -118,7 +118,8 @@ def action_schedule(layout, steps=20, seed=0):
 
 
 def test_committed_v1_bank_loads_unchanged_with_the_same_ids():
-    bank = json.loads((REPO_ROOT / "schedules/ecad-scenes/32x32-20steps.json").read_text())
+    # the bundled model's first bank (reuse only, format v1), kept as it was committed
+    bank = json.loads((REPO_ROOT / "tests/data/ecad-scenes-v1-bank.json").read_text())
     for entry in bank["entries"]:
         s = CacheSchedule.from_dict(entry["schedule"])
         assert s.is_reuse_only and s.to_dict() == entry["schedule"]  # written back byte for byte
