@@ -14,7 +14,7 @@ from ecad.adapters import get_adapter
 from ecad.bench import competitors as C
 from ecad.bench.report import hypervolume_2d, summarize, verdict, write_report
 from ecad.bench.runner import MAX_PSNR, Point, Split, relative_reward_interval, run_experiment
-from ecad.bench.tuning import Bar, bisection_knobs, finalists
+from ecad.bench.tuning import MAX_FINALISTS, Bar, bisection_knobs, finalists
 from ecad.generate import generate, load_pipeline
 from ecad.heuristics import fora
 from ecad.hooks import cache_schedule
@@ -177,7 +177,8 @@ def test_deciding_points_are_the_ones_saving_most_macs(tiny, monkeypatch):
     fora_points = [p for p in exp.points if p.method.family == "fora"]
     best = max(p.macs_speedup for p in fora_points)
     deciding = [p for p in fora_points if p.deciding]
-    assert len(deciding) == 2 and all(p.macs_speedup >= 0.9 * best for p in deciding)
+    within = [p for p in fora_points if p.macs_speedup >= 0.9 * best]
+    assert len(deciding) == min(len(within), MAX_FINALISTS) >= 2 and all(p in within for p in deciding)
     assert all(p.speedup_source == ("rounds" if p.deciding else "screen") for p in fora_points)
 
 
