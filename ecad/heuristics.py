@@ -26,8 +26,8 @@ Every generator returns a valid `CacheSchedule` (step 0 always recomputes everyt
   DBCache skip whole blocks and replay their residual): every `n` steps all blocks run; in between
   the first `leading_blocks` blocks run and the others are skipped. Static, not thresholded.
   With `early_skip` = k it follows what FirstBlockCache actually does on the bundled model: its
-  first-block test skips steps 1..k on every calibration prompt (the prediction barely moves while
-  the image is mostly noise), then alternates; the last step always runs. Recorded decisions at
+  first-block test finds steps 1..k close enough to skip on every calibration prompt, then
+  alternates; the last step always runs. Recorded decisions at
   threshold 0.15 (8 prompts x 2 seeds) were one pattern, `block_skip(n=2, early_skip=3)`, whose
   static schedule has the same held-out PSNR (`scripts/fbc_pattern.py`); with `leading_blocks=0`
   no block runs on a skipped step.
