@@ -240,14 +240,13 @@ def bank_seeds(task: SearchTask, bank) -> list[tuple[str, np.ndarray]]:
     """The entries of a schedule bank as seeds (``"bank:<id>"``), to warm-start a search from an
     earlier front. The bank must be for the task's layout and step count; entries the searched
     actions cannot express are left out (a reuse-only search gets no block-skip entry)."""
-    from ecad.schedule import BlockLayout, ScheduleError
+    from ecad.schedule import ScheduleError
 
-    layout = BlockLayout.from_dict(task.description["layout"])
-    genes = search_space(layout, task.setting.num_inference_steps, task.recipe.actions)[0]
+    genes = gene_space_of(task)
     seeds = []
     for entry in bank.entries:
         schedule = entry.cache_schedule()
-        if schedule.layout != layout or schedule.num_steps != task.setting.num_inference_steps:
+        if schedule.layout != genes.layout or schedule.num_steps != genes.num_steps:
             raise ValueError(f"seed bank entry {entry.id} is for another layout or {schedule.num_steps} steps, "
                              f"not {task.setting.num_inference_steps} steps of this model")
         try:
@@ -299,12 +298,17 @@ def build_model_task(recipe: RenderRecipe, objectives: tuple[str, ...] = ()) -> 
     )
 
 
-def schedule_of(task: SearchTask, genes):
-    """The schedule a model task's gene vector stands for."""
+def gene_space_of(task: SearchTask):
+    """The GeneSpace of a model task (its layout, steps and searched actions)."""
     from ecad.schedule import BlockLayout
 
     layout = BlockLayout.from_dict(task.description["layout"])
-    return search_space(layout, task.setting.num_inference_steps, task.recipe.actions)[0].from_genes(genes)
+    return search_space(layout, task.setting.num_inference_steps, task.recipe.actions)[0]
+
+
+def schedule_of(task: SearchTask, genes):
+    """The schedule a model task's gene vector stands for."""
+    return gene_space_of(task).from_genes(genes)
 
 
 def bank_records(task: SearchTask, result: SearchResult, z: float = NOISE_Z) -> list:
