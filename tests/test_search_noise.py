@@ -164,3 +164,52 @@ def test_bank_keeps_heuristics_the_front_does_not_beat_beyond_noise():
     labels = [r.label for r in bank_records(task, result)]
     assert sorted(labels, key=str) == [None, "fora-2", "no-cache"]
     assert sorted((r.label for r in bank_records(task, result, z=0.0)), key=str) == [None, "no-cache"]
+
+
+def test_quality_floor_spends_the_population_above_it_and_keeps_the_front(tmp_path):
+    """A floor on `weighted`: after a few generations the whole population clears it (plain NSGA-II
+    keeps cheap, poor schedules), the run is deterministic and records the floor, racing renders
+    in full only candidates whose optimistic bound could clear it, and the archive front (the
+    bank) still holds the cheap schedules found below it."""
+    from ecad.search.engine.noise import could_clear_floors
+    from ecad.search.engine.task import QualityFloor
+
+    floor = QualityFloor("weighted", 0.6)
+    racing = RacingSettings(first_fraction=0.25)
+
+    def floored(name):
+        task = noisy_task()
+        task.floors = (floor,)
+        result = run_search(task, tmp_path / name, LocalExecutor(task.recipe), generations=6, settings=SMALL,
+                            seed=0, progress=False, plot=False, racing=racing)
+        return task, result
+
+    task, result = floored("a")
+    floored("b")
+    assert state_of(tmp_path / "a") == state_of(tmp_path / "b")
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["quality_floors"] == [{"metric": "weighted", "minimum": 0.6}]
+
+    population = [result.memo[k].result for k in result.state.population_keys if k in result.memo]
+    assert population and all(r.metrics["weighted"] >= floor.minimum for r in population)
+    _, plain = search(tmp_path, "plain", generations=6, racing=racing)
+    plain_population = [plain.memo[k].result for k in plain.state.population_keys if k in plain.memo]
+    assert any(r.metrics["weighted"] < floor.minimum for r in plain_population), "the floor changed nothing"
+    assert min(r.result.metrics["weighted"] for r in result.front) < floor.minimum, "the bank keeps the cheap end"
+
+    first = [r for r in result.memo.records.values() if r.stage == "first" and r.generation > 0]
+    promoted = [r for r in first if r.key.removesuffix("@first") in result.memo]
+    assert promoted and all(could_clear_floors(r.result, task.floors, racing.z) for r in promoted)
+    assert any(not could_clear_floors(r.result, task.floors, racing.z) for r in first), "no candidate raced out"
+
+
+def test_quality_floor_parses_and_names_its_option():
+    from ecad.cli.calibrate import parse_floors
+    from ecad.search.engine.task import QualityFloor
+
+    assert parse_floors(["psnr=29", "reward=0.3"], ("psnr", "scenes-reward")) == (
+        QualityFloor("psnr", 29.0), QualityFloor("scenes-reward", 0.3))
+    with pytest.raises(ValueError, match="METRIC=VALUE"):
+        QualityFloor.parse("psnr")
+    with pytest.raises(ValueError, match="--quality-floor ssim=0.9.*searched objective.*psnr"):
+        parse_floors(["ssim=0.9"], ("psnr",))

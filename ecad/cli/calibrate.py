@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed-bank", action="append", default=[], metavar="BANK",
                    help="warm start: add this bank's entries (same model layout and steps) to the heuristic seeds "
                    "of the initial population, e.g. the front of an earlier run; repeatable")
+    s.add_argument("--quality-floor", action="append", default=[], metavar="METRIC=VALUE",
+                   help="a region of interest: candidates whose METRIC (one of --objectives; 'reward' = "
+                   "scenes-reward) on the calibration images is below VALUE are infeasible for selection, so the "
+                   "population is spent where an entry would be served, e.g. psnr=29; the bank still keeps "
+                   "every non-dominated schedule found; repeatable")
     s.add_argument("--racing", type=float, metavar="FRACTION",
                    help="noise-aware racing: render each offspring on this share of the prompts x seeds first, "
                    "and on the rest only if its optimistic bound could still be non-dominated (e.g. 0.25)")
@@ -150,6 +155,22 @@ def parse_objectives(text: str | None, model: str) -> tuple[str, ...]:
         if name not in objectives:
             objectives.append(name)
     return tuple(objectives)
+
+
+def parse_floors(texts: list[str], objectives: tuple[str, ...]) -> tuple:
+    """``--quality-floor psnr=29`` → QualityFloor tuple; a floor applies to a searched objective."""
+    from ecad.search.engine.task import QualityFloor
+
+    floors = []
+    for text in texts:
+        floor = QualityFloor.parse(text)
+        if floor.metric == "reward":
+            floor = QualityFloor("scenes-reward", floor.minimum)
+        if floor.metric not in objectives:
+            raise ValueError(f"--quality-floor {text}: {floor.metric!r} is not a searched objective; "
+                             f"use one of --objectives ({', '.join(objectives) or 'none given'})")
+        floors.append(floor)
+    return tuple(floors)
 
 
 def _model_scorer_kwargs(name: str, model: str, kwargs: dict) -> dict:
@@ -229,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     try:
         objectives = parse_objectives(args.objectives, args.model)
+        floors = parse_floors(args.quality_floor, objectives)
         actions = parse_actions(args.actions)
         if (args.cost == "fitted") != bool(args.cost_model):
             raise ValueError("--cost fitted needs --cost-model FILE (and --cost-model needs --cost fitted)")
@@ -252,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         cost_model=cost_model,
     )
     task = build_model_task(recipe, objectives)
+    task.floors = floors
     try:
         for path in args.seed_bank:
             task.seeds += bank_seeds(task, ScheduleBank.load(path))
@@ -290,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         "prompts": prompts, "seeds": seeds, "scorer_kwargs": scorer_kwargs, "cost": args.cost,
         "actions": ["recompute", *actions],
         **({"objectives": list(objectives)} if objectives else {}),
+        **({"quality_floors": [f.to_dict() for f in floors]} if floors else {}),
         "generations": result.state.generation, "population": args.population, "search_seed": args.seed,
         "evaluations": len(result.memo.evaluated()), "images": result.state.history[-1].get("images_total"),
         "hypervolume": result.state.history[-1]["hypervolume"],

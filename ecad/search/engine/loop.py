@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 
 from ecad.search.engine.evaluation import CandidateResult, Executor, Recipe
 from ecad.search.engine.hypervolume import hypervolume, nondominated_mask, normalization_from
-from ecad.search.engine.noise import RacingSettings, could_be_nondominated, first_samples, optimistic_point
+from ecad.search.engine.noise import (RacingSettings, could_be_nondominated, could_clear_floors, first_samples,
+                                      optimistic_point)
 from ecad.search.engine.nsga import Generation, GeneticSettings, select_initial
 from ecad.search.engine.run_folder import Memo, MemoRecord, RunFolder, SearchState
 from ecad.search.engine.surrogate import SurrogateSettings, prescreen
@@ -96,6 +97,7 @@ def run_search(
             **({"objectives": list(task.objectives)} if task.objectives else {}),
             **({"racing": racing.to_dict()} if racing else {}),
             **({"surrogate": surrogate.to_dict()} if surrogate else {}),
+            **({"quality_floors": [f.to_dict() for f in task.floors]} if task.floors else {}),
             **(extra_config or {}),
         },
         mutable_keys=("generations", "execution"),
@@ -110,7 +112,8 @@ def run_search(
         evaluated = evaluate_generation(task, executor, memo, candidates, 0, progress)
         bits = task.space.coerce(np.array([b for _, b, _ in candidates]))
         F_all = task.objective_matrix(memo[key].result for key, _, _ in candidates)
-        pop_bits, pop_F = select_initial(settings, task.space, bits, F_all, seed)
+        G_all = task.constraint_matrix(memo[key].result for key, _, _ in candidates)
+        pop_bits, pop_F = select_initial(settings, task.space, bits, F_all, seed, G_all)
         state = SearchState(0, [task.key(b) for b in pop_bits], pop_bits, pop_F, normalization_from(F_all))
         _finish_generation(folder, task, memo, state, evaluated, started, plot)
 
@@ -126,7 +129,9 @@ def run_search(
             started = time.perf_counter()
             generation = state.generation + 1
             pool = surrogate.pool_factor if surrogate else 1
-            step = Generation(settings, task.space, state.population_bits, state.F, seed, generation, pool_factor=pool)
+            G = task.constraint_matrix(best_result(memo, key) for key in state.population_keys)
+            step = Generation(settings, task.space, state.population_bits, state.F, seed, generation, pool_factor=pool,
+                              G=G)
             offspring = step.offspring()  # 1. ask
             chosen = np.arange(len(offspring))
             if surrogate:  # 1b. render only the offspring a model of earlier results ranks best
@@ -135,7 +140,8 @@ def run_search(
             evaluated = evaluate_generation(task, executor, memo, candidates, generation, progress,  # 2. evaluate
                                             racing=racing, seed=seed)
             F = task.objective_matrix(best_result(memo, key) for key, _, _ in candidates)
-            pop_bits, pop_F = step.survivors(F, chosen)  # 3. tell
+            G = task.constraint_matrix(best_result(memo, key) for key, _, _ in candidates)
+            pop_bits, pop_F = step.survivors(F, chosen, G)  # 3. tell
             state = SearchState(generation, [task.key(b) for b in pop_bits], pop_bits, pop_F, state.normalization,
                                 state.history)
             _finish_generation(folder, task, memo, state, evaluated, started, plot)  # 4. save, log
@@ -197,6 +203,7 @@ def evaluate_generation(task: SearchTask, executor: Executor, memo: Memo, candid
     sample. With racing each is rendered on the first samples, and on the rest only if its
     optimistic bound could still be non-dominated by the front of earlier generations' full
     evaluations: a set fixed before this generation began, so a resumed run decides the same.
+    With quality floors, it must also plausibly clear every floor (its optimistic bound).
     """
     # two gene vectors may decode to one schedule (a repaired forecast): evaluate it once
     missing: dict[str, Candidate] = {}
@@ -215,7 +222,8 @@ def evaluate_generation(task: SearchTask, executor: Executor, memo: Memo, candid
     rest = [i for i in range(task.num_samples) if i not in first]
     promoted = [(key, bits, rest, label) for key, bits, label in missing
                 if could_be_nondominated(optimistic_point(memo[first_stage_key(key)].result, task.objectives,
-                                                          task.quality_metric, racing.z), front_F)]
+                                                          task.quality_metric, racing.z), front_F)
+                and could_clear_floors(memo[first_stage_key(key)].result, task.floors, racing.z)]
     return evaluated + _evaluate(executor, memo, promoted, generation, task, progress)
 
 

@@ -48,12 +48,20 @@ def first_samples(num_samples: int, fraction: float, seed: int) -> list[int]:
 
 def optimistic_point(result: CandidateResult, objectives: tuple[str, ...], quality_metric: str, z: float) -> np.ndarray:
     """(−upper bound of each quality objective, cost): the best the candidate could plausibly be."""
-    point = []
-    for name in objectives or (quality_metric,):
-        values = np.asarray(result.samples[name], dtype=float)
-        sem = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
-        point.append(-(values.mean() + z * sem))
+    point = [-optimistic_value(result, name, z) for name in objectives or (quality_metric,)]
     return np.array([*point, result.cost])
+
+
+def optimistic_value(result: CandidateResult, metric: str, z: float) -> float:
+    """Mean of ``metric`` over the rendered samples plus ``z`` standard errors."""
+    values = np.asarray(result.samples[metric], dtype=float)
+    sem = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
+    return float(values.mean() + z * sem)
+
+
+def could_clear_floors(result: CandidateResult, floors, z: float) -> bool:
+    """False only if some ``QualityFloor`` is above the optimistic bound of its metric."""
+    return all(optimistic_value(result, f.metric, z) >= f.minimum for f in floors)
 
 
 def could_be_nondominated(point: np.ndarray, front_F: np.ndarray) -> bool:

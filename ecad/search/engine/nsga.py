@@ -9,6 +9,9 @@ uninterrupted runs produce the same offspring, bit for bit.
 Operators: k-point crossover on the gene vectors (any integers); mutation flips bits in a bit
 space (pymoo's bitflip, as the v1 search always did) and, in an integer space (actions genes),
 redraws a gene as one of the *other* values its range allows (:class:`ResampleMutation`).
+
+Constraints (``G``, e.g. a quality floor): pymoo's constraint domination — a feasible candidate
+beats an infeasible one, two infeasible ones compare by their violation.
 """
 
 from __future__ import annotations
@@ -41,12 +44,20 @@ class GeneticSettings:
 
 
 class GeneProblem(Problem):
-    """Only declares the variables (bits, or integers within the space's bounds); objectives are
-    computed outside pymoo (ask/tell)."""
+    """Only declares the variables (bits, or integers within the space's bounds); objectives and
+    constraints are computed outside pymoo (ask/tell)."""
 
-    def __init__(self, space, n_obj: int = 2):
+    def __init__(self, space, n_obj: int = 2, n_constraints: int = 0):
         low, high = space.bounds()
-        super().__init__(n_var=space.n_var, n_obj=n_obj, xl=low, xu=high, vtype=bool if space.is_binary else int)
+        super().__init__(n_var=space.n_var, n_obj=n_obj, n_ieq_constr=n_constraints, xl=low, xu=high,
+                         vtype=bool if space.is_binary else int)
+
+
+def _static(problem: GeneProblem, F, G=None) -> StaticProblem:
+    values = {"F": np.asarray(F, dtype=float)}
+    if G is not None:
+        values["G"] = np.asarray(G, dtype=float)
+    return StaticProblem(problem, **values)
 
 
 class ResampleMutation(Mutation):
@@ -92,50 +103,53 @@ class Generation:
     """One NSGA-II step: ``offspring()`` to ask, ``survivors(F, chosen)`` to tell.
 
     ``pool_factor`` > 1 asks for that many times the population in offspring, of which the
-    caller evaluates and tells only the ``chosen`` ones (a surrogate's pre-screen).
+    caller evaluates and tells only the ``chosen`` ones (a surrogate's pre-screen). ``G``: the
+    population's constraint values (<= 0 feasible), if the search has constraints.
     """
 
     def __init__(self, settings: GeneticSettings, space, bits: np.ndarray, F: np.ndarray, seed: int, generation: int,
-                 pool_factor: int = 1):
+                 pool_factor: int = 1, G: np.ndarray | None = None):
         self.space = space
-        self.problem = GeneProblem(space, np.asarray(F).shape[1])
+        self.problem = GeneProblem(space, np.asarray(F).shape[1], 0 if G is None else np.asarray(G).shape[1])
         self.algorithm = _nsga2(settings, space, bits, None if pool_factor == 1 else pool_factor * settings.population)
         self.algorithm.setup(self.problem, seed=generation_seed(seed, generation), termination=("n_gen", 1 << 30))
         parents = self.algorithm.ask()
         if len(parents) != len(bits):
             raise ValueError("the saved population contains duplicates")
-        self._tell(parents, F)
+        self._tell(parents, F, G)
         self._offspring = None
 
-    def _tell(self, pop, F) -> None:
-        self.algorithm.evaluator.eval(StaticProblem(self.problem, F=np.asarray(F, dtype=float)), pop)
+    def _tell(self, pop, F, G=None) -> None:
+        self.algorithm.evaluator.eval(_static(self.problem, F, G), pop)
         self.algorithm.tell(infills=pop)
 
     def offspring(self) -> np.ndarray:
         self._offspring = self.algorithm.ask()
         return self.space.coerce(self._offspring.get("X"))
 
-    def survivors(self, F_offspring: np.ndarray, chosen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Tell the objectives of the ``chosen`` offspring (all by default); return the next (bits, F)."""
+    def survivors(self, F_offspring: np.ndarray, chosen: np.ndarray | None = None,
+                  G_offspring: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Tell the objectives (and constraints) of the ``chosen`` offspring (all by default);
+        return the next (bits, F)."""
         told = self._offspring if chosen is None else self._offspring[np.asarray(chosen, dtype=int)]
-        self._tell(told, F_offspring)
+        self._tell(told, F_offspring, G_offspring)
         pop = self.algorithm.pop
         return self.space.coerce(pop.get("X")), np.asarray(pop.get("F"), dtype=float)
 
 
-def select_initial(settings: GeneticSettings, space, bits: np.ndarray, F: np.ndarray, seed: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def select_initial(settings: GeneticSettings, space, bits: np.ndarray, F: np.ndarray, seed: int,
+                   G: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """NSGA-II survival over the evaluated initial candidates, down to the population size.
 
     ``bits`` must be free of duplicates (the caller dedupes by schedule hash).
     """
     from pymoo.core.population import Population
 
-    problem = GeneProblem(space, np.asarray(F).shape[1])
+    problem = GeneProblem(space, np.asarray(F).shape[1], 0 if G is None else np.asarray(G).shape[1])
     algorithm = _nsga2(settings, space, bits)
     algorithm.setup(problem, seed=generation_seed(seed, 0), termination=("n_gen", 1 << 30))
     pop = Population.new(X=space.coerce(bits))
-    algorithm.evaluator.eval(StaticProblem(problem, F=np.asarray(F, dtype=float)), pop)
+    algorithm.evaluator.eval(_static(problem, F, G), pop)
     survivors = algorithm.survival.do(
         problem, pop, n_survive=min(len(pop), settings.population), random_state=algorithm.random_state, algorithm=algorithm
     )

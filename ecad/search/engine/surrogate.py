@@ -5,8 +5,9 @@ are, integer action genes one-hot: ``space.features``) of every
 candidate fully evaluated in earlier generations, one model per objective. NSGA-II is asked for
 ``pool_factor`` times the population in offspring; the surrogate predicts their objectives and
 only the best ``population`` by predicted non-dominated rank (then crowding distance) are
-rendered. Fit and choice depend only on earlier generations' results and the offspring, so a
-resumed run chooses the same.
+rendered; with quality floors, the predicted-feasible ones first, as NSGA-II would rank them.
+Fit and choice depend only on earlier generations' results and the offspring, so a resumed run
+chooses the same.
 """
 
 from __future__ import annotations
@@ -38,10 +39,20 @@ class SurrogateSettings:
 
 def predict_objectives(task: SearchTask, evaluated: list[MemoRecord], bits: np.ndarray, alpha: float) -> np.ndarray:
     """Predicted minimised objectives of ``bits`` from a ridge fit on the ``evaluated`` records."""
+    return _predict(task, evaluated, bits, alpha, task.objective_matrix(r.result for r in evaluated))
+
+
+def predict_constraints(task: SearchTask, evaluated: list[MemoRecord], bits: np.ndarray, alpha: float
+                        ) -> np.ndarray | None:
+    """Predicted constraint values (``SearchTask.constraint_matrix``) of ``bits``; None without floors."""
+    G = task.constraint_matrix(r.result for r in evaluated)
+    return None if G is None else _predict(task, evaluated, bits, alpha, G)
+
+
+def _predict(task: SearchTask, evaluated: list[MemoRecord], bits: np.ndarray, alpha: float, Y: np.ndarray) -> np.ndarray:
     from sklearn.linear_model import Ridge
 
     X = task.space.features(np.array([r.bits for r in evaluated]))
-    Y = task.objective_matrix(r.result for r in evaluated)
     model = Ridge(alpha=alpha).fit(X, Y)
     return np.asarray(model.predict(task.space.features(bits)), dtype=float).reshape(len(bits), Y.shape[1])
 
@@ -78,4 +89,13 @@ def prescreen(task: SearchTask, evaluated: list[MemoRecord], offspring: np.ndarr
     if len(offspring) <= keep:
         return np.arange(len(offspring))
     predicted = predict_objectives(task, evaluated, offspring, settings.alpha)
-    return np.sort(rank_and_crowding_order(predicted)[:keep])
+    G = predict_constraints(task, evaluated, offspring, settings.alpha)
+    if G is None:
+        return np.sort(rank_and_crowding_order(predicted)[:keep])
+    # as NSGA-II ranks them: the predicted-feasible by rank and crowding, then the rest by violation
+    violation = np.clip(G, 0, None).sum(axis=1)
+    feasible = np.flatnonzero(violation == 0)
+    infeasible = np.flatnonzero(violation > 0)
+    order = np.concatenate([feasible[rank_and_crowding_order(predicted[feasible])] if len(feasible) else feasible,
+                            infeasible[np.lexsort((infeasible, violation[infeasible]))]]).astype(int)
+    return np.sort(order[:keep])

@@ -17,6 +17,31 @@ from ecad.setting import Setting
 BANK_SEED_PREFIX = "bank:"
 
 
+@dataclass(frozen=True)
+class QualityFloor:
+    """A region of interest: candidates whose ``metric`` (a key of ``CandidateResult.metrics``, e.g.
+    "psnr") is below ``minimum`` are infeasible for NSGA-II's selection, so the population is
+    spent where a bank entry could be used (a 14 dB schedule 18x cheaper is on the front but
+    serves no one). The archive front, and so the bank, still holds every non-dominated record."""
+
+    metric: str
+    minimum: float
+
+    @classmethod
+    def parse(cls, text: str) -> "QualityFloor":
+        """``"psnr=29"`` → QualityFloor("psnr", 29.0)."""
+        name, sep, value = text.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            return cls(name.strip(), float(value))
+        except ValueError:
+            raise ValueError(f"a quality floor is METRIC=VALUE, e.g. psnr=29; got {text!r}") from None
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "minimum": self.minimum}
+
+
 @dataclass
 class SearchTask:
     space: BitSpace | IntegerSpace
@@ -36,10 +61,25 @@ class SearchTask:
     num_samples: int = 1
     #: the metric CandidateResult.quality is (racing bounds it when no objectives are chosen)
     quality_metric: str = "quality"
+    #: constraints of NSGA-II's selection (empty: none; see QualityFloor)
+    floors: tuple[QualityFloor, ...] = ()
 
     def objective_matrix(self, results) -> np.ndarray:
         """The minimised objectives NSGA-II sees, one row per result: (−quality..., cost)."""
         return objective_matrix(results, self.objectives)
+
+    def constraint_matrix(self, results) -> np.ndarray | None:
+        """pymoo's inequality constraints, one row per result: ``minimum − value`` per floor
+        (<= 0 is feasible); None without floors."""
+        if not self.floors:
+            return None
+        results = list(results)
+        missing = sorted({f.metric for f in self.floors for r in results if f.metric not in r.metrics})
+        if missing:
+            raise KeyError(f"quality floor metric(s) {missing} not among the evaluator's metrics "
+                           f"{sorted(results[0].metrics) if results else []}")
+        return np.array([[f.minimum - r.metrics[f.metric] for f in self.floors] for r in results],
+                        dtype=float).reshape(len(results), len(self.floors))
 
     def key(self, bits: np.ndarray) -> str:
         return self.key_fn(self.space.coerce(bits))
