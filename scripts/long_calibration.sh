@@ -11,6 +11,9 @@
 # (calibration PSNR; the benchmark's bars are 30 and 35 dB on held-out prompts), warm-started from
 # the second run's bank (runs/calibrate/ecad-scenes/long-pop64-v2-bank.json: run RUN=long-pop64-v2
 # first). The second run spent its population along the whole front, down to 14 dB at 18x MACs.
+# RUN=focus-psnr28-steps: the same plus `--step-mutation 0.3` (step-aligned moves); its generation 0
+# is the focus run's (same seeds, same selection), so its folder may start as a copy of that one's
+# generation 0 (memo records of generation 0, references, state, config with the genetic settings).
 cd "$(dirname "$0")/.."  # the repo root
 export PYTHONPATH=$PWD
 RUN=${RUN:-long-pop64-v2}
@@ -19,7 +22,9 @@ case "$RUN" in
   long-pop64) ;;
   long-pop64-v2) EXTRA=(--seed-bank docs/benchmarks/ecad-scenes-candidate-g8/candidate-bank.json) ;;
   focus-psnr28) EXTRA=(--seed-bank runs/calibrate/ecad-scenes/long-pop64-v2-bank.json --quality-floor psnr=28) ;;
-  *) echo "unknown RUN=$RUN (long-pop64, long-pop64-v2, focus-psnr28)" >&2; exit 2 ;;
+  focus-psnr28-steps) EXTRA=(--seed-bank runs/calibrate/ecad-scenes/long-pop64-v2-bank.json --quality-floor psnr=28
+                             --step-mutation 0.3) ;;
+  *) echo "unknown RUN=$RUN (long-pop64, long-pop64-v2, focus-psnr28, focus-psnr28-steps)" >&2; exit 2 ;;
 esac
 for g in $(seq ${STEP:-6} ${STEP:-6} ${MAX_GENERATIONS:-80}); do
   nice -n 19 "${PYTHON:-.venv-test/bin/python}" -m ecad.cli.calibrate --population 64 --generations $g \

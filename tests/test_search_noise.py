@@ -213,3 +213,46 @@ def test_quality_floor_parses_and_names_its_option():
         QualityFloor.parse("psnr")
     with pytest.raises(ValueError, match="--quality-floor ssim=0.9.*searched objective.*psnr"):
         parse_floors(["ssim=0.9"], ("psnr",))
+
+
+def test_step_plane_mutation_moves_whole_steps_and_is_deterministic(tmp_path):
+    """A step-aligned move changes exactly one step plane of one segment (filled with one value, or
+    a neighbour's copy); the run is deterministic in its seed, records the setting, and runs
+    recorded without it keep their config (resume)."""
+    from pymoo.core.population import Population
+
+    from ecad.search.engine.nsga import GeneProblem, ResampleMutation, StepPlaneMutation
+    from ecad.search.engine.space import IntegerSpace
+
+    planes, blocks, components = 4, 3, 2
+    space = IntegerSpace(((planes * blocks * components, 0, 2, 1), (planes * blocks, 0, 1, 0)))
+    X = space.random(200, seed=1)
+    mutation = StepPlaneMutation(ResampleMutation(prob_var=0.0), space, planes, move_prob=1.0)
+    Y = mutation.do(GeneProblem(space), Population.new(X=X.copy()), random_state=np.random.default_rng(0)).get("X")
+    filled = copied = 0
+    for x, y in zip(X, Y):
+        changed = [(start + step * (count // planes), count // planes)
+                   for start, count, _, _ in space.value_segments() for step in range(planes)
+                   if (x[start + step * (count // planes): start + (step + 1) * (count // planes)]
+                       != y[start + step * (count // planes): start + (step + 1) * (count // planes)]).any()]
+        assert len(changed) <= 1, "one plane per move"
+        if changed:
+            lo, size = changed[0]
+            plane = y[lo:lo + size]
+            filled += len(set(plane)) == 1
+            copied += any((plane == y[lo + d * size: lo + (d + 1) * size]).all() for d in (-1, 1)
+                          if 0 <= lo + d * size and lo + (d + 1) * size <= len(y))
+    assert filled > 20 and copied > 20
+
+    step = GeneticSettings(population=12, step_mutation_prob=0.5, step_planes=4)
+    assert "step_mutation_prob" not in SMALL.to_dict(), "runs without it keep their recorded settings"
+    with pytest.raises(ValueError, match="step_planes"):
+        GeneticSettings(step_mutation_prob=0.5)
+    states = []
+    for name in ("a", "b"):
+        task = noisy_task()
+        run_search(task, tmp_path / name, LocalExecutor(task.recipe), generations=3, settings=step, seed=0,
+                   progress=False, plot=False)
+        states.append(state_of(tmp_path / name))
+    assert states[0] == states[1]
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["genetic"]["step_planes"] == 4

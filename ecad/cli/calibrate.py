@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--crossover-prob", type=float, default=0.9, help="crossover probability (paper: 0.9)")
     s.add_argument("--mutation-prob", type=float, default=1.0, help="chance an offspring is mutated (default %(default)s)")
     s.add_argument("--mutation-bit-prob", type=float, help="per-bit flip probability (default 1/bits)")
+    s.add_argument("--step-mutation", type=float, default=0.0, metavar="PROB",
+                   help="chance an offspring also gets one step-aligned move: one step's skip or action plane "
+                   "filled with one value (e.g. every block skipped) or copied from the step before or after "
+                   "(default 0: off; e.g. 0.3)")
     s.add_argument("--seed", type=int, default=0, help="search seed (default %(default)s)")
     s.add_argument("--seed-bank", action="append", default=[], metavar="BANK",
                    help="warm start: add this bank's entries (same model layout and steps) to the heuristic seeds "
@@ -251,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         objectives = parse_objectives(args.objectives, args.model)
         floors = parse_floors(args.quality_floor, objectives)
+        if not 0 <= args.step_mutation <= 1:
+            raise ValueError(f"--step-mutation is a probability in [0, 1], got {args.step_mutation}")
         actions = parse_actions(args.actions)
         if (args.cost == "fitted") != bool(args.cost_model):
             raise ValueError("--cost fitted needs --cost-model FILE (and --cost-model needs --cost fitted)")
@@ -290,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = GeneticSettings(
         population=args.population, crossover_points=args.crossover_points, crossover_prob=args.crossover_prob,
         mutation_prob=args.mutation_prob, mutation_bit_prob=args.mutation_bit_prob,
+        step_mutation_prob=args.step_mutation, step_planes=setting.num_inference_steps - 1,
     )
     log.info("calibrating %s at %s: %d genes (recompute, %s), %d heuristic seeds, scorer %s, %d prompts x %d seeds, "
              "run folder %s", args.model, setting.name, task.space.n_var, ", ".join(actions), len(task.seeds), scorer,

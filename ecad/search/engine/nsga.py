@@ -9,6 +9,9 @@ uninterrupted runs produce the same offspring, bit for bit.
 Operators: k-point crossover on the gene vectors (any integers); mutation flips bits in a bit
 space (pymoo's bitflip, as the v1 search always did) and, in an integer space (actions genes),
 redraws a gene as one of the *other* values its range allows (:class:`ResampleMutation`).
+Optionally (``step_mutation_prob``) an offspring also gets one step-aligned move
+(:class:`StepPlaneMutation`): gene-wise flips almost never turn a whole step into a skip, the
+move that FirstBlockCache makes on every cheap step.
 
 Constraints (``G``, e.g. a quality floor): pymoo's constraint domination — a feasible candidate
 beats an infeasible one, two infeasible ones compare by their violation.
@@ -38,9 +41,22 @@ class GeneticSettings:
     mutation_prob: float = 1.0
     #: chance per bit, given the offspring mutates; None = 1 / n_var (pymoo's default)
     mutation_bit_prob: float | None = None
+    #: chance an offspring also gets a step-aligned move (StepPlaneMutation); 0 = off
+    step_mutation_prob: float = 0.0
+    #: step planes each gene segment is cut into (the searched steps); needed when the above is on
+    step_planes: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.step_mutation_prob <= 1:
+            raise ValueError(f"GeneticSettings.step_mutation_prob must be in [0, 1], got {self.step_mutation_prob}")
+        if self.step_mutation_prob and self.step_planes < 2:
+            raise ValueError("GeneticSettings.step_planes (the searched steps, >= 2) is needed for step mutation")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if not self.step_mutation_prob:  # as runs from before step mutation recorded their settings
+            del data["step_mutation_prob"], data["step_planes"]
+        return data
 
 
 class GeneProblem(Problem):
@@ -76,6 +92,39 @@ class ResampleMutation(Mutation):
         return np.where(chosen, draw, X)
 
 
+class StepPlaneMutation(Mutation):
+    """``inner`` mutation, then, with probability ``move_prob`` per offspring, one step-aligned move.
+
+    The genes of each segment (``space.value_segments()``) are ``planes`` step planes in step
+    order (``GeneSpace``: the actions of steps 1.., then the skip plane of steps 1..). A move
+    picks a segment and a step and either fills that step's plane with one value of the
+    segment's range (every block skipped or run; every component reused, recomputed, ...), or
+    copies the plane of the step before or after it (a pattern shifted by one step).
+    """
+
+    def __init__(self, inner: Mutation, space, planes: int, move_prob: float, prob: float = 1.0):
+        super().__init__(prob=prob)  # which offspring take the mutated genes at all, as inner's prob
+        self.inner, self.space, self.planes, self.move_prob = inner, space, planes, move_prob
+        for start, count, _, _ in space.value_segments():
+            if count % planes:
+                raise ValueError(f"a gene segment of {count} genes does not split into {planes} step planes")
+
+    def _do(self, problem, X, random_state=None, **kwargs):
+        X = np.asarray(self.inner._do(problem, X, random_state=random_state, **kwargs)).copy()
+        segments = self.space.value_segments()
+        for row in np.flatnonzero(random_state.random(len(X)) < self.move_prob):
+            start, count, low, high = segments[random_state.integers(len(segments))]
+            size = count // self.planes
+            step = int(random_state.integers(self.planes))
+            plane = slice(start + step * size, start + (step + 1) * size)
+            if random_state.random() < 0.5:
+                X[row, plane] = random_state.integers(low, high + 1)
+            else:
+                source = step + (1 if step == 0 or (step < self.planes - 1 and random_state.random() < 0.5) else -1)
+                X[row, plane] = X[row, start + source * size: start + (source + 1) * size]
+        return X
+
+
 def generation_seed(seed: int, generation: int) -> int:
     """A portable per-generation seed: no RNG state needs saving."""
     return int(np.random.SeedSequence([int(seed), int(generation)]).generate_state(1)[0])
@@ -88,6 +137,9 @@ def _nsga2(settings: GeneticSettings, space, sampling: np.ndarray, n_offsprings:
         if settings.mutation_bit_prob is None
         else kind(prob=settings.mutation_prob, prob_var=settings.mutation_bit_prob)
     )
+    if settings.step_mutation_prob:
+        mutation = StepPlaneMutation(mutation, space, settings.step_planes, settings.step_mutation_prob,
+                                     prob=settings.mutation_prob)
     return NSGA2(
         pop_size=settings.population,
         n_offsprings=n_offsprings,

@@ -1,7 +1,7 @@
 """The search spaces: what a candidate is, as the flat gene vector the genetic search varies.
 
 Two kinds, with one interface (``n_var``, ``bounds``, ``coerce``, ``pack``/``unpack``, ``random``,
-``features``, ``all_recompute``, ``to_config``) the engine uses without knowing which:
+``features``, ``value_segments``, ``all_recompute``, ``to_config``) the engine uses without knowing which:
 
 * :class:`BitSpace` — a cache schedule's bool mask ``[num_steps, num_blocks, num_components]``
   (True = recompute). The first ``fixed_steps`` steps (step 0 by default) must always recompute
@@ -75,6 +75,10 @@ class BitSpace:
 
     def features(self, genes: np.ndarray) -> np.ndarray:
         return np.asarray(genes, dtype=float)
+
+    def value_segments(self) -> list[tuple[int, int, int, int]]:
+        """(first gene, genes, low, high) of each run of genes with one value range."""
+        return [(0, self.n_var, 0, 1)]
 
     def to_config(self) -> dict:
         return {"shape": list(self.shape), "fixed_steps": self.fixed_steps}
@@ -160,6 +164,11 @@ class IntegerSpace:
             columns += [(part == v).astype(float) for v in range(lo, hi + 1)]
             start += n
         return np.hstack(columns)
+
+    def value_segments(self) -> list[tuple[int, int, int, int]]:
+        """(first gene, genes, low, high) of each segment."""
+        starts = np.cumsum([0] + [s[0] for s in self.segments])
+        return [(int(start), n, lo, hi) for start, (n, lo, hi, _) in zip(starts, self.segments)]
 
     def to_config(self) -> dict:
         return {"segments": [list(s) for s in self.segments]}
