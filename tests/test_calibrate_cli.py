@@ -255,3 +255,32 @@ def test_seed_bank_warm_starts_the_initial_population(tiny_model, tmp_path, caps
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "--seed-bank" in err and "4 steps, not 6 steps" in err
+
+
+def test_quality_floor_and_step_mutation_are_recorded_and_bad_values_named(tiny_model, tmp_path, capsys):
+    args = common(tiny_model, tmp_path, "--generations", "2", "--no-plot", "--objectives", "psnr,ssim",
+                  "--scorer", "auto", "--scorer-arg", "max_psnr=150", "--quality-floor", "psnr=20",
+                  "--step-mutation", "0.5")
+    assert main(args) == 0
+    bank = ScheduleBank.load(tmp_path / "bank.json")
+    assert bank.calibration["quality_floors"] == [{"metric": "psnr", "minimum": 20.0}]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["quality_floors"] == [{"metric": "psnr", "minimum": 20.0}]
+    assert config["genetic"]["step_mutation_prob"] == 0.5 and config["genetic"]["step_planes"] == 3
+    capsys.readouterr()
+    assert main(args[:-1] + ["0.2"]) == 2, "a run folder refuses another step-mutation setting"
+    assert "holds a run with different settings (genetic)" in capsys.readouterr().err
+    assert main(common(tiny_model, tmp_path / "x", "--objectives", "psnr", "--quality-floor", "ssim=0.5")) == 2
+    assert "--quality-floor ssim=0.5" in capsys.readouterr().err
+    assert main(common(tiny_model, tmp_path / "y", "--step-mutation", "2")) == 2
+    assert "--step-mutation is a probability in [0, 1], got 2.0" in capsys.readouterr().err
+
+
+def test_bank_metadata_writes_the_model_folder_relative_to_the_bank(tmp_path):
+    from ecad.cli.calibrate import portable_paths
+
+    model = tmp_path / "models" / "m"
+    model.mkdir(parents=True)
+    kwargs = {"component_kwargs": {"scenes-reward": {"model_dir": str(model)}}, "other": [str(model), "x"]}
+    assert portable_paths(kwargs, str(model), tmp_path / "schedules" / "m") == {
+        "component_kwargs": {"scenes-reward": {"model_dir": "../../models/m"}}, "other": ["../../models/m", "x"]}

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from ecad.paths import DEFAULT_MODEL, SCHEDULES_DIR
 
@@ -177,6 +178,20 @@ def parse_floors(texts: list[str], objectives: tuple[str, ...]) -> tuple:
     return tuple(floors)
 
 
+def portable_paths(value: Any, model: str, bank_folder: Path) -> Any:
+    """``value`` (JSON-like) with the model folder's path written as the bank writes its ``model``
+    (relative to the bank's folder), so a bank records no path of the machine it was made on."""
+    from ecad.bank import portable_model_reference
+
+    if isinstance(value, dict):
+        return {k: portable_paths(v, model, bank_folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable_paths(v, model, bank_folder) for v in value]
+    if isinstance(value, str) and Path(model).is_dir() and Path(value).absolute() == Path(model).absolute():
+        return portable_model_reference(value, bank_folder)
+    return value
+
+
 def _model_scorer_kwargs(name: str, model: str, kwargs: dict) -> dict:
     """The bundled model's scorers read its reward network from the model folder."""
     from ecad.quality.prompts import is_scenes_model
@@ -230,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ecad.quality.prompts import validation_prompts
     from ecad.search.engine.loop import rescore, run_search
+    from ecad.search.engine.run_folder import RunFolderError
     from ecad.search.engine.noise import RacingSettings
     from ecad.search.engine.nsga import GeneticSettings
     from ecad.search.engine.surrogate import SurrogateSettings
@@ -301,15 +317,19 @@ def main(argv: list[str] | None = None) -> int:
     log.info("calibrating %s at %s: %d genes (recompute, %s), %d heuristic seeds, scorer %s, %d prompts x %d seeds, "
              "run folder %s", args.model, setting.name, task.space.n_var, ", ".join(actions), len(task.seeds), scorer,
              len(prompts), len(seeds), run_dir)
-    with make_executor(recipe, args) as executor:
-        result = run_search(
-            task, run_dir, executor, generations=args.generations, settings=settings, seed=args.seed,
-            progress=not args.no_progress, plot=not args.no_plot,
-            racing=racing, surrogate=surrogate,
-            extra_config={"execution": {"ray": args.ray, "workers": args.workers},
-                          # the initial population depends on them (kept only when set: older runs resume)
-                          **({"seed_banks": [str(Path(b)) for b in args.seed_bank]} if args.seed_bank else {})},
-        )
+    try:
+        with make_executor(recipe, args) as executor:
+            result = run_search(
+                task, run_dir, executor, generations=args.generations, settings=settings, seed=args.seed,
+                progress=not args.no_progress, plot=not args.no_plot,
+                racing=racing, surrogate=surrogate,
+                extra_config={"execution": {"ray": args.ray, "workers": args.workers},
+                              # the initial population depends on them (kept only when set: older runs resume)
+                              **({"seed_banks": [str(Path(b)) for b in args.seed_bank]} if args.seed_bank else {})},
+            )
+    except RunFolderError as err:  # a folder holding another run: say so, no traceback
+        print(f"ecad-calibrate: {err}", file=sys.stderr)
+        return 2
     validation = None
     if held_back:
         validation_recipe = replace(recipe, prompts=held_back)
@@ -317,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             validation = rescore(task, run_dir / f"validation-{len(held_back)}", executor, bank_records(task, result),
                                  validation_recipe, progress=not args.no_progress)
     calibration = {
-        "prompts": prompts, "seeds": seeds, "scorer_kwargs": scorer_kwargs, "cost": args.cost,
+        "prompts": prompts, "seeds": seeds, "scorer_kwargs": portable_paths(scorer_kwargs, args.model, out.parent),
+        "cost": args.cost,
         "actions": ["recompute", *actions],
         **({"objectives": list(objectives)} if objectives else {}),
         **({"quality_floors": [f.to_dict() for f in floors]} if floors else {}),
