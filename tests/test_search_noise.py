@@ -256,3 +256,22 @@ def test_step_plane_mutation_moves_whole_steps_and_is_deterministic(tmp_path):
         states.append(state_of(tmp_path / name))
     assert states[0] == states[1]
     assert json.loads((tmp_path / "a" / "config.json").read_text())["genetic"]["step_planes"] == 4
+
+
+def test_surrogate_renders_the_offspring_it_predicts_feasible_first(tmp_path):
+    """With a floor, the pre-screen keeps predicted-feasible offspring before any predicted below it."""
+    from ecad.search.engine.surrogate import predict_constraints, prescreen
+    from ecad.search.engine.task import QualityFloor
+
+    task, result = search(tmp_path, "fit", generations=2)
+    evaluated = result.memo.evaluated()
+    offspring = task.space.random(40, seed=3)
+    task.floors = (QualityFloor("weighted", 0.5),)
+    G = predict_constraints(task, evaluated, offspring, 1.0)[:, 0]
+    assert (G <= 0).any() and (G > 0).any(), "a mix of predicted feasible and infeasible offspring"
+    kept = prescreen(task, evaluated, offspring, 5, SurrogateSettings(pool_factor=8))
+    if (G <= 0).sum() >= 5:
+        assert (G[kept] <= 0).all()
+    else:
+        assert set(np.flatnonzero(G <= 0)) <= set(kept)
+    assert list(kept) == list(prescreen(task, evaluated, offspring, 5, SurrogateSettings(pool_factor=8)))
