@@ -308,6 +308,19 @@ def portable_model_reference(model: str, bank_folder: Path) -> str:
     return relative if relative.startswith("..") else f"./{relative}"
 
 
+def portable_paths(value: Any, model: str, bank_folder: Path) -> Any:
+    """``value`` (JSON-like) with the model folder's path written as the bank writes its ``model``
+    (relative to the bank's folder), so a bank's metadata records no path of the machine it was
+    made on (e.g. the scenes reward's ``model_dir`` in the calibration's scorer arguments)."""
+    if isinstance(value, dict):
+        return {k: portable_paths(v, model, bank_folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable_paths(v, model, bank_folder) for v in value]
+    if isinstance(value, str) and Path(model).is_dir() and Path(value).absolute() == Path(model).absolute():
+        return portable_model_reference(value, bank_folder)
+    return value
+
+
 def fingerprint(transformer_config: dict[str, Any]) -> str:
     """sha256 of a transformer config, ignoring bookkeeping keys (paths, library versions)."""
     relevant = {k: v for k, v in dict(transformer_config).items() if not k.startswith("_")}

@@ -277,10 +277,44 @@ def test_quality_floor_and_step_mutation_are_recorded_and_bad_values_named(tiny_
 
 
 def test_bank_metadata_writes_the_model_folder_relative_to_the_bank(tmp_path):
-    from ecad.cli.calibrate import portable_paths
+    from ecad.bank import portable_paths
 
     model = tmp_path / "models" / "m"
     model.mkdir(parents=True)
     kwargs = {"component_kwargs": {"scenes-reward": {"model_dir": str(model)}}, "other": [str(model), "x"]}
     assert portable_paths(kwargs, str(model), tmp_path / "schedules" / "m") == {
         "component_kwargs": {"scenes-reward": {"model_dir": "../../models/m"}}, "other": ["../../models/m", "x"]}
+
+
+def test_merging_two_runs_writes_the_front_over_both_with_their_validation(tiny_model, tmp_path, capsys):
+    from ecad.search.engine.hypervolume import nondominated_mask
+    from ecad.search.merge import main as merge
+
+    def calibrate(name, *extra):
+        args = ["--model", str(tiny_model), "--steps", "4", "--num-prompts", "2", "--seeds", "0", "--population", "8",
+                "--objectives", "psnr,ssim", "--scorer-arg", "max_psnr=150", "--validation-prompts", "2",
+                "--generations", "1", "--no-plot", "--no-progress", "--run-dir", str(tmp_path / name),
+                "--out", str(tmp_path / f"{name}.json"), *extra]
+        assert main(args) == 0
+        return ScheduleBank.load(tmp_path / f"{name}.json")
+
+    a, b = calibrate("a"), calibrate("b", "--seed", "1", "--step-mutation", "0.5")
+    assert merge([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "merged.json")]) == 0
+    merged = ScheduleBank.load(tmp_path / "merged.json")
+    assert merged.calibration["validation_prompts"] == a.calibration["validation_prompts"]
+    assert [r["run_dir"] for r in merged.calibration["merged_runs"]] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    # the merged bank's searched entries are the front over both banks' entries, with their validation
+    by_hash = {e.cache_schedule().hash: e for bank in (a, b) for e in bank.entries}
+    union = list(by_hash.values())
+    on_front = nondominated_mask(np.array([[-e.quality["psnr"], -e.quality["ssim"], e.macs] for e in union]))
+    front = {e.cache_schedule().hash for e, keep in zip(union, on_front) if keep}
+    merged_hashes = {e.cache_schedule().hash for e in merged.entries}
+    assert front <= merged_hashes <= set(by_hash)
+    for entry in merged.entries:
+        assert entry.validation == by_hash[entry.cache_schedule().hash].validation
+
+    calibrate("c", "--steps", "5")
+    capsys.readouterr()
+    assert merge([str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "bad.json")]) == 2
+    assert "is another task" in capsys.readouterr().err
+    assert not (tmp_path / "bad.json").exists()

@@ -11,7 +11,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from ecad.paths import DEFAULT_MODEL, SCHEDULES_DIR
 
@@ -178,20 +177,6 @@ def parse_floors(texts: list[str], objectives: tuple[str, ...]) -> tuple:
     return tuple(floors)
 
 
-def portable_paths(value: Any, model: str, bank_folder: Path) -> Any:
-    """``value`` (JSON-like) with the model folder's path written as the bank writes its ``model``
-    (relative to the bank's folder), so a bank records no path of the machine it was made on."""
-    from ecad.bank import portable_model_reference
-
-    if isinstance(value, dict):
-        return {k: portable_paths(v, model, bank_folder) for k, v in value.items()}
-    if isinstance(value, list):
-        return [portable_paths(v, model, bank_folder) for v in value]
-    if isinstance(value, str) and Path(model).is_dir() and Path(value).absolute() == Path(model).absolute():
-        return portable_model_reference(value, bank_folder)
-    return value
-
-
 def _model_scorer_kwargs(name: str, model: str, kwargs: dict) -> dict:
     """The bundled model's scorers read its reward network from the model folder."""
     from ecad.quality.prompts import is_scenes_model
@@ -249,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     from ecad.search.engine.noise import RacingSettings
     from ecad.search.engine.nsga import GeneticSettings
     from ecad.search.engine.surrogate import SurrogateSettings
-    from ecad.bank import BankError, ScheduleBank
+    from ecad.bank import BankError, ScheduleBank, portable_paths
     from ecad.search.render import (REUSE_ONLY, RenderRecipe, bank_records, bank_seeds, build_model_task,
                                     parse_actions, write_bank)
     from ecad.cost import FittedCost
