@@ -47,8 +47,9 @@ def _same_task(first: dict, other: dict, name: str) -> None:
             a, b = ({k: v for k, v in d.items() if k != "model"} for d in (a, b))
         if a != b:
             raise MergeError(f"{name} is another task: its config differs in {key!r}")
-    for key in EVALUATOR_KEYS:
-        if first["evaluator"].get(key) != other["evaluator"].get(key):
+    for key in EVALUATOR_KEYS:  # scorer arguments may name the model folder (the scenes reward's)
+        a, b = (_renamed(c["evaluator"].get(key), c["evaluator"]["model"], "<model>") for c in (first, other))
+        if a != b:
             raise MergeError(f"{name} is another task: its evaluator differs in {key!r}")
 
 
