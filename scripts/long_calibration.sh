@@ -14,6 +14,9 @@
 # RUN=focus-psnr28-steps: the same plus `--step-mutation 0.3` (step-aligned moves); its generation 0
 # is the focus run's (same seeds, same selection), so its folder may start as a copy of that one's
 # generation 0 (memo records of generation 0, references, state, config with the genetic settings).
+# The served bank is the merge of both (after their last pass):
+#   python -m ecad.search.merge runs/calibrate/ecad-scenes/focus-psnr28 \
+#       runs/calibrate/ecad-scenes/focus-psnr28-steps --out schedules/ecad-scenes/32x32-20steps.json
 cd "$(dirname "$0")/.."  # the repo root
 export PYTHONPATH=$PWD
 RUN=${RUN:-long-pop64-v2}

@@ -124,8 +124,9 @@ def merge_runs(runs: list[str | Path], bank_folder: Path, model: str | None = No
     return task, result, validated, calibration
 
 
-def write_merged_bank(runs: list[str | Path], out: str | Path, model: str | None = None) -> Path:
-    """Merge ``runs`` (see `merge_runs`) and write the bank to ``out``."""
+def write_merged_bank(runs: list[str | Path], out: str | Path, model: str | None = None,
+                      plot: str | Path | None = None) -> Path:
+    """Merge ``runs`` (see `merge_runs`) and write the bank to ``out`` (and its Pareto plot to ``plot``)."""
     from ecad.search.render import bank_records, write_bank
 
     task, result, validated, calibration = merge_runs(runs, Path(out).parent, model)
@@ -133,7 +134,14 @@ def write_merged_bank(runs: list[str | Path], out: str | Path, model: str | None
     if missing:
         raise MergeError(f"{len(missing)} records of the merged bank were never validated in any run "
                          f"(e.g. {missing[:3]}): finish every run's last pass (it validates its bank), then merge")
-    return write_bank(task, result, out, calibration=calibration, validation=validated)
+    path = write_bank(task, result, out, calibration=calibration, validation=validated)
+    if plot:
+        from ecad.search.engine.plot import plot_pareto
+
+        plot_pareto(Path(plot), front=result.front, seeds=result.seeds, evaluated=result.memo.evaluated(),
+                    title=f"{task.description['name']} — {len(runs)} runs merged",
+                    cost_label=task.description["cost_label"], quality_label=task.description["quality_label"])
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", help="finished run folders of one task (ecad-calibrate --run-dir)")
     p.add_argument("--out", required=True, help="bank file to write, e.g. schedules/<model>/<setting>.json")
     p.add_argument("--model", help="model folder the bank names (default: the first run's)")
+    p.add_argument("--plot", help="also draw the merged front, every evaluated candidate and the heuristics here (PNG)")
     args = p.parse_args(argv)
     try:
-        path = write_merged_bank(args.runs, args.out, args.model)
+        path = write_merged_bank(args.runs, args.out, args.model, args.plot)
     except (MergeError, OSError) as err:
         print(f"merge: {err}", file=sys.stderr)
         return 2
