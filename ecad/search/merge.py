@@ -88,12 +88,11 @@ def merge_runs(runs: list[str | Path], bank_folder: Path, model: str | None = No
     memo = Memo(Path("/nonexistent/merged.jsonl"), task.space)  # in memory: never added to
     validated: dict[str, Any] = {}
     validation_prompts: list[str] | None = None
-    images, generations = 0, {}
+    generations = {}
     for run in runs:
         own = RunFolder(run).memo(task.space)
         for key, record in own.records.items():
             memo.records.setdefault(key, record)
-        images += sum(task.num_samples if r.images is None else r.images for r in own.records.values())
         generations[str(run)] = max((r.generation for r in own.records.values()), default=0)
         folders = [run / validation] if validation else sorted(run.glob("validation-*"))
         if len(folders) != 1 or not (folders[0] / "memo.jsonl").is_file():
@@ -105,6 +104,8 @@ def merge_runs(runs: list[str | Path], bank_folder: Path, model: str | None = No
             raise MergeError(f"{run} was validated on other prompts than {runs[0]}")
         validation_prompts = held_back
 
+    # each candidate once: runs may share records (a generation 0 started from one copy)
+    images = sum(task.num_samples if r.images is None else r.images for r in memo.records.values())
     seeds = [r for r in memo.records.values() if r.label and r.stage is None]
     result = SearchResult(state=None, front=archive_front(memo, objectives=task.objectives), seeds=seeds, memo=memo)
     first = configs[0]["evaluator"]
