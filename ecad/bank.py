@@ -287,6 +287,9 @@ class ScheduleBank(BaseModel):
             raise BankError(f"{path}: invalid bank: {problems}") from None
         if bank.model.startswith(("./", "../")):  # relative to the bank file, not to the caller's cwd
             bank.model = os.path.normpath(path.parent.absolute() / bank.model)
+            # The calibration metadata names the same folder (e.g. the scenes reward's model_dir)
+            # relative to the bank too: resolved here so that save() elsewhere rewrites it right.
+            bank.calibration = _resolved_model_paths(bank.calibration, bank.model, path.parent)
         return bank
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -295,7 +298,8 @@ class ScheduleBank(BaseModel):
         A local model folder is stored relative to the bank file, so a checkout's bank finds that
         checkout's model wherever it lies (hub ids are stored as they are)."""
         path = Path(path)
-        stored = self.model_copy(update={"model": portable_model_reference(self.model, path.parent)})
+        stored = self.model_copy(update={"model": portable_model_reference(self.model, path.parent),
+                                         "calibration": portable_paths(self.calibration, self.model, path.parent)})
         atomic_write_text(path, stored.model_dump_json(indent=2) + "\n")
         return path
 
@@ -318,6 +322,18 @@ def portable_paths(value: Any, model: str, bank_folder: Path) -> Any:
         return [portable_paths(v, model, bank_folder) for v in value]
     if isinstance(value, str) and Path(model).is_dir() and Path(value).absolute() == Path(model).absolute():
         return portable_model_reference(value, bank_folder)
+    return value
+
+
+def _resolved_model_paths(value: Any, model: str, bank_folder: Path) -> Any:
+    """``value`` with each relative path that names ``model`` from ``bank_folder`` made absolute."""
+    if isinstance(value, dict):
+        return {k: _resolved_model_paths(v, model, bank_folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolved_model_paths(v, model, bank_folder) for v in value]
+    if isinstance(value, str) and value.startswith(("./", "../")):
+        resolved = os.path.normpath(bank_folder.absolute() / value)
+        return resolved if resolved == model else value
     return value
 
 

@@ -402,9 +402,17 @@ def test_banks_store_a_model_folder_relative_to_themselves_and_keep_the_umask_mo
 
 
 def test_the_committed_bank_finds_its_model_from_any_directory(tmp_path, monkeypatch):
+    import json
+
     monkeypatch.chdir(tmp_path)
     bank = ScheduleBank.load(REPO_ROOT / "schedules" / "ecad-scenes" / "32x32-20steps.json")
     assert bank.model == str(REPO_ROOT / "models" / "ecad-scenes")
+    assert bank.calibration["scorer_kwargs"]["component_kwargs"]["scenes-reward"]["model_dir"] == bank.model
+    # Saved one folder deeper, the model and the metadata's copy of its path both follow the file.
+    moved = bank.save(tmp_path / "a" / "b" / "moved.json")
+    stored = json.loads(moved.read_text())
+    assert stored["calibration"]["scorer_kwargs"]["component_kwargs"]["scenes-reward"]["model_dir"] == stored["model"]
+    assert ScheduleBank.load(moved).model == bank.model
 
 
 def test_profile_cli_stores_a_profile_and_refuses_bad_options(tiny_setup, tmp_path, capsys):
