@@ -114,6 +114,10 @@ def test_cli_end_to_end_on_tiny_pipeline(tiny, tmp_path):
                         and p["quality"]["held-out"]["psnr"] >= b["psnr"] and p["kind"] != "reference"]
             if clearing:
                 assert b["key"] in max(clearing, key=lambda p: p["macs_speedup"])["deciding"], fam
+        for v in b["verdicts"]:  # a paired per-round ratio wherever both sides were timed in the same rounds
+            assert ("paired" in v) == bool(v.get("ecad") and v.get("other")), v
+            if "paired" in v:
+                assert v["paired"]["rounds"] == 2 and v["paired"]["min"] <= v["paired"]["max"]
         for fam, best in b["fastest"].items():  # each family's fastest point at the bar was timed and clears it
             assert best["speedup_source"] == "rounds" and best["psnr"] >= b["psnr"], fam
     # FirstBlockCache decides on the whole batch: it was scored again at batch 1, the schedules were not
@@ -284,6 +288,20 @@ def test_winner_only_beyond_the_spread():
     assert verdict(best(1.5, 1.4, 1.6), best(1.7, 1.65, 1.8), "fora", 8)["winner"] == "fora"
     assert verdict(None, best(1.7, 1.6, 1.8), "fora", 8)["winner"] == "fora"
     assert verdict(best(1.7, 1.6, 1.8), None, None, 8)["winner"] == "ecad"
+
+
+def test_paired_round_ratios_are_reported_beside_the_unchanged_verdict():
+    def timed(*ratios):
+        return {"speed": {"8": {"median": sorted(ratios)[len(ratios) // 2], "min": min(ratios), "max": max(ratios),
+                                "rounds": len(ratios), "ratios": list(ratios)}}}
+
+    # Both drift together round by round: the spreads overlap, each round ECAD leads by 1.2x.
+    v = verdict(timed(2.4, 1.8, 2.16), timed(2.0, 1.5, 1.8), "fbc", 8)
+    assert v["verdict"] == "tie within spread"
+    assert v["paired"] == {"median": pytest.approx(1.2), "min": pytest.approx(1.2), "max": pytest.approx(1.2),
+                           "rounds": 3}
+    # Rounds that do not pair up (another count) give no paired ratio.
+    assert "paired" not in verdict(timed(2.4, 1.8, 2.2), timed(2.0, 1.5), "fbc", 8)
 
 
 def test_batch_one_verdict_judges_batch_dependent_methods_by_their_batch_one_images():

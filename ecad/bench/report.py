@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -93,6 +94,12 @@ def verdict(mine: dict | None, other: dict | None, other_name: str | None, batch
         out["verdict"] = "not timed at this batch size"
     else:
         out["ratio"] = a["median"] / b["median"]
+        # Both points ran in every round (interleaved), so each round also gives a paired ratio in which
+        # the machine's drift of that round cancels; reported beside the verdict, which is unchanged.
+        if a.get("ratios") and b.get("ratios") and len(a["ratios"]) == len(b["ratios"]):
+            paired = [x / y for x, y in zip(a["ratios"], b["ratios"])]
+            out["paired"] = {"median": statistics.median(paired), "min": min(paired), "max": max(paired),
+                             "rounds": len(paired)}
         if min(a["rounds"], b["rounds"]) < 2:
             out["verdict"] = "one round: no spread to judge by"
         elif a["min"] > b["max"]:
@@ -382,12 +389,15 @@ def _bar_sections(summ: dict, sizes: Sequence[int], has_reward: bool) -> list[st
             labels = [(v.get(k) or {}).get("label", "–") for k in ("ecad_point", "other_point")]
             moved = "ecad_point" in v and labels != [mine["label"] if mine else "–", other["label"] if other else "–"]
             row += f" {_speed(v['ecad'])} / {_speed(v['other'])}" + (f" ({labels[0]} / {labels[1]})" if moved else "")
-            row += f" | {v['verdict']} |"
+            paired = v.get("paired")
+            row += f" | {v['verdict']}" + (f"; paired {_speed(paired)}" if paired else "") + " |"
         out.append(row)
     out += ["", f"Speeds are the median per-round ratio (min–max in brackets); batch {main_size} decides "
             "which point is a method's fastest. At a smaller batch size the fastest timed point that clears the "
             "bar *at that batch size* is compared (named in brackets when it is not the batch-"
-            f"{main_size} one): FirstBlockCache, MagCache and cache-dit threshold a change averaged over the "
+            f"{main_size} one). *Paired*: ECAD's ratio over the other's within each round (both ran in every "
+            "round, so a round's drift cancels), median (min–max) over rounds; shown for information, the verdict "
+            "compares the two spreads. FirstBlockCache, MagCache and cache-dit threshold a change averaged over the "
             "batch, so their images (and quality) at batch 1 are not those at batch 8; they are scored and "
             "bisected again at batch 1.", ""]
     for b in summ["bars"]:

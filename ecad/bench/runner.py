@@ -96,7 +96,8 @@ class Point:
         ratios = self.timing.get(batch_size, {}).get("ratios")
         if not ratios:
             return None
-        return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios)}
+        return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios),
+                "ratios": list(ratios)}
 
     def to_dict(self) -> dict:
         d = {
