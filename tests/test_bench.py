@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,6 +67,10 @@ def test_cli_end_to_end_on_tiny_pipeline(tiny, tmp_path):
     readme = (out / "README.md").read_text()
     assert "## Verdict per quality bar" in readme and "diffusers-fbcache" in readme and "shim" in readme
 
+    # the report names the model and the bank relative to its own folder, not by this machine's paths
+    meta = data["meta"]
+    assert (out / meta["model_path"]).resolve() == path.resolve()
+    assert (out / meta["bank"]).resolve() == bank_path.resolve() and not Path(meta["bank"]).is_absolute()
     main_exp, *transfer = data["experiments"]
     assert [e["setting"]["name"] for e in transfer] == ["12-steps", "48px"]
     assert main_exp["reference_reproducible"] is True

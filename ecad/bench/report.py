@@ -251,7 +251,7 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
                   f"{(meta.get('model_fingerprint') or '–')[:12]}), checkout {g.get('head') or '–'}; bank "
                   f"`{meta.get('bank') or 'none'}`"
                   + (f" ({len(meta.get('bank_entries', []))} entries, scorer {meta.get('bank_scorer')})" if meta.get("bank") else "")
-                  + ".", ""]
+                  + " (paths relative to this folder).", ""]
     lines += [_describe_splits(main), ""]
     sizes = main.timing_batch_sizes or [main.batch_size]
     lines += ["How it was measured: every point rendered the held-out images once (tuning: quality, MACs "

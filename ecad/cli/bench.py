@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 import warnings
@@ -212,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                    + C.competitor_methods(setting, quick=args.quick))
     calibration_items = [(p, s) for p in (calib_prompts or splits[0].prompts) for s in calib_seeds][:2]
 
+    out = Path(args.out or REPO_ROOT / "docs" / "benchmarks" / model_name(model))
     meta = {
-        "model": model_name(model), "model_path": model, "bank": str(bank_path) if bank else None,
+        # local paths relative to the report's folder: a committed report names no path of this machine
+        "model": model_name(model), "model_path": _relative_to(model, out),
+        "bank": _relative_to(str(bank_path), out) if bank else None,
         "bank_entries": [e.id for e in bank.entries] if bank else [],
         "bank_scorer": bank.scorer if bank else None, "bank_calibration": {
             k: v for k, v in (bank.calibration if bank else {}).items() if k in ("prompts", "seeds", "generations", "population", "cost")},
@@ -253,11 +257,17 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as err:  # noqa: BLE001
                 meta["notes"].append(f"transfer {name} failed: {type(err).__name__}: {err}")
 
-    out = Path(args.out or REPO_ROOT / "docs" / "benchmarks" / model_name(model))
     write_report(out, meta, experiments)
     print(f"ecad-bench: wrote {out}/README.md, results.json, pareto.png, grid.png"
           + (", transfer.png" if len(experiments) > 1 else ""))
     return 0
+
+
+def _relative_to(path: str, folder: Path) -> str:
+    """A local file or folder as a path relative to ``folder``; a hub id as it is."""
+    if not Path(path).exists():
+        return path
+    return os.path.relpath(Path(path).absolute(), folder.absolute())
 
 
 def _scenes_fid_fn(model: str, splits, renders_per_prompt: int, reward):
