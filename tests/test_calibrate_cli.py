@@ -301,7 +301,9 @@ def test_merging_two_runs_writes_the_front_over_both_with_their_validation(tiny_
     a, b = calibrate("a"), calibrate("b", "--seed", "1", "--step-mutation", "0.5")
     assert merge([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "merged.json"),
                   "--plot", str(tmp_path / "merged.png")]) == 0
-    assert (tmp_path / "merged.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = (tmp_path / "merged.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png[16:20], "big") == 2 * 7 * 110  # one panel per objective (psnr, ssim), 7 in each
     merged = ScheduleBank.load(tmp_path / "merged.json")
     assert merged.calibration["validation_prompts"] == a.calibration["validation_prompts"]
     assert [r["run_dir"] for r in merged.calibration["merged_runs"]] == [str(tmp_path / "a"), str(tmp_path / "b")]

@@ -141,7 +141,8 @@ def write_merged_bank(runs: list[str | Path], out: str | Path, model: str | None
 
         plot_pareto(Path(plot), front=result.front, seeds=result.seeds, evaluated=result.memo.evaluated(),
                     title=f"{task.description['name']} — {len(runs)} runs merged",
-                    cost_label=task.description["cost_label"], quality_label=task.description["quality_label"])
+                    cost_label=task.description["cost_label"], quality_label=task.description["quality_label"],
+                    objectives=task.objectives)
     return path
 
 

@@ -328,6 +328,7 @@ def _plot(folder: RunFolder, task: SearchTask, memo: Memo, state: SearchState) -
             title=f"{task.description.get('name', 'ecad')} — generation {state.generation}",
             cost_label=task.description.get("cost_label", "cost"),
             quality_label=task.description.get("quality_label", "quality"),
+            objectives=task.objectives,
         )
     except Exception as err:  # a plot must never stop a calibration
         log.warning("could not write %s: %s", folder.plot_path, err)
