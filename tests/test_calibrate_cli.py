@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -65,6 +66,14 @@ def test_calibration_writes_a_valid_bank_and_extends_without_reevaluating(tiny_m
     state = json.loads((run / "state.json").read_text())
     assert state["generation"] == 2 and len(state["history"]) == 3
     assert ScheduleBank.load(tmp_path / "bank.json").calibration["generations"] == 2
+
+    # The same model from another folder (another checkout): the run resumes, nothing re-evaluated
+    moved = tmp_path / "elsewhere" / tiny_model.name
+    shutil.copytree(tiny_model, moved)
+    assert main(common(moved, tmp_path, "--generations", "3", "--scorer-arg", "max_psnr=150")) == 0
+    resumed = memo_records(run)
+    assert resumed[: len(after)] == after and {r["generation"] for r in resumed[len(after):]} == {3}
+    assert json.loads((run / "config.json").read_text())["evaluator"]["model"] == str(moved)
 
 
 def test_a_blind_scorer_is_warned_about(tiny_model, tmp_path, capsys):

@@ -20,7 +20,7 @@ from typing import Any
 
 from ecad.bank import portable_paths
 from ecad.search.engine.loop import SearchResult, archive_front
-from ecad.search.engine.run_folder import Memo, RunFolder
+from ecad.search.engine.run_folder import Memo, RunFolder, renamed
 from ecad.search.recipes import recipe_from_json
 
 #: config keys that must be equal for two runs to be one task (search settings may differ)
@@ -48,18 +48,9 @@ def _same_task(first: dict, other: dict, name: str) -> None:
         if a != b:
             raise MergeError(f"{name} is another task: its config differs in {key!r}")
     for key in EVALUATOR_KEYS:  # scorer arguments may name the model folder (the scenes reward's)
-        a, b = (_renamed(c["evaluator"].get(key), c["evaluator"]["model"], "<model>") for c in (first, other))
+        a, b = (renamed(c["evaluator"].get(key), c["evaluator"]["model"], "<model>") for c in (first, other))
         if a != b:
             raise MergeError(f"{name} is another task: its evaluator differs in {key!r}")
-
-
-def _renamed(value: Any, old: str, new: str) -> Any:
-    """``value`` (JSON-like) with the string ``old`` (the runs' model path) replaced by ``new``."""
-    if isinstance(value, dict):
-        return {k: _renamed(v, old, new) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_renamed(v, old, new) for v in value]
-    return new if value == old else value
 
 
 def merge_runs(runs: list[str | Path], bank_folder: Path, model: str | None = None, validation: str | None = None
@@ -111,7 +102,7 @@ def merge_runs(runs: list[str | Path], bank_folder: Path, model: str | None = No
     first = configs[0]["evaluator"]
     calibration = {
         "prompts": first["prompts"], "seeds": first["seeds"],
-        "scorer_kwargs": portable_paths(_renamed(first.get("scorer_kwargs", {}), first["model"], recipe.model),
+        "scorer_kwargs": portable_paths(renamed(first.get("scorer_kwargs", {}), first["model"], recipe.model),
                                         recipe.model, bank_folder),
         "cost": first["cost"],
         "actions": ["recompute", *first["actions"]],

@@ -28,6 +28,21 @@ from ecad.search.engine.evaluation import CandidateResult
 STATE_VERSION = 1
 
 
+def renamed(value: Any, old: str, new: str) -> Any:
+    """``value`` (JSON-like) with every string equal to ``old`` (e.g. a model path) replaced by ``new``."""
+    if isinstance(value, dict):
+        return {k: renamed(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [renamed(v, old, new) for v in value]
+    return new if value == old else value
+
+
+def _model_path_hidden(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its evaluator's model path (wherever it recurs) written as ``<model>``."""
+    model = config.get("evaluator", {}).get("model")
+    return renamed(config, model, "<model>") if isinstance(model, str) else config
+
+
 class RunFolderError(RuntimeError):
     pass
 
@@ -193,8 +208,10 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         if self.config_path.exists():
             stored = json.loads(self.config_path.read_text())
-            fixed_now = {k: v for k, v in config.items() if k not in mutable_keys}
-            fixed_then = {k: v for k, v in stored.items() if k not in mutable_keys}
+            # The model folder may lie elsewhere now (another checkout or machine): compared by the
+            # task's fingerprint of it, not by its path, so the run resumes from any copy.
+            fixed_now = {k: v for k, v in _model_path_hidden(config).items() if k not in mutable_keys}
+            fixed_then = {k: v for k, v in _model_path_hidden(stored).items() if k not in mutable_keys}
             # round-trip through JSON so tuples/lists compare equal
             fixed_now = json.loads(json.dumps(fixed_now, sort_keys=True))
             if fixed_now != fixed_then:
