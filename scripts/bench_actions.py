@@ -11,6 +11,7 @@ wall-clock speedup.
     python scripts/bench_actions.py --stage report  # redo the numbers and plot from saved runs
     python scripts/bench_actions.py --stage fit     # the fitted cost (issue #11 item 4)
     python scripts/bench_actions.py --stage check --bank BANK  # the stored fit vs BANK's entries
+    python scripts/bench_actions.py --stage crossfit --bank BANK  # fit and test on BANK's own entries
 
 Writes <out>/<variant>-s<seed>/ (run folder + bank), <out>/timing.json, and
 <docs>/actions.json + <docs>/actions.png.
@@ -20,6 +21,12 @@ Writes <out>/<variant>-s<seed>/ (run folder + bank), <out>/timing.json, and
 entries (not used in the fit) interleaved with no-cache and reports realized / predicted speedup
 for each, beside realized / MACs speedup; writes <docs>/cost-fit.json (the FittedCost under
 "model": what ``ecad-calibrate --cost fitted --cost-model`` reads) and <out>/bank-timing.json.
+
+``--stage crossfit`` times every entry of ``--bank`` (same protocol), then fits the cost on half
+of them and predicts the other half, both ways (2-fold, entries shuffled with seed 0): every
+entry's realized / predicted is out of sample. Beside it, each entry's timing spread (max−min
+over median of its per-round speedups): the noise floor a 5% agreement has to clear. Writes
+<docs>/cost-crossfit-<bank>.json, with the fit on all entries under "model".
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--generations", type=int, default=4)
     p.add_argument("--num-prompts", type=int, default=4)
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (default %(default)s)")
-    p.add_argument("--stage", choices=["all", "search", "time", "report", "fit", "check"], default="all")
+    p.add_argument("--stage", choices=["all", "search", "time", "report", "fit", "check", "crossfit"], default="all")
     p.add_argument("--bank", default=str(REPO / "schedules" / "ecad-scenes" / "32x32-20steps.json"),
                    help="the committed bank whose entries test the fitted cost (--stage fit, --stage check)")
     p.add_argument("--out", default=str(REPO / "runs" / "bench-actions"))
@@ -105,7 +112,7 @@ def load_pipe_and_setting(args):
     from ecad.setting import Setting
 
     torch.set_num_threads(1)
-    source = Path(args.bank) if args.stage == "check" else Path(args.out) / run_name("reuse", 0) / "bank.json"
+    source = Path(args.bank) if args.stage in ("check", "crossfit") else Path(args.out) / run_name("reuse", 0) / "bank.json"
     bank = json.loads(source.read_text())
     return load_pipeline(args.model), Setting(bank["height"], bank["width"], bank["num_inference_steps"],
                                               bank["guidance_scale"])
@@ -273,13 +280,17 @@ def bank_check(args, model, pipe, setting, timing_path: Path) -> dict:
                         bank_timing["speedup"][e.id]["max"]], "predicted": predicted, "macs_speedup": full / e.macs,
                         "realized_over_predicted": realized / predicted, "realized_over_macs": realized * e.macs / full})
     ratios = np.array([e["realized_over_predicted"] for e in entries])
-    return {"bank": str(Path(args.bank).resolve().relative_to(REPO)) if Path(args.bank).resolve().is_relative_to(REPO)
-            else args.bank,
+    return {"bank": _repo_relative(args.bank),
             "bank_realized_over_predicted": {"min": float(ratios.min()), "max": float(ratios.max()),
                                              "median": float(np.median(ratios)),
                                              "within_5pct": int((np.abs(ratios - 1) <= 0.05).sum()),
                                              "entries": len(ratios)},
             "bank_entries": entries}
+
+
+def _repo_relative(path: str) -> str:
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else path
 
 
 def check(args) -> dict:
@@ -297,6 +308,59 @@ def check(args) -> dict:
     return result
 
 
+def crossfit(args) -> dict:
+    """Out-of-sample realized / predicted for every entry of --bank: 2-fold fits on its own timings."""
+    import platform
+
+    from sklearn.model_selection import KFold
+
+    from ecad.atomic import atomic_write_bytes
+    from ecad.bank import ScheduleBank
+    from ecad.cost import fit_cost, schedule_cost_features
+
+    bank = ScheduleBank.load(args.bank)
+    name = Path(args.bank).stem
+    pipe, setting = load_pipe_and_setting(args)
+    timing_path = Path(args.out) / f"bank-timing-{name}-r{args.repeats}.json"
+    if not timing_path.exists():
+        timing_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(timing_path, (json.dumps(time_schedules(
+            args, {e.id: e.cache_schedule() for e in bank.entries}), indent=1) + "\n").encode())
+    timing = json.loads(timing_path.read_text())["speedup"]
+    entries = [e for e in bank.entries if e.id in timing]
+    features = [schedule_cost_features(pipe, setting, e.cache_schedule()) for e in entries]
+    no_cache = schedule_cost_features(pipe, setting)
+    realized = np.array([timing[e.id]["median"] for e in entries])
+    predicted = np.zeros(len(entries))
+    for train, test in KFold(n_splits=2, shuffle=True, random_state=0).split(entries):
+        model = fit_cost([features[i] for i in train], [1.0 / realized[i] for i in train])
+        predicted[test] = [model.speedup(features[i], no_cache) for i in test]
+    full_macs = bank.no_cache_entry().macs
+    macs = np.array([full_macs / e.macs for e in entries])
+    spread = np.array([(timing[e.id]["max"] - timing[e.id]["min"]) / timing[e.id]["median"] for e in entries])
+    ratio = realized / predicted
+
+    def summary(values: np.ndarray) -> dict:
+        return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max()),
+                "within_5pct": int((np.abs(values - 1) <= 0.05).sum()),
+                "mean_abs_error": float(np.mean(np.abs(values - 1)))}
+
+    model = fit_cost(features, [1.0 / r for r in realized],
+                     hardware=f"{platform.machine()} {platform.processor() or 'cpu'}, 1 torch thread, batch 1")
+    result = {
+        "bank": _repo_relative(args.bank), "entries": len(entries), "repeats": args.repeats,
+        "realized_over_predicted_out_of_fold": summary(ratio),
+        "realized_over_macs": summary(realized / macs),
+        "timing_spread": {"median": float(np.median(spread)), "max": float(spread.max())},
+        "model": model.to_dict(),
+        "bank_entries": [{"id": e.id, "realized": float(r), "realized_range": [timing[e.id]["min"], timing[e.id]["max"]],
+                          "predicted_out_of_fold": float(p), "macs_speedup": float(m), "realized_over_predicted": float(r / p)}
+                         for e, r, p, m in zip(entries, realized, predicted, macs)],
+    }
+    atomic_write_bytes(Path(args.docs) / f"cost-crossfit-{name}.json", (json.dumps(result, indent=1) + "\n").encode())
+    return result
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -304,8 +368,8 @@ def main(argv=None) -> int:
     if args.stage in ("all", "search"):
         search(args, seeds)
     timing_path = Path(args.out) / "timing.json"
-    if args.stage == "check":
-        result = check(args)
+    if args.stage in ("check", "crossfit"):
+        result = check(args) if args.stage == "check" else crossfit(args)
         print(json.dumps({k: v for k, v in result.items() if k != "bank_entries"}, indent=1))
         return 0
     if args.stage == "fit":
