@@ -22,7 +22,8 @@ entries (not used in the fit) interleaved with no-cache and reports realized / p
 for each, beside realized / MACs speedup; writes <docs>/cost-fit.json (the FittedCost under
 "model": what ``ecad-calibrate --cost fitted --cost-model`` reads) and <out>/bank-timing.json.
 
-``--stage crossfit`` times every entry of ``--bank`` (same protocol), then fits the cost on half
+``--stage crossfit`` times every entry of ``--bank`` (no-cache between every 4 entries of a
+shuffled round, each entry against the no-cache runs around it: `time_schedules_local`), then fits the cost on half
 of them and predicts the other half, both ways (2-fold, entries shuffled with seed 0): every
 entry's realized / predicted is out of sample. Beside it, each entry's timing spread (max−min
 over median of its per-round speedups): the noise floor a 5% agreement has to clear. Writes
@@ -232,6 +233,52 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def time_schedules_local(args, schedules: dict, every: int = 4, calls: int = 2) -> dict:
+    """Like `time_schedules`, for many schedules: each round runs them in a shuffled order with
+    no-cache before, after and between every ``every`` of them, and a schedule's ratio is the mean
+    of the no-cache runs just before and after it over its own time. A round of 400 schedules
+    lasts minutes; a baseline timed once per round would carry the machine's drift over them.
+    A timing is the mean of ``calls`` images in a row (one ~0.1 s image varies by tens of %)."""
+    import random
+    import time
+
+    from ecad.generate import generate
+    from ecad.quality.prompts import prompt_set
+
+    pipe, setting = load_pipe_and_setting(args)
+    prompt = prompt_set(args.model, 1)[0]
+
+    def seconds(schedule) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            generate(pipe, [prompt], [0], setting, schedule)
+        return (time.perf_counter() - start) / calls
+
+    keys = list(schedules)
+    for key in keys:  # warm-up: every schedule once, untimed
+        seconds(schedules[key])
+    ratios: dict[str, list[float]] = {k: [] for k in keys}
+    baselines = []
+    for r in range(args.repeats):
+        order = keys[:]
+        random.Random(r).shuffle(order)
+        before = seconds(None)
+        baselines.append(before)
+        for i in range(0, len(order), every):
+            group = [(k, seconds(schedules[k])) for k in order[i:i + every]]
+            after = seconds(None)
+            baselines.append(after)
+            for k, t in group:
+                ratios[k].append((before + after) / 2 / t)
+            before = after
+        logging.info("round %d/%d done", r + 1, args.repeats)
+    return {"prompt": prompt, "repeats": args.repeats,
+            "protocol": f"shuffled rounds, no-cache between every {every}, {calls} images per timing",
+            "no_cache_seconds": baselines,
+            "speedup": {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "ratios": v}
+                        for k, v in ratios.items()}}
+
+
 def fit(args, seeds: list[int], fronts: dict[str, list[dict]], timing: dict) -> dict:
     """Fit the cost on the timed fronts; realized / predicted on the committed bank's entries."""
     import platform
@@ -321,10 +368,10 @@ def crossfit(args) -> dict:
     bank = ScheduleBank.load(args.bank)
     name = Path(args.bank).stem
     pipe, setting = load_pipe_and_setting(args)
-    timing_path = Path(args.out) / f"bank-timing-{name}-r{args.repeats}.json"
+    timing_path = Path(args.out) / f"bank-timing-{name}-local-r{args.repeats}.json"
     if not timing_path.exists():
         timing_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(timing_path, (json.dumps(time_schedules(
+        atomic_write_bytes(timing_path, (json.dumps(time_schedules_local(
             args, {e.id: e.cache_schedule() for e in bank.entries}), indent=1) + "\n").encode())
     timing = json.loads(timing_path.read_text())["speedup"]
     entries = [e for e in bank.entries if e.id in timing]
@@ -349,6 +396,7 @@ def crossfit(args) -> dict:
                      hardware=f"{platform.machine()} {platform.processor() or 'cpu'}, 1 torch thread, batch 1")
     result = {
         "bank": _repo_relative(args.bank), "entries": len(entries), "repeats": args.repeats,
+        "timing_protocol": json.loads(timing_path.read_text()).get("protocol"),
         "realized_over_predicted_out_of_fold": summary(ratio),
         "realized_over_macs": summary(realized / macs),
         "timing_spread": {"median": float(np.median(spread)), "max": float(spread.max())},

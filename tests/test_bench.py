@@ -356,3 +356,22 @@ def test_cli_help_explains():
     for word in ("cache-dit", "shim", "held-out", "--bank", "--methods", "transfer", "hypervolume", "bisected",
                  "--quick", "spread", "TaylorSeer", "unconditional"):
         assert word in text
+
+
+def test_paired_ratios_of_the_committed_report_pair_the_same_rounds():
+    import importlib.util
+
+    from ecad.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("paired_verdicts", REPO_ROOT / "scripts" / "paired_verdicts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = json.loads((REPO_ROOT / "docs" / "benchmarks" / "ecad-scenes" / "results.json").read_text())
+    rows = module.paired_rows(results)
+    points = {p["label"]: p for p in results["experiments"][0]["points"]}
+    assert len(rows) == 8  # 4 bars x 2 batch sizes, all timed in 4 rounds
+    for row in rows:
+        mine, other = (points[row[k]]["timing"][str(row["batch_size"])]["ratios"] for k in ("ecad", "other"))
+        paired = sorted(a / b for a, b in zip(mine, other))
+        assert row["paired"]["rounds"] == len(mine) == len(other) == 4
+        assert (row["paired"]["min"], row["paired"]["max"]) == (pytest.approx(paired[0]), pytest.approx(paired[-1]))
