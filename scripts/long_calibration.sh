@@ -14,8 +14,9 @@
 # RUN=focus-psnr28-steps: the same plus `--step-mutation 0.3` (step-aligned moves); its generation 0
 # is the focus run's (same seeds, same selection), so its folder may start as a copy of that one's
 # generation 0 (memo records of generation 0, references, state, config with the genetic settings).
-# RUN=focus-psnr33: the 35 dB bar's region (`--quality-floor psnr=33`), warm-started from the merged
-# bank of the two runs above as committed after 18 generations (docs/benchmarks/ecad-scenes/seed-bank-focus33.json).
+# RUN=focus-psnr33: the 35 dB bar's region (`--quality-floor psnr=33`), warm-started from the
+# committed bank (the merge of the two runs above after 18 generations each). Run for 8
+# generations in session 5 (from a folder seeded by a copy of that bank): nothing faster at either bar.
 # The served bank is the merge of the runs (after their last pass):
 #   python -m ecad.search.merge runs/calibrate/ecad-scenes/focus-psnr28 \
 #       runs/calibrate/ecad-scenes/focus-psnr28-steps --out schedules/ecad-scenes/32x32-20steps.json
@@ -29,7 +30,7 @@ case "$RUN" in
   focus-psnr28) EXTRA=(--seed-bank runs/calibrate/ecad-scenes/long-pop64-v2-bank.json --quality-floor psnr=28) ;;
   focus-psnr28-steps) EXTRA=(--seed-bank runs/calibrate/ecad-scenes/long-pop64-v2-bank.json --quality-floor psnr=28
                              --step-mutation 0.3) ;;
-  focus-psnr33) EXTRA=(--seed-bank docs/benchmarks/ecad-scenes/seed-bank-focus33.json --quality-floor psnr=33) ;;
+  focus-psnr33) EXTRA=(--seed-bank schedules/ecad-scenes/32x32-20steps.json --quality-floor psnr=33) ;;
   *) echo "unknown RUN=$RUN (long-pop64, long-pop64-v2, focus-psnr28, focus-psnr28-steps, focus-psnr33)" >&2; exit 2 ;;
 esac
 for g in $(seq ${STEP:-6} ${STEP:-6} ${MAX_GENERATIONS:-80}); do
