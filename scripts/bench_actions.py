@@ -23,8 +23,8 @@ for each, beside realized / MACs speedup; writes <docs>/cost-fit.json (the Fitte
 "model": what ``ecad-calibrate --cost fitted --cost-model`` reads) and <out>/bank-timing.json.
 
 ``--stage crossfit`` times every entry of ``--bank`` (no-cache between every 4 entries of a
-shuffled round, each entry against the no-cache runs around it: `time_schedules_local`), then fits the cost on half
-of them and predicts the other half, both ways (2-fold, entries shuffled with seed 0): every
+shuffled round, each entry against the no-cache runs around it: `time_schedules_local`), then
+fits the cost on half of them and predicts the other half, both ways (2-fold, seed 0): every
 entry's realized / predicted is out of sample. Beside it, each entry's timing spread (max−min
 over median of its per-round speedups): the noise floor a 5% agreement has to clear. Writes
 <docs>/cost-crossfit-<bank>.json, with the fit on all entries under "model".
@@ -60,7 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (default %(default)s)")
     p.add_argument("--stage", choices=["all", "search", "time", "report", "fit", "check", "crossfit"], default="all")
     p.add_argument("--bank", default=str(REPO / "schedules" / "ecad-scenes" / "32x32-20steps.json"),
-                   help="the committed bank whose entries test the fitted cost (--stage fit, --stage check)")
+                   help="the committed bank whose entries test the fitted cost (--stage fit, check, crossfit)")
     p.add_argument("--out", default=str(REPO / "runs" / "bench-actions"))
     p.add_argument("--docs", default=str(REPO / "docs" / "benchmarks" / "actions"))
     return p.parse_args(argv)

@@ -408,7 +408,7 @@ def test_the_committed_bank_finds_its_model_from_any_directory(tmp_path, monkeyp
     bank = ScheduleBank.load(REPO_ROOT / "schedules" / "ecad-scenes" / "32x32-20steps.json")
     assert bank.model == str(REPO_ROOT / "models" / "ecad-scenes")
     assert bank.calibration["scorer_kwargs"]["component_kwargs"]["scenes-reward"]["model_dir"] == bank.model
-    # Saved one folder deeper, the model and the metadata's copy of its path both follow the file.
+    # Saved in another folder, the model and the metadata's copy of its path both follow the file.
     moved = bank.save(tmp_path / "a" / "b" / "moved.json")
     stored = json.loads(moved.read_text())
     assert stored["calibration"]["scorer_kwargs"]["component_kwargs"]["scenes-reward"]["model_dir"] == stored["model"]
