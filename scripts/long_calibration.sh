@@ -16,7 +16,7 @@
 # generation 0 (memo records of generation 0, references, state, config with the genetic settings).
 # RUN=focus-psnr33: the 35 dB bar's region (`--quality-floor psnr=33`), warm-started from the
 # committed bank (the merge of the two runs above after 18 generations each). Run for 8
-# generations in session 5 (from a folder seeded by a copy of that bank): nothing faster at either bar.
+# generations (its folder seeded by a copy of that bank at another path): nothing faster at either bar.
 # The served bank is the merge of the runs (after their last pass):
 #   python -m ecad.search.merge runs/calibrate/ecad-scenes/focus-psnr28 \
 #       runs/calibrate/ecad-scenes/focus-psnr28-steps --out schedules/ecad-scenes/32x32-20steps.json

@@ -20,7 +20,7 @@ from typing import Any
 
 from ecad.bank import portable_paths
 from ecad.search.engine.loop import SearchResult, archive_front
-from ecad.search.engine.run_folder import Memo, RunFolder, renamed
+from ecad.search.engine.run_folder import Memo, RunFolder, model_path_hidden, renamed
 from ecad.search.recipes import recipe_from_json
 
 #: config keys that must be equal for two runs to be one task (search settings may differ)
@@ -41,15 +41,14 @@ def _config(run: Path) -> dict[str, Any]:
 
 
 def _same_task(first: dict, other: dict, name: str) -> None:
+    # the model path may differ between machines (it is hidden, wherever it recurs: the scenes
+    # reward's model_dir too); its fingerprint, in "task", may not
+    first, other = model_path_hidden(first), model_path_hidden(other)
     for key in TASK_KEYS:
-        a, b = first.get(key), other.get(key)
-        if key == "task":  # the model path may differ between machines; its fingerprint may not
-            a, b = ({k: v for k, v in d.items() if k != "model"} for d in (a, b))
-        if a != b:
+        if first.get(key) != other.get(key):
             raise MergeError(f"{name} is another task: its config differs in {key!r}")
-    for key in EVALUATOR_KEYS:  # scorer arguments may name the model folder (the scenes reward's)
-        a, b = (renamed(c["evaluator"].get(key), c["evaluator"]["model"], "<model>") for c in (first, other))
-        if a != b:
+    for key in EVALUATOR_KEYS:
+        if first["evaluator"].get(key) != other["evaluator"].get(key):
             raise MergeError(f"{name} is another task: its evaluator differs in {key!r}")
 
 

@@ -37,7 +37,7 @@ def renamed(value: Any, old: str, new: str) -> Any:
     return new if value == old else value
 
 
-def _model_path_hidden(config: dict[str, Any]) -> dict[str, Any]:
+def model_path_hidden(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with its evaluator's model path (wherever it recurs) written as ``<model>``."""
     model = config.get("evaluator", {}).get("model")
     return renamed(config, model, "<model>") if isinstance(model, str) else config
@@ -210,8 +210,8 @@ class RunFolder:
             stored = json.loads(self.config_path.read_text())
             # The model folder may lie elsewhere now (another checkout or machine): compared by the
             # task's fingerprint of it, not by its path, so the run resumes from any copy.
-            fixed_now = {k: v for k, v in _model_path_hidden(config).items() if k not in mutable_keys}
-            fixed_then = {k: v for k, v in _model_path_hidden(stored).items() if k not in mutable_keys}
+            fixed_now = {k: v for k, v in model_path_hidden(config).items() if k not in mutable_keys}
+            fixed_then = {k: v for k, v in model_path_hidden(stored).items() if k not in mutable_keys}
             # round-trip through JSON so tuples/lists compare equal
             fixed_now = json.loads(json.dumps(fixed_now, sort_keys=True))
             if fixed_now != fixed_then:
