@@ -17,6 +17,11 @@
 # RUN=focus-psnr33: the 35 dB bar's region (`--quality-floor psnr=33`), warm-started from the
 # committed bank (the merge of the two runs above after 18 generations each). Run for 8
 # generations (its folder seeded by a copy of that bank at another path): nothing faster at either bar.
+# RUN=focus-fitted: the focus run's search (`--quality-floor psnr=28`) with the cost a model fitted
+# on this machine's timings predicts (`--cost fitted`, the cross-fit over every committed entry:
+# docs/benchmarks/actions/cost-crossfit-32x32-20steps.json) instead of MACs: cross-attention costs
+# ~1.8x more per MAC than self-attention here and every block run a fixed ~1.3 ms, which MACs miss.
+# Warm-started from the committed bank.
 # The served bank is the merge of the runs (after their last pass):
 #   python -m ecad.search.merge runs/calibrate/ecad-scenes/focus-psnr28 \
 #       runs/calibrate/ecad-scenes/focus-psnr28-steps --out schedules/ecad-scenes/32x32-20steps.json
@@ -31,7 +36,9 @@ case "$RUN" in
   focus-psnr28-steps) EXTRA=(--seed-bank runs/calibrate/ecad-scenes/long-pop64-v2-bank.json --quality-floor psnr=28
                              --step-mutation 0.3) ;;
   focus-psnr33) EXTRA=(--seed-bank schedules/ecad-scenes/32x32-20steps.json --quality-floor psnr=33) ;;
-  *) echo "unknown RUN=$RUN (long-pop64, long-pop64-v2, focus-psnr28, focus-psnr28-steps, focus-psnr33)" >&2; exit 2 ;;
+  focus-fitted) EXTRA=(--seed-bank schedules/ecad-scenes/32x32-20steps.json --quality-floor psnr=28 --cost fitted
+                       --cost-model docs/benchmarks/actions/cost-crossfit-32x32-20steps.json) ;;
+  *) echo "unknown RUN=$RUN (long-pop64, long-pop64-v2, focus-psnr28, focus-psnr28-steps, focus-psnr33, focus-fitted)" >&2; exit 2 ;;
 esac
 for g in $(seq ${STEP:-6} ${STEP:-6} ${MAX_GENERATIONS:-80}); do
   nice -n 19 "${PYTHON:-.venv-test/bin/python}" -m ecad.cli.calibrate --population 64 --generations $g \
