@@ -21,7 +21,8 @@
 # on this machine's timings predicts (`--cost fitted`, the cross-fit over every committed entry:
 # docs/benchmarks/actions/cost-crossfit-32x32-20steps.json) instead of MACs: cross-attention costs
 # ~1.8x more per MAC than self-attention here and every block run a fixed ~1.3 ms, which MACs miss.
-# Warm-started from the committed bank.
+# Warm-started from the committed bank; every candidate the runs above rendered is reused with its
+# cost recomputed (`--renders-from`: same renders, another cost), so generation 0 renders nothing new.
 # The served bank is the merge of the runs (after their last pass):
 #   python -m ecad.search.merge runs/calibrate/ecad-scenes/focus-psnr28 \
 #       runs/calibrate/ecad-scenes/focus-psnr28-steps --out schedules/ecad-scenes/32x32-20steps.json
@@ -36,8 +37,11 @@ case "$RUN" in
   focus-psnr28-steps) EXTRA=(--seed-bank runs/calibrate/ecad-scenes/long-pop64-v2-bank.json --quality-floor psnr=28
                              --step-mutation 0.3) ;;
   focus-psnr33) EXTRA=(--seed-bank schedules/ecad-scenes/32x32-20steps.json --quality-floor psnr=33) ;;
-  focus-fitted) EXTRA=(--seed-bank schedules/ecad-scenes/32x32-20steps.json --quality-floor psnr=28 --cost fitted
-                       --cost-model docs/benchmarks/actions/cost-crossfit-32x32-20steps.json) ;;
+  focus-fitted) R=runs/calibrate/ecad-scenes
+                EXTRA=(--seed-bank schedules/ecad-scenes/32x32-20steps.json --quality-floor psnr=28 --cost fitted
+                       --cost-model docs/benchmarks/actions/cost-crossfit-32x32-20steps.json
+                       --renders-from $R/focus-psnr28 --renders-from $R/focus-psnr28-steps --renders-from $R/focus-psnr33
+                       --renders-from $R/long-pop64-v2 --renders-from $R/long-pop64) ;;
   *) echo "unknown RUN=$RUN (long-pop64, long-pop64-v2, focus-psnr28, focus-psnr28-steps, focus-psnr33, focus-fitted)" >&2; exit 2 ;;
 esac
 for g in $(seq ${STEP:-6} ${STEP:-6} ${MAX_GENERATIONS:-80}); do

@@ -5,11 +5,16 @@ scenes reward >= 98% of no-cache's on the same prompts.
 
     python scripts/validation_bars.py schedules/ecad-scenes/32x32-20steps.json \
         runs/calibrate/ecad-scenes/focus-psnr28-bank.json
+
+With ``--cost-model FILE`` (a `FittedCost`, or a report holding one under "model", e.g.
+docs/benchmarks/actions/cost-crossfit-32x32-20steps.json) speed is the seconds that model predicts
+instead of MACs: MACs undercount cross-attention and the fixed work of every block run here.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -19,19 +24,34 @@ BARS = (35.0, 30.0)
 REWARD_SHARE = 0.98
 
 
-def fastest_at_bars(bank) -> dict[str, tuple[float, str, float] | None]:
-    """{bar name: (MACs speedup, entry id, validation PSNR)} of the fastest entry clearing it."""
+def fastest_at_bars(bank, speedup=None) -> dict[str, tuple[float, str, float] | None]:
+    """{bar name: (speedup, entry id, validation PSNR)} of the fastest entry clearing it;
+    ``speedup(entry)`` defaults to its MACs speedup over no-cache."""
     no_cache = bank.no_cache_entry()
+    speedup = speedup or (lambda e: no_cache.macs / e.macs)
     base_reward = no_cache.validation["scenes-reward"]
     out = {}
     for bar in BARS:
         for with_reward in (True, False):
             ok = [e for e in bank.entries if e.validation and e.validation["psnr"] >= bar
                   and (not with_reward or e.validation["scenes-reward"] >= REWARD_SHARE * base_reward)]
-            best = max(ok, key=lambda e: no_cache.macs / e.macs, default=None)
+            best = max(ok, key=speedup, default=None)
             out[f">= {bar:.0f} dB" + (" + reward" if with_reward else "")] = (
-                (no_cache.macs / best.macs, best.id, best.validation["psnr"]) if best else None)
+                (speedup(best), best.id, best.validation["psnr"]) if best else None)
     return out
+
+
+def fitted_speedup(bank, cost_model: dict):
+    """entry -> the speedup over no-cache that a fitted cost predicts for it, on the bank's model and setting."""
+    from ecad.cost import FittedCost, schedule_cost_features
+    from ecad.generate import load_pipeline
+    from ecad.setting import Setting
+
+    model = FittedCost.from_dict(cost_model.get("model", cost_model))
+    pipe = load_pipeline(bank.model)
+    setting = Setting(bank.height, bank.width, bank.num_inference_steps, bank.guidance_scale)
+    no_cache = schedule_cost_features(pipe, setting)
+    return lambda e: model.speedup(schedule_cost_features(pipe, setting, e.cache_schedule()), no_cache)
 
 
 def main(argv=None) -> int:
@@ -39,11 +59,13 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("banks", nargs="+", help="bank files with validation scores (ecad-calibrate --validation-prompts)")
+    p.add_argument("--cost-model", metavar="FILE", help="rank by the speedup this fitted cost predicts, not MACs")
     args = p.parse_args(argv)
     for path in args.banks:
         bank = ScheduleBank.load(path)
-        print(f"{path} ({len(bank.entries)} entries)")
-        for bar, best in fastest_at_bars(bank).items():
+        speedup = fitted_speedup(bank, json.loads(Path(args.cost_model).read_text())) if args.cost_model else None
+        print(f"{path} ({len(bank.entries)} entries, speed by {'fitted cost' if speedup else 'MACs'})")
+        for bar, best in fastest_at_bars(bank, speedup).items():
             print(f"  {bar}: " + (f"{best[0]:.2f}x {best[1]} ({best[2]:.1f} dB)" if best else "none"))
     return 0
 

@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed-bank", action="append", default=[], metavar="BANK",
                    help="warm start: add this bank's entries (same model layout and steps) to the heuristic seeds "
                    "of the initial population, e.g. the front of an earlier run; repeatable")
+    s.add_argument("--renders-from", action="append", default=[], metavar="RUN_DIR",
+                   help="reuse the renders of another run folder that differs from this run only in its cost "
+                   "(e.g. the same search under --cost macs): its candidates enter this run's memo with their "
+                   "cost recomputed (--cost macs or fitted), so they are not rendered again, and so do its "
+                   "validation scores; read once, before generation 0; repeatable")
     s.add_argument("--quality-floor", action="append", default=[], metavar="METRIC=VALUE",
                    help="a region of interest: candidates whose METRIC (one of --objectives; 'reward' = "
                    "scenes-reward) on the calibration images is below VALUE are infeasible for selection, so the "
@@ -216,6 +221,40 @@ def make_executor(recipe, args):
     return RayExecutor(recipe, address=args.ray, num_workers=args.workers, num_threads=args.threads)
 
 
+class RenderReuse:
+    """``--renders-from``: another run's records into this run's memos (`ecad.search.reuse`), their
+    cost recomputed by an evaluator of this run's recipe, built (the pipeline loaded) on first need."""
+
+    def __init__(self, recipe, sources: list[Path], log):
+        self.recipe, self.sources, self.log = recipe, sources, log
+        self._evaluator = None
+
+    def _cost_of(self, bits):
+        if self._evaluator is None:
+            self._evaluator = self.recipe.build()
+        return self._evaluator.cost(bits)
+
+    def search(self, memo, config) -> None:
+        from ecad.search.reuse import import_renders
+
+        copied = import_renders(memo, config, self.sources, self._cost_of)
+        self.log.info("reused %d rendered candidates of %s", copied, ", ".join(map(str, self.sources)))
+
+    def validation(self, run_dir: Path, folder_name: str):
+        """The prefill of the validation re-scoring: the sources' folders of the same name (a
+        validation folder's config has no model fingerprint: the runs' own configs are compared)."""
+        from ecad.search.reuse import check_same_renders, import_renders
+
+        def prefill(memo, config) -> None:
+            run_config = json.loads((run_dir / "config.json").read_text())
+            for source in self.sources:
+                check_same_renders(run_config, source)
+            sources = [s / folder_name for s in self.sources if (s / folder_name / "config.json").is_file()]
+            copied = import_renders(memo, config, sources, self._cost_of)
+            self.log.info("reused %d validation scores of %s", copied, ", ".join(map(str, sources)) or "no run")
+        return prefill
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -231,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     from ecad.quality.prompts import validation_prompts
     from ecad.search.engine.loop import rescore, run_search
     from ecad.search.engine.run_folder import RunFolderError
+    from ecad.search.reuse import ReuseError
     from ecad.search.engine.noise import RacingSettings
     from ecad.search.engine.nsga import GeneticSettings
     from ecad.search.engine.surrogate import SurrogateSettings
@@ -264,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         cost_model = json.loads(Path(args.cost_model).read_text()) if args.cost_model else None
         if cost_model is not None:  # a FittedCost, or a report holding one under "model" (cost-fit.json)
             cost_model = FittedCost.from_dict(cost_model.get("model", cost_model)).to_dict()
+        if args.renders_from and args.cost == "latency":
+            raise ValueError("--renders-from recomputes the cost of another run's candidates; a measured "
+                             "latency cannot be (use --cost macs or fitted)")
+        missing = [d for d in args.renders_from if not (Path(d) / "config.json").is_file()]
+        if missing:
+            raise ValueError(f"--renders-from: {', '.join(missing)} is not a calibration run folder (no config.json)")
         racing = None if args.racing is None else RacingSettings(first_fraction=args.racing)
         surrogate = None if args.surrogate is None else SurrogateSettings(pool_factor=args.surrogate)
         if racing and len(prompts) * len(seeds) < 2:
@@ -302,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("calibrating %s at %s: %d genes (recompute, %s), %d heuristic seeds, scorer %s, %d prompts x %d seeds, "
              "run folder %s", args.model, setting.name, task.space.n_var, ", ".join(actions), len(task.seeds), scorer,
              len(prompts), len(seeds), run_dir)
+    reuse = RenderReuse(recipe, [Path(d) for d in args.renders_from], log) if args.renders_from else None
     try:
         with make_executor(recipe, args) as executor:
             result = run_search(
@@ -310,17 +357,24 @@ def main(argv: list[str] | None = None) -> int:
                 racing=racing, surrogate=surrogate,
                 extra_config={"execution": {"ray": args.ray, "workers": args.workers},
                               # the initial population depends on them (kept only when set: older runs resume)
-                              **({"seed_banks": [str(Path(b)) for b in args.seed_bank]} if args.seed_bank else {})},
+                              **({"seed_banks": [str(Path(b)) for b in args.seed_bank]} if args.seed_bank else {}),
+                              **({"renders_from": [str(Path(d)) for d in args.renders_from]} if args.renders_from else {})},
+                prefill=reuse.search if reuse else None,
             )
-    except RunFolderError as err:  # a folder holding another run: say so, no traceback
+    except (RunFolderError, ReuseError) as err:  # a folder holding another run: say so, no traceback
         print(f"ecad-calibrate: {err}", file=sys.stderr)
         return 2
     validation = None
     if held_back:
         validation_recipe = replace(recipe, prompts=held_back)
-        with make_executor(validation_recipe, args) as executor:
-            validation = rescore(task, run_dir / f"validation-{len(held_back)}", executor, bank_records(task, result),
-                                 validation_recipe, progress=not args.no_progress)
+        try:
+            with make_executor(validation_recipe, args) as executor:
+                validation = rescore(task, run_dir / f"validation-{len(held_back)}", executor, bank_records(task, result),
+                                     validation_recipe, progress=not args.no_progress,
+                                     prefill=reuse.validation(run_dir, f"validation-{len(held_back)}") if reuse else None)
+        except ReuseError as err:
+            print(f"ecad-calibrate: {err}", file=sys.stderr)
+            return 2
     calibration = {
         "prompts": prompts, "seeds": seeds, "scorer_kwargs": portable_paths(scorer_kwargs, args.model, out.parent),
         "cost": args.cost,

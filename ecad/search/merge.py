@@ -20,7 +20,7 @@ from typing import Any
 
 from ecad.bank import portable_paths
 from ecad.search.engine.loop import SearchResult, archive_front
-from ecad.search.engine.run_folder import Memo, RunFolder, model_path_hidden, renamed
+from ecad.search.engine.run_folder import Memo, RunFolder, model_path_hidden, read_memo, renamed
 from ecad.search.recipes import recipe_from_json
 
 #: config keys that must be equal for two runs to be one task (search settings may differ)
@@ -80,15 +80,15 @@ def merge_runs(runs: list[str | Path], bank_folder: Path, model: str | None = No
     validation_prompts: list[str] | None = None
     generations = {}
     for run in runs:
-        own = RunFolder(run).memo(task.space)
-        for key, record in own.records.items():
-            memo.records.setdefault(key, record)
-        generations[str(run)] = max((r.generation for r in own.records.values()), default=0)
+        own = read_memo(RunFolder(run).memo_path, task.space)[0]  # only reads: a run may still be writing
+        for record in own:
+            memo.records.setdefault(record.key, record)
+        generations[str(run)] = max((r.generation for r in own), default=0)
         folders = [run / validation] if validation else sorted(run.glob("validation-*"))
         if len(folders) != 1 or not (folders[0] / "memo.jsonl").is_file():
             raise MergeError(f"{run}: expected one validation folder with a memo, found {[f.name for f in folders]}")
-        for key, record in Memo(folders[0] / "memo.jsonl", task.space).records.items():
-            validated.setdefault(key, record.result)
+        for record in read_memo(folders[0] / "memo.jsonl", task.space)[0]:
+            validated.setdefault(record.key, record.result)
         held_back = _config(folders[0])["evaluator"]["prompts"]
         if validation_prompts is not None and held_back != validation_prompts:
             raise MergeError(f"{run} was validated on other prompts than {runs[0]}")

@@ -210,15 +210,23 @@ class PipelineEvaluator:
         images = self._generate(schedule, samples)
         seconds_per_image = (time.perf_counter() - started) / len(samples)
         per_image = self._per_image(images, samples)
-        macs = self._macs(schedule)
-        if self.recipe.cost == "macs":
-            cost = macs / self.full_macs
-        elif self.recipe.cost == "latency":
-            cost = seconds_per_image
-        else:  # "fitted": this hardware's predicted time relative to no-cache
-            cost = 1.0 / self._fitted_speedup(schedule)
+        if self.recipe.cost == "latency":
+            cost, macs = seconds_per_image, self._macs(schedule)
+        else:
+            cost, macs = self.cost(bits)
         return CandidateResult.from_samples(per_image, samples, cost=float(cost), quality_metric=self.recipe.scorer,
                                             macs=int(macs), seconds=time.perf_counter() - started)
+
+    def cost(self, bits: np.ndarray) -> tuple[float, int]:
+        """(cost objective, MACs per image) of a candidate, without rendering it: the deterministic
+        costs only ("macs", "fitted"); a latency is measured while rendering."""
+        schedule = self._schedule(bits)
+        macs = self._macs(schedule)
+        if self.recipe.cost == "macs":
+            return macs / self.full_macs, macs
+        if self.recipe.cost == "fitted":  # this hardware's predicted time relative to no-cache
+            return 1.0 / self._fitted_speedup(schedule), macs
+        raise ValueError(f"cost {self.recipe.cost!r} is measured while rendering, not computed")
 
 
 def expressible_seeds(genes, space) -> list[tuple[str, np.ndarray]]:

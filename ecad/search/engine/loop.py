@@ -30,7 +30,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -75,17 +75,20 @@ def run_search(
     racing: RacingSettings | None = None,
     surrogate: SurrogateSettings | None = None,
     extra_config: dict[str, Any] | None = None,
+    prefill: Callable[[Memo, dict[str, Any]], Any] | None = None,
 ) -> SearchResult:
     """Run (or resume, or extend) a search until ``generations`` generations are done.
 
     ``racing``: render offspring on a subset of the samples first (noise.py); ``surrogate``: ask
     for more offspring and render only those a model fitted on earlier results ranks best
     (surrogate.py). Both are deterministic in ``seed``, so they keep resume exact.
+    ``prefill(memo, config)``: called once the run folder is bound, until generation 0 is done, to
+    add records rendered elsewhere (`ecad.search.reuse`); a record in the memo is not rendered again.
     """
     if racing is not None and task.num_samples < 2:
         raise ValueError(f"racing needs more than one sample per candidate; the task has {task.num_samples}")
     folder = RunFolder(run_dir)
-    folder.bind_config(
+    config = folder.bind_config(
         {
             "task": task.description,
             "space": task.space.to_config(),
@@ -107,6 +110,8 @@ def run_search(
 
     state = folder.load_state(task.space)
     if state is None:  # generation 0: seeds + random schedules, cut down to the population
+        if prefill is not None:
+            prefill(memo, config)
         started = time.perf_counter()
         candidates = initial_candidates(task, settings.population, seed)
         evaluated = evaluate_generation(task, executor, memo, candidates, 0, progress)
@@ -166,13 +171,17 @@ def _hand_references(folder: RunFolder, executor: Executor) -> None:
 
 
 def rescore(task: SearchTask, run_dir: str | Path, executor: Executor, records: list[MemoRecord],
-            recipe: Recipe, progress: bool = False) -> dict[str, CandidateResult]:
+            recipe: Recipe, progress: bool = False,
+            prefill: Callable[[Memo, dict[str, Any]], Any] | None = None) -> dict[str, CandidateResult]:
     """``records`` evaluated again by ``executor``, built from ``recipe`` (e.g. on validation
     prompts the search never saw), on every sample; memoised in their own run folder, bound to
-    that recipe, so an interrupted re-scoring resumes and a different one is refused."""
+    that recipe, so an interrupted re-scoring resumes and a different one is refused.
+    ``prefill``: as for `run_search`, before anything is rendered."""
     folder = RunFolder(run_dir)
-    folder.bind_config({"evaluator": {"kind": recipe.kind, **recipe.to_dict()}})
+    config = folder.bind_config({"evaluator": {"kind": recipe.kind, **recipe.to_dict()}})
     memo = folder.memo(task.space)
+    if prefill is not None:
+        prefill(memo, config)
     _hand_references(folder, executor)
     jobs = [(r.key, r.bits, None, r.label) for r in records if r.key not in memo]
     _evaluate(executor, memo, jobs, 0, task, progress)

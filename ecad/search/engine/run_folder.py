@@ -94,6 +94,21 @@ class MemoRecord:
         )
 
 
+def read_memo(path: Path, space) -> tuple[list[MemoRecord], int]:
+    """The complete records of a memo file, in order, and the bytes they span. Only reads, so it
+    is safe on the memo of a run still writing (whose last line may be half written)."""
+    raw = Path(path).read_bytes()
+    records, good_end = [], 0
+    for line in raw.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break  # torn final write
+        text = line.decode("utf-8").strip()
+        if text:
+            records.append(MemoRecord.from_json(text, space))
+        good_end += len(line)
+    return records, good_end
+
+
 class Memo:
     def __init__(self, path: Path, space):
         self.path = Path(path)
@@ -104,17 +119,10 @@ class Memo:
     def _load(self) -> None:
         if not self.path.exists():
             return
-        raw = self.path.read_bytes()
-        good_end = 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn final write
-            text = line.decode("utf-8").strip()
-            if text:
-                record = MemoRecord.from_json(text, self.space)
-                self.records.setdefault(record.key, record)
-            good_end += len(line)
-        if good_end != len(raw):
+        records, good_end = read_memo(self.path, self.space)
+        for record in records:
+            self.records.setdefault(record.key, record)
+        if good_end != self.path.stat().st_size:
             with open(self.path, "r+b") as handle:
                 handle.truncate(good_end)
 
