@@ -237,6 +237,57 @@ def test_fitted_cost_is_the_models_predicted_seconds_relative_to_no_cache(tiny_m
     assert records["fora-2"]["cost"] == 1.0, "reusing components saves nothing in this model"
 
 
+def test_renders_from_another_run_give_the_records_rendering_would_under_the_new_cost(tiny_model, tmp_path, capsys):
+    from ecad.cost import FittedCost
+
+    fitted = FittedCost(("count:block_run", "images"), (1.0, 10.0), hardware="test")
+    (tmp_path / "fit.json").write_text(json.dumps(fitted.to_dict()))
+    base = ["--model", str(tiny_model), "--steps", "4", "--num-prompts", "2", "--seeds", "0", "--population", "8",
+            "--scorer", "fidelity", "--scorer-arg", "max_psnr=150", "--validation-prompts", "2", "--no-plot",
+            "--no-progress"]
+
+    def run(name, *extra):
+        return main([*base, "--run-dir", str(tmp_path / name), "--out", str(tmp_path / f"{name}.json"), *extra])
+
+    fitted_cost = ["--cost", "fitted", "--cost-model", str(tmp_path / "fit.json")]
+    assert run("macs", "--generations", "1") == 0  # the source: the same search under MACs
+    assert run("rendered", "--generations", "0", *fitted_cost) == 0  # what rendering under the fitted cost gives
+    assert run("reused", "--generations", "0", *fitted_cost, "--renders-from", str(tmp_path / "macs")) == 0
+
+    source = {r["key"]: r for r in memo_records(tmp_path / "macs")}
+    reused = {r["key"]: r for r in memo_records(tmp_path / "reused")}
+    rendered = {r["key"]: r for r in memo_records(tmp_path / "rendered")}
+    assert set(reused) == set(source) >= set(rendered)
+    assert all(r["images"] == 0 and r["generation"] == 0 for r in reused.values()), "nothing rendered by this run"
+    for key, record in rendered.items():  # bit-exact scores; the cost is the fitted one, not the source's
+        assert reused[key]["metrics"] == record["metrics"] == source[key]["metrics"]
+        assert reused[key]["cost"] == record["cost"] and reused[key]["macs"] == record["macs"]
+    assert any(reused[k]["cost"] != source[k]["cost"] for k in rendered), "the cost was recomputed"
+    state = json.loads((tmp_path / "reused" / "state.json").read_text())
+    assert state["history"][0]["images_total"] == 0
+    # validation scores too: the source's are reused; entries only this front has (the fitted cost
+    # ranks other schedules onto it) are rendered
+    source_validation = {r["key"]: r for r in memo_records(tmp_path / "macs" / "validation-2")}
+    validation = {r["key"]: r for r in memo_records(tmp_path / "reused" / "validation-2")}
+    assert set(source_validation) <= set(validation)
+    for key, record in validation.items():
+        assert (record["images"] == 0) == (key in source_validation)
+        if key in source_validation:
+            assert record["metrics"] == source_validation[key]["metrics"]
+    assert ScheduleBank.load(tmp_path / "reused.json").calibration["cost"] == "fitted"
+
+    # a run that renders differently (other prompts) is refused, naming what differs; so is a latency cost
+    capsys.readouterr()
+    assert run("other", "--generations", "0", *fitted_cost, "--num-prompts", "3",
+               "--renders-from", str(tmp_path / "macs")) == 2
+    assert "prompts" in capsys.readouterr().err
+    assert not (tmp_path / "other" / "memo.jsonl").exists() or not memo_records(tmp_path / "other")
+    assert run("latency", "--generations", "0", "--cost", "latency", "--renders-from", str(tmp_path / "macs")) == 2
+    assert "latency" in capsys.readouterr().err
+    assert run("nowhere", "--generations", "0", "--renders-from", str(tmp_path / "nowhere")) == 2
+    assert "not a calibration run folder" in capsys.readouterr().err
+
+
 def test_seed_bank_warm_starts_the_initial_population(tiny_model, tmp_path, capsys):
     first = tmp_path / "first"
     first.mkdir()

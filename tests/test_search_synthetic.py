@@ -167,11 +167,14 @@ def test_memo_ignores_a_torn_last_line(tmp_path):
     path = tmp_path / "memo.jsonl"
     space = BitSpace((2, 2, 2))  # 4 searched bits
     memo = Memo(path, space)
-    from ecad.search.engine.run_folder import MemoRecord
+    from ecad.search.engine.run_folder import MemoRecord, read_memo
 
     memo.add(MemoRecord("k1", np.array([1, 0, 1, 0], bool), CandidateResult(0.5, 0.5), 0))
     with open(path, "a") as handle:
-        handle.write('{"key": "k2", "bi')  # killed mid-write
+        handle.write('{"key": "k2", "bi')  # killed mid-write, or a live run still writing
+    torn = path.read_bytes()
+    records, end = read_memo(path, space)  # what another run reads: the file is left as it is
+    assert [r.key for r in records] == ["k1"] and end < len(torn) and path.read_bytes() == torn
     reloaded = Memo(path, space)
     assert list(reloaded.records) == ["k1"]
     reloaded.add(MemoRecord("k3", np.array([1, 1, 1, 0], bool), CandidateResult(0.7, 0.7), 1))
