@@ -16,6 +16,7 @@ from ecad.bench import competitors as C
 from ecad.bench.report import hypervolume_2d, summarize, verdict, write_report
 from ecad.bench.runner import MAX_PSNR, Point, Split, relative_reward_interval, run_experiment
 from ecad.bench.tuning import MAX_FINALISTS, Bar, bisection_knobs, finalists
+from ecad.cost import FittedCost
 from ecad.generate import generate, load_pipeline
 from ecad.heuristics import fora
 from ecad.hooks import cache_schedule
@@ -56,12 +57,22 @@ def test_cli_end_to_end_on_tiny_pipeline(tiny, tmp_path):
                           names=("no-cache", "fora-2", "fora-3-ff"))
     bank_path = bank.save(tmp_path / "bank.json")
     out = tmp_path / "out"
-    rc = main(["--model", str(path), "--bank", str(bank_path), "--out", str(out), "--no-progress",
-               "--methods", "no-cache,ecad,fora,diffusers-fbcache", "--held-out-prompts", "2", "--seeds", "0,1",
-               "--calibration-prompts", "1", "--batch-size", "2", "--timing-batch-sizes", "2,1", "--quick",
-               "--transfer-steps", "12", "--transfer-prompts", "2", "--transfer-size", "48"])
+    cost_model = tmp_path / "fit.json"  # a report holding a fitted cost under "model", as bench_actions writes
+    cost_model.write_text(json.dumps({"model": FittedCost(("count:block_run", "images"), (1.0, 10.0)).to_dict()}))
+    args = ["--model", str(path), "--bank", str(bank_path), "--out", str(out), "--no-progress",
+            "--methods", "no-cache,ecad,fora,diffusers-fbcache", "--held-out-prompts", "2", "--seeds", "0,1",
+            "--calibration-prompts", "1", "--batch-size", "2", "--timing-batch-sizes", "2,1", "--quick",
+            "--transfer-steps", "12", "--transfer-prompts", "2", "--transfer-size", "48"]
+    (tmp_path / "bad.json").write_text("{}")
+    assert main([*args, "--cost-model", str(tmp_path / "bad.json")]) == 2  # named, before anything is rendered
+    rc = main([*args, "--cost-model", str(cost_model)])
     assert rc == 0
     data = _strict_json((out / "results.json").read_text())
+    # the deciding points of schedule families were ranked by the fitted cost's prediction
+    assert data["meta"]["finalists_ranked_by"] == f"fitted cost ({cost_model})"
+    by_label = {p["label"]: p for p in data["experiments"][0]["points"]}
+    assert by_label["fora-2"]["predicted_speedup"] == 1.0  # only block skips save time on this made-up machine
+    assert by_label["diffusers-fbcache:0.45"]["predicted_speedup"] is None  # no static schedule to predict
     for name in ("pareto.png", "pareto_macs.png", "grid.png", "transfer.png"):
         _png(out / name)
     readme = (out / "README.md").read_text()
@@ -281,6 +292,24 @@ def test_finalists_are_the_fastest_by_macs_within_the_margin():
     assert [p.label for p in finalists(pts, Bar(35.0, False), "held-out")] == ["a", "b"]
     assert [p.label for p in finalists(pts, Bar(38.0, False), "held-out")] == ["c"]
     assert finalists(pts, Bar(45.0, False), "held-out") == []
+    # a fitted cost's prediction, where the points have one, ranks them instead of MACs
+    pts[0].predicted_speedup, pts[1].predicted_speedup, pts[2].predicted_speedup = 1.5, 2.0, 1.9
+    assert [p.label for p in finalists(pts, Bar(35.0, False), "held-out")] == ["b", "c"]
+
+
+def test_a_speed_model_ranks_the_deciding_points_of_schedule_families(tiny):
+    """With a fitted cost that says FORA's larger n is slower (a made-up machine), the deciding
+    FORA points are the small n: the prediction, not MACs, picked them."""
+    _, pipe = tiny
+    layout = get_adapter(pipe).layout(pipe.transformer)
+    methods = C.engine_methods(layout, STEPS, component_range=())[:2]  # no-cache, fora n = 2..9
+    exp = run_experiment(pipe, methods, SETTING, [Split("held-out", PROMPTS, [0])], batch_size=2, rounds=1,
+                         timing_batch_sizes=[1], bars=[Bar(0.0, False)], progress=False, log=lambda _: None,
+                         speed_model=lambda schedule: 1.0 + schedule.recompute_fraction)
+    fora = [p for p in exp.points if p.method.family == "fora"]
+    assert all(p.predicted_speedup == 1.0 + p.method.schedule(p.knob).recompute_fraction for p in fora)
+    deciding = sorted(p.knob for p in fora if p.deciding)
+    assert deciding and deciding[0] == min(p.knob for p in fora), "the most recomputing FORA ranks first"
 
 
 def test_winner_only_beyond_the_spread():

@@ -256,7 +256,7 @@ def markdown(meta: dict, experiments: Sequence[Experiment]) -> str:
     sizes = main.timing_batch_sizes or [main.batch_size]
     lines += ["How it was measured: every point rendered the held-out images once (tuning: quality, MACs "
               "that actually ran, a one-run *screening* speed); thresholds were bisected at each bar; then the "
-              f"points that may decide a bar were timed in {main.rounds} interleaved rounds at batch "
+              f"points that may decide a bar (per family, the fastest by {meta.get('finalists_ranked_by', 'MACs')}) were timed in {main.rounds} interleaved rounds at batch "
               f"{' and '.join(str(b) for b in sizes)}, no-cache re-timed around every few points. Speedup = "
               "median over rounds of (no-cache seconds around the point / the point's seconds); the spread "
               "is the min–max of those per-round ratios. A winner is called only where the two spreads do "

@@ -83,6 +83,8 @@ class Point:
     speedup: float | None = None  # median round ratio at the main batch size, else the screening speed
     speedup_source: str | None = None  # "rounds" | "screen"
     macs_speedup: float | None = None
+    #: the speedup a fitted cost predicts for a schedule-based point (``speed_model``); ranks finalists
+    predicted_speedup: float | None = None
     quality: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_image: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
@@ -108,7 +110,7 @@ class Point:
             "timing": {str(bs): {**t, "speed": self.speed(bs)} for bs, t in self.timing.items()},
             "macs_per_image": self.macs_per_image,
             "analytic_macs_per_image": self.analytic_macs_per_image, "macs_speedup": self.macs_speedup,
-            "cache_bytes_peak": self.cache_bytes_peak, "cache_bytes_per_image": self.cache_bytes_per_image,
+            "predicted_speedup": self.predicted_speedup, "cache_bytes_peak": self.cache_bytes_peak, "cache_bytes_per_image": self.cache_bytes_per_image,
             "changes_output": self.changes_output, "quality": self.quality, "per_image": self.per_image,
         }
         schedule = self.method.schedule(self.knob)
@@ -183,6 +185,7 @@ def run_experiment(
     progress: bool = True,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    speed_model: Callable[[Any], float] | None = None,
 ) -> Experiment:
     """Tune, pick the deciding points, time them; see the module docstring. The first method must be no-cache."""
     start = time.perf_counter()
@@ -328,9 +331,12 @@ def run_experiment(
     order = {id(m): i for i, m in enumerate(methods)}
     points.sort(key=lambda p: (order[id(p.method)], float(p.knob) if p.method.continuous else 0))
     _screen_speeds(points, ref, reference_times, screen_index)
-    for p in points:  # the deciding points are picked by MACs saved
+    for p in points:  # the deciding points are picked by MACs saved, or by a fitted cost's prediction
         if p.status == "ok" and p.macs_per_image and ref.macs_per_image:
             p.macs_speedup = ref.macs_per_image / p.macs_per_image
+        schedule = p.method.schedule(p.knob) if speed_model is not None and p.status == "ok" else None
+        if schedule is not None:
+            p.predicted_speedup = float(speed_model(schedule))
 
     # 3. deciding points: rendered on the other splits too
     deciding: dict[int, Point] = {id(ref): ref}

@@ -14,6 +14,9 @@ that point by a wide margin (FirstBlockCache at 0.13 sits between a grid's 0.10 
 The **deciding points** of a bar are, per family, the points that clear it and are within
 ``FINALIST_MACS_MARGIN`` of the family's fewest executed MACs (wall-clock and MACs rank a family's
 own points alike, up to overheads that a margin covers); those are timed in interleaved rounds.
+Given a fitted cost of this machine (`ecad-bench --cost-model`), schedule-based points (the bank,
+the heuristics) are ranked by the speedup it predicts instead: it follows wall-clock where MACs
+do not (skip-heavy vs reuse-heavy schedules, cross-attention's cost per MAC).
 """
 
 from __future__ import annotations
@@ -98,11 +101,17 @@ def bisection_knobs(
 
 def finalists(points: Sequence[Any], bar: Bar, split: str, *, margin: float = FINALIST_MACS_MARGIN,
               most: int = MAX_FINALISTS) -> list[Any]:
-    """The points of one family that clear ``bar`` and may be its fastest: best MACs first."""
+    """The points of one family that clear ``bar`` and may be its fastest: fastest by a fitted cost's
+    prediction first where the points have one (``predicted_speedup``), else by MACs."""
     good = [p for p in points if p.status == "ok" and bar.meets(p.quality.get(split, {}))]
     if not good:
         return []
-    # MACs, not the one-run screening speed, rank them: on a shared machine one run is too noisy
-    good.sort(key=lambda p: (p.macs_speedup or 0.0, p.speedup_screen or 0.0), reverse=True)
-    best = good[0].macs_speedup or 0.0
-    return [p for p in good if (p.macs_speedup or 0.0) >= margin * best][:most]
+
+    def rank(p) -> float:
+        predicted = getattr(p, "predicted_speedup", None)
+        return predicted if predicted is not None else (p.macs_speedup or 0.0)
+
+    # a model of speed, not the one-run screening speed, ranks them: on a shared machine one run is too noisy
+    good.sort(key=lambda p: (rank(p), p.speedup_screen or 0.0), reverse=True)
+    best = rank(good[0])
+    return [p for p in good if rank(p) >= margin * best][:most]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timing-batch-sizes", default="8,1", help="batch sizes the deciding points are timed at "
                    "(default %(default)s; capped at the held-out images)")
     r.add_argument("--rounds", type=int, help="interleaved timed rounds of the deciding points (default 4; --quick 2)")
+    r.add_argument("--cost-model", metavar="FILE",
+                   help="a fitted cost of this machine (a FittedCost JSON, or a report holding one under 'model', "
+                   "e.g. docs/benchmarks/actions/cost-crossfit-32x32-20steps.json): the bank's and the heuristics' "
+                   "deciding points are the fastest it predicts, not the fewest MACs (default: the cost model the "
+                   "bank was calibrated under, if it was searched with --cost fitted; 'none': MACs)")
     r.add_argument("--bisect-steps", type=int, help="bisection midpoints per threshold method and bar (default 3; --quick 1)")
     r.add_argument("--quick", action="store_true", help="coarse knob grids, 1 bisection step, 2 rounds: a smoke "
                    "test, not a fair benchmark")
@@ -232,10 +238,16 @@ def main(argv: list[str] | None = None) -> int:
     bisect_steps = args.bisect_steps if args.bisect_steps is not None else (1 if args.quick else 3)
     timing_sizes = [int(b) for b in args.timing_batch_sizes.split(",") if b.strip()]
     meta.update(rounds=rounds, bisect_steps=bisect_steps, quick=args.quick)
+    try:
+        speed_model, ranked_by = _speed_model(args.cost_model, bank, pipe, setting)
+    except (OSError, ValueError, KeyError) as err:  # json.JSONDecodeError is a ValueError
+        print(f"ecad-bench: --cost-model: {err}", file=sys.stderr)
+        return 2
+    meta.update(finalists_ranked_by=ranked_by)
     experiments = [run_experiment(pipe, methods, setting, splits, batch_size=args.batch_size, reward=reward,
                                   fid_fn=fid_fn, calibration_items=calibration_items, timing_batch_sizes=timing_sizes,
                                   rounds=rounds, bisect_steps=bisect_steps, as_shipped=not args.no_as_shipped,
-                                  progress=bar)]
+                                  progress=bar, speed_model=speed_model)]
 
     if not args.no_transfer:
         transfer_splits = [Split("held-out", splits[0].prompts[: args.transfer_prompts], seeds[:1])]
@@ -261,6 +273,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ecad-bench: wrote {out}/README.md, results.json, pareto.png, grid.png"
           + (", transfer.png" if len(experiments) > 1 else ""))
     return 0
+
+
+def _speed_model(option: str | None, bank, pipe, setting):
+    """(schedule -> predicted speedup, or None; what ranks the deciding points, for the report)."""
+    from ecad.cost import FittedCost, schedule_cost_features
+
+    if option == "none":
+        return None, "MACs"
+    if option:
+        data = json.loads(Path(option).read_text())
+        source = option
+    elif bank is not None and bank.calibration.get("cost_model"):
+        data, source = bank.calibration["cost_model"], "the bank's calibration cost model"
+    else:
+        return None, "MACs"
+    model = FittedCost.from_dict(data.get("model", data))
+    no_cache = schedule_cost_features(pipe, setting)
+    return (lambda schedule: model.speedup(schedule_cost_features(pipe, setting, schedule), no_cache),
+            f"fitted cost ({source})")
 
 
 def _relative_to(path: str, folder: Path) -> str:

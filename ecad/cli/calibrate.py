@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     calibration = {
         "prompts": prompts, "seeds": seeds, "scorer_kwargs": portable_paths(scorer_kwargs, args.model, out.parent),
         "cost": args.cost,
+        **({"cost_model": cost_model} if cost_model else {}),  # the fitted cost it searched under
         "actions": ["recompute", *actions],
         **({"objectives": list(objectives)} if objectives else {}),
         **({"quality_floors": [f.to_dict() for f in floors]} if floors else {}),

@@ -104,6 +104,7 @@ def merge_runs(runs: list[str | Path], bank_folder: Path, model: str | None = No
         "scorer_kwargs": portable_paths(renamed(first.get("scorer_kwargs", {}), first["model"], recipe.model),
                                         recipe.model, bank_folder),
         "cost": first["cost"],
+        **({"cost_model": first["cost_model"]} if first.get("cost_model") else {}),
         "actions": ["recompute", *first["actions"]],
         **({"objectives": configs[0]["objectives"]} if configs[0].get("objectives") else {}),
         "merged_runs": [{"run_dir": str(run), "generations": generations[str(run)], "genetic": c["genetic"],
