@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reuse the renders of another run folder that differs from this run only in its cost "
                    "(e.g. the same search under --cost macs): its candidates enter this run's memo with their "
                    "cost recomputed (--cost macs or fitted), so they are not rendered again, and so do its "
-                   "validation scores; read once, before generation 0; repeatable")
+                   "validation scores; the search reads it before generation 0, the validation at every pass; "
+                   "repeatable")
     s.add_argument("--quality-floor", action="append", default=[], metavar="METRIC=VALUE",
                    help="a region of interest: candidates whose METRIC (one of --objectives; 'reward' = "
                    "scenes-reward) on the calibration images is below VALUE are infeasible for selection, so the "
