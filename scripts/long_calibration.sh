@@ -23,6 +23,7 @@
 # ~1.8x more per MAC than self-attention here and every block run a fixed ~1.3 ms, which MACs miss.
 # Warm-started from the committed bank; every candidate the runs above rendered is reused with its
 # cost recomputed (`--renders-from`: same renders, another cost), so generation 0 renders nothing new.
+# Run for 12 generations: nothing faster at either bar on the validation prompts (docs/calibration.md).
 # The served bank is the merge of the runs (after their last pass):
 #   python -m ecad.search.merge runs/calibrate/ecad-scenes/focus-psnr28 \
 #       runs/calibrate/ecad-scenes/focus-psnr28-steps --out schedules/ecad-scenes/32x32-20steps.json
