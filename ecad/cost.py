@@ -226,6 +226,11 @@ class FittedCost:
         return {**asdict(self), "features": list(self.features), "coefficients": list(self.coefficients)}
 
     @classmethod
+    def from_report(cls, data: dict[str, Any]) -> "FittedCost":
+        """A FittedCost JSON, or a report holding one under "model" (`scripts/bench_actions.py`'s)."""
+        return cls.from_dict(data.get("model", data))
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FittedCost":
         if not data.get("features") or len(data["features"]) != len(data.get("coefficients", ())):
             raise ValueError("a FittedCost needs 'features' and as many 'coefficients'")
@@ -261,3 +266,9 @@ def schedule_cost_features(pipe: Any, setting: Setting, schedule: CacheSchedule 
     if schedule is None:
         schedule = CacheSchedule.full(get_adapter(pipe).layout(split_pipeline(pipe)[1]), setting.num_inference_steps)
     return cost_features(schedule, table, calls)
+
+
+def predicted_speedup(model: FittedCost, pipe: Any, setting: Setting) -> Callable[[CacheSchedule], float]:
+    """schedule -> the speedup over no-cache that ``model`` predicts for one image through ``pipe`` at ``setting``."""
+    no_cache = schedule_cost_features(pipe, setting)
+    return lambda schedule: model.speedup(schedule_cost_features(pipe, setting, schedule), no_cache)

@@ -43,15 +43,13 @@ def fastest_at_bars(bank, speedup=None) -> dict[str, tuple[float, str, float] | 
 
 def fitted_speedup(bank, cost_model: dict):
     """entry -> the speedup over no-cache that a fitted cost predicts for it, on the bank's model and setting."""
-    from ecad.cost import FittedCost, schedule_cost_features
+    from ecad.cost import FittedCost, predicted_speedup
     from ecad.generate import load_pipeline
     from ecad.setting import Setting
 
-    model = FittedCost.from_dict(cost_model.get("model", cost_model))
-    pipe = load_pipeline(bank.model)
     setting = Setting(bank.height, bank.width, bank.num_inference_steps, bank.guidance_scale)
-    no_cache = schedule_cost_features(pipe, setting)
-    return lambda e: model.speedup(schedule_cost_features(pipe, setting, e.cache_schedule()), no_cache)
+    speedup = predicted_speedup(FittedCost.from_report(cost_model), load_pipeline(bank.model), setting)
+    return lambda e: speedup(e.cache_schedule())
 
 
 def main(argv=None) -> int:

@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _speed_model(option: str | None, bank, pipe, setting):
     """(schedule -> predicted speedup, or None; what ranks the deciding points, for the report)."""
-    from ecad.cost import FittedCost, schedule_cost_features
+    from ecad.cost import FittedCost, predicted_speedup
 
     if option == "none":
         return None, "MACs"
@@ -288,10 +288,7 @@ def _speed_model(option: str | None, bank, pipe, setting):
         data, source = bank.calibration["cost_model"], "the bank's calibration cost model"
     else:
         return None, "MACs"
-    model = FittedCost.from_dict(data.get("model", data))
-    no_cache = schedule_cost_features(pipe, setting)
-    return (lambda schedule: model.speedup(schedule_cost_features(pipe, setting, schedule), no_cache),
-            f"fitted cost ({source})")
+    return predicted_speedup(FittedCost.from_report(data), pipe, setting), f"fitted cost ({source})"
 
 
 def _relative_to(path: str, folder: Path) -> str:

@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--cost fitted needs --cost-model FILE (and --cost-model needs --cost fitted)")
         cost_model = json.loads(Path(args.cost_model).read_text()) if args.cost_model else None
         if cost_model is not None:  # a FittedCost, or a report holding one under "model" (cost-fit.json)
-            cost_model = FittedCost.from_dict(cost_model.get("model", cost_model)).to_dict()
+            cost_model = FittedCost.from_report(cost_model).to_dict()
         if args.renders_from and args.cost == "latency":
             raise ValueError("--renders-from recomputes the cost of another run's candidates; a measured "
                              "latency cannot be (use --cost macs or fitted)")
