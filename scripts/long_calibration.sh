@@ -20,7 +20,7 @@
 # RUN=focus-fitted: the focus run's search (`--quality-floor psnr=28`) with the cost a model fitted
 # on this machine's timings predicts (`--cost fitted`, the cross-fit over every committed entry:
 # docs/benchmarks/actions/cost-crossfit-32x32-20steps.json) instead of MACs: cross-attention costs
-# ~1.8x more per MAC than self-attention here and every block run a fixed ~1.3 ms, which MACs miss.
+# ~2.2x more per MAC than self-attention here and every block run a fixed ~1.3 ms, which MACs miss.
 # Warm-started from the committed bank; every candidate the runs above rendered is reused with its
 # cost recomputed (`--renders-from`: same renders, another cost), so generation 0 renders nothing new.
 # Run for 12 generations: nothing faster at either bar on the validation prompts (docs/calibration.md).
