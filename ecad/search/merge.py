@@ -20,14 +20,8 @@ from typing import Any
 
 from ecad.bank import portable_paths
 from ecad.search.engine.loop import SearchResult, archive_front
-from ecad.search.engine.run_folder import Memo, RunFolder, model_path_hidden, read_memo, renamed
+from ecad.search.engine.run_folder import Memo, RunFolder, read_memo, renamed, scoring_differences
 from ecad.search.recipes import recipe_from_json
-
-#: config keys that must be equal for two runs to be one task (search settings may differ)
-TASK_KEYS = ("task", "space", "objectives")
-#: evaluator fields that must be equal (the model is compared by fingerprint, not by path)
-EVALUATOR_KEYS = ("prompts", "seeds", "setting", "scorer", "extra_scorers", "cost", "actions", "cost_model")
-
 
 class MergeError(ValueError):
     pass
@@ -41,15 +35,10 @@ def _config(run: Path) -> dict[str, Any]:
 
 
 def _same_task(first: dict, other: dict, name: str) -> None:
-    # the model path may differ between machines (it is hidden, wherever it recurs: the scenes
-    # reward's model_dir too); its fingerprint, in "task", may not
-    first, other = model_path_hidden(first), model_path_hidden(other)
-    for key in TASK_KEYS:
-        if first.get(key) != other.get(key):
-            raise MergeError(f"{name} is another task: its config differs in {key!r}")
-    for key in EVALUATOR_KEYS:
-        if first["evaluator"].get(key) != other["evaluator"].get(key):
-            raise MergeError(f"{name} is another task: its evaluator differs in {key!r}")
+    # the model path may differ between machines; its fingerprint, in "task", may not
+    differ = scoring_differences(first, other)
+    if differ:
+        raise MergeError(f"{name} is another task: its config differs in {', '.join(differ)}")
 
 
 def merge_runs(runs: list[str | Path], bank_folder: Path, model: str | None = None, validation: str | None = None

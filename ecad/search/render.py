@@ -151,16 +151,18 @@ class PipelineEvaluator:
         self.genes, self.space = search_space(self.layout, self.setting.num_inference_steps, recipe.actions)
         self.references = None
         self.full_macs = self._macs(self._schedule(self.space.all_recompute()))
+        self._predicted_speedup = None  # cost "fitted": schedule -> predicted speedup
 
     def _schedule(self, genes):
         return self.genes.from_genes(self.space.coerce(genes))
 
     def _fitted_speedup(self, schedule) -> float:
-        from ecad.cost import FittedCost, schedule_cost_features
+        if self._predicted_speedup is None:  # built once: no-cache's cost features do not change
+            from ecad.cost import FittedCost, predicted_speedup
 
-        fitted = FittedCost.from_dict(self.recipe.cost_model)
-        return fitted.speedup(schedule_cost_features(self.pipe, self.setting, schedule),
-                              schedule_cost_features(self.pipe, self.setting))
+            self._predicted_speedup = predicted_speedup(FittedCost.from_dict(self.recipe.cost_model), self.pipe,
+                                                        self.setting)
+        return self._predicted_speedup(schedule)
 
     def _macs(self, schedule) -> int:
         from ecad.cost import image_macs

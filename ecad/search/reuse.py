@@ -21,27 +21,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ecad.search.engine.run_folder import Memo, MemoRecord, model_path_hidden, read_memo
+from ecad.search.engine.run_folder import Memo, MemoRecord, read_memo, scoring_differences
 
-#: config entries that may differ between runs whose renders are interchangeable: the cost (and
-#: its label and model), and how the work was executed (merge ignores the same)
-COST_KEYS = ("cost", "cost_model", "cost_label")
-EXECUTION_KEYS = ("batch_size", "device", "num_threads")
+#: config entries that may differ between runs whose renders are interchangeable: the cost (its
+#: label and model with it) and the objectives the search maximises
+IGNORED = ("cost", "cost_model", "cost_label", "objectives")
 
 
 class ReuseError(ValueError):
     pass
-
-
-def _render_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a run folder's config that decides what a render yields."""
-    config = model_path_hidden(config)
-    ignored = COST_KEYS + EXECUTION_KEYS
-    return json.loads(json.dumps({
-        "task": {k: v for k, v in config.get("task", {}).items() if k not in ignored},
-        "space": config.get("space"),
-        "evaluator": {k: v for k, v in config.get("evaluator", {}).items() if k not in ignored},
-    }, sort_keys=True))
 
 
 def check_same_renders(config: dict[str, Any], source: Path) -> None:
@@ -49,13 +37,10 @@ def check_same_renders(config: dict[str, Any], source: Path) -> None:
     path = Path(source) / "config.json"
     if not path.is_file():
         raise ReuseError(f"{source} is not a calibration run folder (no config.json)")
-    ours, theirs = _render_config(config), _render_config(json.loads(path.read_text()))
-    for part in ("task", "space", "evaluator"):
-        if ours[part] != theirs[part]:
-            keys = ours[part].keys() | theirs[part].keys() if isinstance(ours[part], dict) else [part]
-            differ = sorted(k for k in keys if not isinstance(ours[part], dict) or ours[part].get(k) != theirs[part].get(k))
-            raise ReuseError(f"{source} renders differently: its {part} differs in {', '.join(differ)} "
-                             "(only the cost may differ)")
+    differ = scoring_differences(config, json.loads(path.read_text()), ignore=IGNORED)
+    if differ:
+        raise ReuseError(f"{source} renders differently: its config differs in {', '.join(differ)} "
+                         "(only the cost may differ)")
 
 
 def import_renders(memo: Memo, config: dict[str, Any], sources: list[Path],

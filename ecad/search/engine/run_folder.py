@@ -43,6 +43,34 @@ def model_path_hidden(config: dict[str, Any]) -> dict[str, Any]:
     return renamed(config, model, "<model>") if isinstance(model, str) else config
 
 
+#: evaluator entries that say how the work was executed, not what a render yields
+EXECUTION_KEYS = ("batch_size", "device", "num_threads")
+#: the parts of a run's config that decide how a schedule is scored (search settings may differ)
+SCORING_PARTS = ("task", "space", "objectives", "evaluator")
+
+
+def scoring_differences(first: dict[str, Any], other: dict[str, Any], *, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Where two run configs would score a schedule differently, as ``part`` or ``part.key``.
+
+    The model is compared by the task's fingerprint, not by its path (hidden wherever it recurs);
+    ``EXECUTION_KEYS`` and the names in ``ignore`` (a part, or a key in any part) are not compared.
+    Merging runs needs none (`ecad.search.merge`); reusing another run's renders under a new
+    cost ignores the cost and the objectives (`ecad.search.reuse`).
+    """
+    first, other = (json.loads(json.dumps(model_path_hidden(c), sort_keys=True)) for c in (first, other))
+    skipped = set(EXECUTION_KEYS) | set(ignore)
+    differ = []
+    for part in SCORING_PARTS:
+        if part in ignore:
+            continue
+        a, b = first.get(part), other.get(part)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differ += [f"{part}.{k}" for k in sorted(a.keys() | b.keys()) if k not in skipped and a.get(k) != b.get(k)]
+        elif a != b:
+            differ.append(part)
+    return differ
+
+
 class RunFolderError(RuntimeError):
     pass
 
