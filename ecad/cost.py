@@ -7,6 +7,10 @@ Each component costs its MACs where it is recomputed; a forecast costs 2 element
 output element (multiply, add), plus 1 (a subtraction) at the recompute step that forms the
 difference it extrapolates; a reuse is free. A skipped block costs 1 op per element of its
 residual streams (adding the delta), plus 1 at the run before that stores the delta.
+At a step that reuses guidance (`CacheSchedule.guidance_reuse`) the transformer runs half the rows,
+so all of that step's work counts half (the work is linear in rows; the element-wise work of the
+caches is counted on the conditional rows' steps, and the add that rebuilds the unconditional
+output, one op per output element, is not counted).
 Everything is multiplied by the transformer calls per step. `batch_size` is the batch one
 transformer call sees (PixArt with CFG: 2 x images; the adapters' `transformer_batch(pipe,
 num_images, ...)` gives it); `text_len` the padded prompt length.
@@ -74,13 +78,34 @@ def macs_table(model: Any, *, height: int, width: int, batch_size: int, text_len
 
 
 def forecast_differences(schedule: CacheSchedule) -> np.ndarray:
-    """int [blocks, components]: how often each component forms a difference for its forecasts (once
-    per recompute that a forecast follows before the next recompute), as the engine does."""
-    out = np.zeros(schedule.shape[1:], dtype=np.int64)
+    """int [steps, blocks, components]: 1 where a component forms a difference for its forecasts
+    (at a recompute that a forecast follows before the next recompute), as the engine does."""
+    out = np.zeros(schedule.shape, dtype=np.int64)
     forecasts = (schedule.actions == FORECAST) & ~schedule.skip[:, :, None]
     for b, c in zip(*np.nonzero(forecasts.any(axis=0))):
-        out[b, c] = sum(ActionPlan.build(schedule.actions[:, b, c], schedule.skip[:, b]).make_diff)
+        out[:, b, c] = ActionPlan.build(schedule.actions[:, b, c], schedule.skip[:, b]).make_diff
     return out
+
+
+def row_share(schedule: CacheSchedule) -> np.ndarray:
+    """float [steps]: the share of the rows the transformer runs at each step (1/2 where it reuses guidance)."""
+    return np.where(schedule.guidance_reuse, 0.5, 1.0)
+
+
+def _step_work(schedule: CacheSchedule, t: CostTable) -> dict[str, np.ndarray]:
+    """Per step [steps], before the row share: recomputed MACs per component [steps, blocks,
+    components], the blocks' work outside the components, forecast and skip element-wise ops."""
+    skip = schedule.skip
+    forecasts = (schedule.actions == FORECAST) & ~skip[:, :, None]
+    delta_stores = np.zeros_like(skip)
+    delta_stores[:-1] = ~skip[:-1] & skip[1:]
+    return {
+        "component": schedule.mask * t.component[None],
+        "block_other": ((~skip) * t.block_other[None]).sum(axis=1) + t.other,
+        "forecast": (t.component_elements[None] * (FORECAST_OPS * forecasts
+                                                   + DIFF_OPS * forecast_differences(schedule))).sum(axis=(1, 2)),
+        "skip": (t.block_elements[None] * (SKIP_OPS * skip + DELTA_OPS * delta_stores)).sum(axis=1),
+    }
 
 
 def schedule_macs(schedule: CacheSchedule, model: Any, *, height: int, width: int, batch_size: int,
@@ -90,17 +115,11 @@ def schedule_macs(schedule: CacheSchedule, model: Any, *, height: int, width: in
                    vae_scale_factor=vae_scale_factor)
     if t.component.shape != schedule.shape[1:]:
         raise ValueError(f"schedule grid {schedule.shape[1:]} does not match the model's {t.component.shape}")
-    skip = schedule.skip
-    forecasts = ((schedule.actions == FORECAST) & ~skip[:, :, None]).sum(axis=0)
-    delta_stores = (~skip[:-1] & skip[1:]).sum(axis=0)
-    macs = (
-        int((schedule.mask * t.component[None]).sum())
-        + int(((~skip) * t.block_other[None]).sum())
-        + schedule.num_steps * t.other
-        + int((t.component_elements * (FORECAST_OPS * forecasts + DIFF_OPS * forecast_differences(schedule))).sum())
-        + int((t.block_elements * (SKIP_OPS * skip.sum(axis=0) + DELTA_OPS * delta_stores)).sum())
-    )
-    return calls_per_step * macs
+    work = _step_work(schedule, t)
+    per_step = work["component"].sum(axis=(1, 2)) + work["block_other"] + work["forecast"] + work["skip"]
+    if not schedule.guidance_reuse.any():
+        return calls_per_step * int(per_step.sum())  # integer arithmetic, as before guidance reuse
+    return calls_per_step * int(round(float((per_step * row_share(schedule)).sum())))
 
 
 def _image_table(pipe: Any, setting: Setting, true_cfg: bool = False) -> tuple[CostTable, int]:
@@ -171,8 +190,8 @@ def cost_features(schedule: CacheSchedule, table: CostTable, calls_per_step: int
     ``macs:<component>``: recomputed MACs of the components of that name; ``macs:block_other``:
     the blocks' work outside the components where a block runs; ``elements:forecast`` /
     ``elements:skip``: the element-wise work of forecasts and skips (as `schedule_macs` counts
-    it); ``count:<action>``: how many component recomputes / reuses / forecasts, block runs and
-    block skips happen (each has a fixed overhead: kernel launches, hooks); ``images``: 1 (the
+    it; work at a guidance-reuse step counts half); ``count:<action>``: how many component
+    recomputes / reuses / forecasts, block runs, block skips and guidance reuses happen (each has a fixed overhead: kernel launches, hooks); ``images``: 1 (the
     work outside the transformer: text encoder, scheduler, VAE).
     """
     if table.component.shape != schedule.shape[1:]:
@@ -182,22 +201,24 @@ def cost_features(schedule: CacheSchedule, table: CostTable, calls_per_step: int
     running = ~skip[:, :, None]
     recompute = schedule.mask & running
     forecasts = (schedule.actions == FORECAST) & running
+    share = row_share(schedule)
+    work = _step_work(schedule, table)
+    component = (work["component"] * share[:, None, None]).sum(axis=0)
     features: dict[str, float] = {}
     for block in range(layout.num_blocks):
         for c, name in enumerate(layout.component_names(block)):
             key = f"macs:{name}"
-            features[key] = features.get(key, 0.0) + float(recompute[:, block, c].sum() * table.component[block, c])
-    delta_stores = (~skip[:-1] & skip[1:]).sum(axis=0)
+            features[key] = features.get(key, 0.0) + float(component[block, c])
     features.update({
-        "macs:block_other": float(((~skip) * table.block_other[None]).sum() + schedule.num_steps * table.other),
-        "elements:forecast": float((table.component_elements * (FORECAST_OPS * forecasts.sum(axis=0)
-                                                                + DIFF_OPS * forecast_differences(schedule))).sum()),
-        "elements:skip": float((table.block_elements * (SKIP_OPS * skip.sum(axis=0) + DELTA_OPS * delta_stores)).sum()),
+        "macs:block_other": float((work["block_other"] * share).sum()),
+        "elements:forecast": float((work["forecast"] * share).sum()),
+        "elements:skip": float((work["skip"] * share).sum()),
         "count:recompute": float(recompute.sum()),
         "count:reuse": float(((schedule.actions == REUSE) & running).sum()),
         "count:forecast": float(forecasts.sum()),
         "count:block_run": float((~skip).sum()),
         "count:block_skip": float(skip.sum()),
+        "count:guidance_reuse": float(schedule.guidance_reuse.sum()),
     })
     features = {k: v * calls_per_step for k, v in features.items()}
     features["images"] = 1.0

@@ -76,6 +76,11 @@ def generate(pipe: Any, prompts: str | Sequence[str], seeds: int | Sequence[int]
             f"schedule has {schedule.num_steps} steps but num_inference_steps={setting.num_inference_steps}; "
             f"use schedule.resample({setting.num_inference_steps})"
         )
+    if schedule is not None and schedule.guidance_reuse.any() and setting.guidance_scale <= 1.0:
+        raise ScheduleError(
+            f"the schedule reuses guidance at {int(schedule.guidance_reuse.sum())} steps, but guidance_scale="
+            f"{setting.guidance_scale} runs no classifier-free guidance; use a guidance scale > 1"
+        )
     device = getattr(pipe, "_execution_device", None) or pipe.device
     generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     kwargs = {**get_adapter(pipe).pipeline_call_kwargs(pipe), **pipeline_kwargs}

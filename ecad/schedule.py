@@ -10,6 +10,11 @@ block-skip plane ``skip[step, block]``. Actions (ECAD, Sec. 3, plus forecasting)
 - ``skip[step, block]``: run nothing inside the block; add the block's residual delta from the
   last step where it ran (FirstBlockCache-like, per block). The component actions under a skipped
   block are stored as REUSE (they do not run).
+- ``guidance_reuse[step]`` (classifier-free guidance run as one batch of [uncond; cond] rows, as
+  PixArt does): run the transformer on the conditional rows only and predict the unconditional
+  output as the conditional one plus the difference (uncond - cond) of the last step that ran
+  both (FasterCache-like, without its frequency split). The unconditional rows then live only on
+  the steps that run them: their cached outputs come from those steps.
 
 ``mask`` (bool, True = recompute, the v1 view) is ``actions == RECOMPUTE`` outside skipped blocks.
 Blocks are numbered across the groups of a `BlockLayout` (FLUX: 19 double blocks, then 38 single).
@@ -24,7 +29,9 @@ files, banks and hashes are unchanged:
      "bits": "..."}
 
 Any other schedule is version 2: ``"actions"`` packs two bits per action (high bit first) and
-``"skip"`` one bit per (step, block), each with `numpy.packbits` and base64.
+``"skip"`` one bit per (step, block), each with `numpy.packbits` and base64. A schedule that
+reuses guidance at some step is version 3: version 2 plus ``"guidance"``, one bit per step (older
+ecad refuses it rather than silently running both branches).
 """
 
 from __future__ import annotations
@@ -37,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-SCHEDULE_FORMAT_VERSION = 2  # the newest version this ecad writes; it reads 1 and 2
-READABLE_VERSIONS = (1, 2)
+SCHEDULE_FORMAT_VERSION = 3  # the newest version this ecad writes; it reads 1, 2 and 3
+READABLE_VERSIONS = (1, 2, 3)
 
 REUSE, RECOMPUTE, FORECAST = 0, 1, 2
 ACTION_NAMES = {REUSE: "reuse", RECOMPUTE: "recompute", FORECAST: "forecast"}
@@ -148,21 +155,23 @@ def _unpack_bits(text: Any, count: int, what: str) -> np.ndarray:
 
 
 class CacheSchedule:
-    """Immutable actions ``[num_steps, num_blocks, num_components]`` (int8) + skip ``[num_steps, num_blocks]``.
+    """Immutable actions ``[num_steps, num_blocks, num_components]`` (int8) + skip ``[num_steps, num_blocks]``
+    + guidance reuse ``[num_steps]``.
 
     ``CacheSchedule(mask, layout)`` builds a recompute/reuse schedule from a bool mask (True =
     recompute), as in format v1; `from_actions` builds any schedule. Construction does not
     validate (so that a bad schedule can be inspected); call `validate()`. Equality and hashing
-    are by layout, actions and skip plane.
+    are by layout, actions, skip plane and guidance reuse.
     """
 
-    __slots__ = ("_actions", "_skip", "_mask", "_layout", "_hash")
+    __slots__ = ("_actions", "_skip", "_mask", "_guidance", "_layout", "_hash")
 
     def __init__(self, mask: np.ndarray, layout: BlockLayout):
         mask = np.array(mask, dtype=bool, copy=True)
         self._set(mask.astype(np.int8), None, layout)
 
-    def _set(self, actions: np.ndarray, skip: np.ndarray | None, layout: BlockLayout) -> None:
+    def _set(self, actions: np.ndarray, skip: np.ndarray | None, layout: BlockLayout,
+             guidance: np.ndarray | None = None) -> None:
         if actions.ndim == 3:
             if skip is None:
                 skip = np.zeros(actions.shape[:2], bool)
@@ -171,16 +180,20 @@ class CacheSchedule:
         else:  # malformed; `validate` says why
             skip = np.zeros(actions.shape[:2], bool) if skip is None else skip
             mask = actions == RECOMPUTE
-        for a in (actions, skip, mask):
+        if guidance is None:
+            guidance = np.zeros(actions.shape[:1], bool)
+        for a in (actions, skip, mask, guidance):
             a.setflags(write=False)
-        self._actions, self._skip, self._mask = actions, skip, mask
+        self._actions, self._skip, self._mask, self._guidance = actions, skip, mask, guidance
         self._layout = layout
         self._hash: str | None = None
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
-    def from_actions(cls, actions: np.ndarray, layout: BlockLayout, skip: np.ndarray | None = None) -> "CacheSchedule":
-        """A schedule from action codes (REUSE / RECOMPUTE / FORECAST) and an optional skip plane."""
+    def from_actions(cls, actions: np.ndarray, layout: BlockLayout, skip: np.ndarray | None = None,
+                     guidance: np.ndarray | None = None) -> "CacheSchedule":
+        """A schedule from action codes (REUSE / RECOMPUTE / FORECAST), an optional skip plane and
+        optional guidance-reuse steps (bool [steps])."""
         actions = np.asarray(actions)
         if actions.dtype == bool or not np.issubdtype(actions.dtype, np.integer):
             raise ScheduleError(f"actions must be integer codes {dict(ACTION_NAMES)}, got dtype {actions.dtype}")
@@ -188,21 +201,27 @@ class CacheSchedule:
         skip_arr = None if skip is None else np.array(skip, dtype=bool, copy=True)
         if skip_arr is not None and skip_arr.shape != actions.shape[:2]:
             raise ScheduleError(f"skip plane shape {skip_arr.shape} must be [steps, blocks] = {list(actions.shape[:2])}")
-        self._set(np.array(actions, dtype=np.int8, copy=True), skip_arr, layout)
+        guidance_arr = None if guidance is None else np.array(guidance, dtype=bool, copy=True)
+        if guidance_arr is not None and guidance_arr.shape != actions.shape[:1]:
+            raise ScheduleError(f"guidance reuse shape {guidance_arr.shape} must be [steps] = {list(actions.shape[:1])}")
+        self._set(np.array(actions, dtype=np.int8, copy=True), skip_arr, layout, guidance_arr)
         return self
 
     @classmethod
-    def repaired(cls, actions: np.ndarray, layout: BlockLayout, skip: np.ndarray | None = None) -> "CacheSchedule":
-        """The nearest possible schedule: step 0 recomputes everything and skips nothing, and a
+    def repaired(cls, actions: np.ndarray, layout: BlockLayout, skip: np.ndarray | None = None,
+                 guidance: np.ndarray | None = None) -> "CacheSchedule":
+        """The nearest possible schedule: step 0 recomputes everything, skips nothing and runs
+        both guidance branches, and a
         forecast without two earlier recomputed outputs becomes a reuse. For generators (a genome,
         a random draw) that must always give a valid schedule; files are validated, never repaired."""
         actions = np.array(actions, dtype=np.int8, copy=True)
         skip = np.zeros(actions.shape[:2], bool) if skip is None else np.array(skip, dtype=bool, copy=True)
-        actions[0], skip[0] = RECOMPUTE, False
+        guidance = np.zeros(actions.shape[:1], bool) if guidance is None else np.array(guidance, dtype=bool, copy=True)
+        actions[0], skip[0], guidance[0] = RECOMPUTE, False, False
         computed = (actions == RECOMPUTE) & ~skip[:, :, None]
         before = np.cumsum(computed, axis=0) - computed
         actions[(actions == FORECAST) & (before < 2)] = REUSE
-        return cls.from_actions(actions, layout, skip)
+        return cls.from_actions(actions, layout, skip, guidance)
 
     @classmethod
     def full(cls, layout: BlockLayout, num_steps: int) -> "CacheSchedule":
@@ -233,9 +252,14 @@ class CacheSchedule:
         return self._skip
 
     @property
+    def guidance_reuse(self) -> np.ndarray:
+        """Read-only bool array [num_steps]: True where only the conditional rows run (see the module doc)."""
+        return self._guidance
+
+    @property
     def is_reuse_only(self) -> bool:
         """Only recompute and reuse (a format-v1 schedule)."""
-        return not self._skip.any() and not (self._actions == FORECAST).any()
+        return not self._skip.any() and not (self._actions == FORECAST).any() and not self._guidance.any()
 
     @property
     def layout(self) -> BlockLayout:
@@ -271,6 +295,9 @@ class CacheSchedule:
             else:
                 header["version"] = 2
                 body = self._actions.tobytes() + np.packbits(self._skip.ravel()).tobytes()
+                if self._guidance.any():  # schedules without it keep their v2 hash
+                    header["version"] = 3
+                    body += np.packbits(self._guidance).tobytes()
             self._hash = hashlib.sha256(json.dumps(header, sort_keys=True).encode() + body).hexdigest()
         return self._hash
 
@@ -285,8 +312,9 @@ class CacheSchedule:
         """Raise `ScheduleError` unless the schedule is well formed (and fits `layout`/`num_steps`).
 
         Impossible actions are reported with their position, never fixed: step 0 must recompute
-        everything (nothing is cached yet), a forecast needs two earlier recomputed outputs of its
-        component, a skipped block needs an earlier step where the block ran.
+        everything and run both guidance branches (nothing is cached yet), a forecast needs two
+        earlier recomputed outputs of its component, a skipped block needs an earlier step where
+        the block ran.
         """
         a = self._actions
         if a.ndim != 3:
@@ -321,6 +349,11 @@ class CacheSchedule:
                 f"step 0 must recompute every component (nothing is cached yet), but {int((~self._mask[0]).sum())} "
                 f"entries do not, e.g. {self._position(0, b, c)} ({ACTION_NAMES[int(a[0, b, c])]})"
             )
+        if self._guidance.shape != a.shape[:1]:
+            raise ScheduleError(f"guidance reuse has shape {self._guidance.shape}, the schedule {a.shape[0]} steps")
+        if self._guidance[0]:
+            raise ScheduleError("step 0 reuses guidance, but it must run both guidance branches "
+                                "(there is no guidance difference to reuse yet)")
         computed_before = np.cumsum(self._mask, axis=0) - self._mask
         bad = (a == FORECAST) & ~self._skip[:, :, None] & (computed_before < 2)
         if bad.any():
@@ -350,7 +383,7 @@ class CacheSchedule:
         else:
             t = np.arange(num_steps) / (num_steps - 1)
             idx = np.rint(t * (src - 1)).astype(int)
-        return CacheSchedule.from_actions(self._actions[idx], self._layout, self._skip[idx])
+        return CacheSchedule.from_actions(self._actions[idx], self._layout, self._skip[idx], self._guidance[idx])
 
     def skip_idle_blocks(self) -> "CacheSchedule":
         """Skip every block at the steps where none of its components runs (all reused).
@@ -361,7 +394,7 @@ class CacheSchedule:
         """
         idle = ~(self._mask | (self._actions == FORECAST)).any(axis=2)
         idle[0] = False
-        return CacheSchedule.from_actions(self._actions, self._layout, self._skip | idle)
+        return CacheSchedule.from_actions(self._actions, self._layout, self._skip | idle, self._guidance)
 
     # -- serialization ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -373,6 +406,9 @@ class CacheSchedule:
         data["version"] = 2
         data["actions"] = _pack_bits(np.stack([codes >> 1 & 1, codes & 1], axis=1))
         data["skip"] = _pack_bits(self._skip)
+        if self._guidance.any():
+            data["version"] = 3
+            data["guidance"] = _pack_bits(self._guidance)
         return data
 
     @classmethod
@@ -387,7 +423,9 @@ class CacheSchedule:
         try:
             shape = tuple(int(s) for s in data["shape"])
             layout = BlockLayout.from_dict(data["layout"])
-            packed = data["bits"] if version == 1 else (data["actions"], data["skip"])
+            packed = data["bits"] if version == 1 else (data["actions"], data["skip"], data.get("guidance"))
+            if version == 3 and packed[2] is None:
+                raise KeyError("guidance")
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, ScheduleError):
                 raise
@@ -400,7 +438,8 @@ class CacheSchedule:
         pairs = _unpack_bits(packed[0], 2 * n, "actions").reshape(n, 2)
         actions = (pairs[:, 0] << 1 | pairs[:, 1]).astype(np.int8).reshape(shape)
         skip = _unpack_bits(packed[1], shape[0] * shape[1], "skip").astype(bool).reshape(shape[:2])
-        return cls.from_actions(actions, layout, skip)
+        guidance = None if version == 2 else _unpack_bits(packed[2], shape[0], "guidance").astype(bool)
+        return cls.from_actions(actions, layout, skip, guidance)
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), **kwargs)
@@ -418,14 +457,15 @@ class CacheSchedule:
         if not isinstance(other, CacheSchedule):
             return NotImplemented
         return (self._layout == other._layout and np.array_equal(self._actions, other._actions)
-                and np.array_equal(self._skip, other._skip))
+                and np.array_equal(self._skip, other._skip) and np.array_equal(self._guidance, other._guidance))
 
     def __hash__(self) -> int:
         return hash(self.hash)
 
     def __repr__(self) -> str:
         extra = "" if self.is_reuse_only else (
-            f", forecast={float((self._actions == FORECAST).mean()):.3f}, skip={float(self._skip.mean()):.3f}")
+            f", forecast={float((self._actions == FORECAST).mean()):.3f}, skip={float(self._skip.mean()):.3f}"
+            f", guidance_reuse={int(self._guidance.sum())}")
         return (
             f"CacheSchedule(steps={self.num_steps}, layout={self._layout}, "
             f"recompute={self.recompute_fraction:.3f}{extra}, hash={self.hash[:12]})"
@@ -437,7 +477,8 @@ class GeneSpace:
     """Integer genes of the schedules of one (layout, num_steps), for a genetic search.
 
     Gene order: the actions of steps 1.. as ``actions[1:].ravel()`` (step 0 always recomputes
-    everything, so it has no genes), then, with `block_skip`, the skip plane ``skip[1:].ravel()``.
+    everything, so it has no genes), then, with `block_skip`, the skip plane ``skip[1:].ravel()``,
+    then, with `guidance_reuse`, one gene per step 1.. (0 or 1).
     A component gene takes one of `actions` (action codes, so ``(REUSE, RECOMPUTE)`` is the v1
     search); a skip gene 0 or 1. `from_genes` always gives a valid schedule (`CacheSchedule.repaired`:
     a forecast without two earlier recomputes becomes a reuse), so `to_genes(from_genes(g))` may
@@ -448,6 +489,7 @@ class GeneSpace:
     num_steps: int
     actions: tuple[int, ...] = (REUSE, RECOMPUTE, FORECAST)
     block_skip: bool = True
+    guidance_reuse: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "actions", tuple(sorted(set(int(a) for a in self.actions))))
@@ -462,9 +504,16 @@ class GeneSpace:
         return (self.num_steps - 1) * self.layout.num_blocks * self.layout.num_components
 
     @property
+    def num_skip_genes(self) -> int:
+        return (self.num_steps - 1) * self.layout.num_blocks if self.block_skip else 0
+
+    @property
+    def num_guidance_genes(self) -> int:
+        return self.num_steps - 1 if self.guidance_reuse else 0
+
+    @property
     def num_genes(self) -> int:
-        skip = (self.num_steps - 1) * self.layout.num_blocks if self.block_skip else 0
-        return self.num_action_genes + skip
+        return self.num_action_genes + self.num_skip_genes + self.num_guidance_genes
 
     def allowed_values(self) -> list[tuple[int, ...]]:
         """For each gene, the integers it may take."""
@@ -487,9 +536,13 @@ class GeneSpace:
                                 f"block {b} is not a gene value here ({[ACTION_NAMES[a] for a in self.actions]})")
         if schedule.skip.any() and not self.block_skip:
             raise ScheduleError("the schedule skips blocks, but this gene space has no skip genes")
+        if schedule.guidance_reuse.any() and not self.guidance_reuse:
+            raise ScheduleError("the schedule reuses guidance, but this gene space has no guidance genes")
         genes = [schedule.actions[1:].ravel().astype(np.int64)]
         if self.block_skip:
             genes.append(schedule.skip[1:].ravel().astype(np.int64))
+        if self.guidance_reuse:
+            genes.append(schedule.guidance_reuse[1:].astype(np.int64))
         return np.concatenate(genes)
 
     def from_genes(self, genes: np.ndarray) -> CacheSchedule:
@@ -502,6 +555,10 @@ class GeneSpace:
         if not np.isin(actions, self.actions).all():
             raise ScheduleError(f"gene values must be among {list(self.actions)}")
         skip = np.zeros(shape[:2], bool)
+        start = self.num_action_genes
         if self.block_skip:
-            skip[1:] = genes[self.num_action_genes:].reshape(self.num_steps - 1, shape[1]) != 0
-        return CacheSchedule.repaired(actions, self.layout, skip)
+            skip[1:] = genes[start:start + self.num_skip_genes].reshape(self.num_steps - 1, shape[1]) != 0
+        guidance = np.zeros(shape[:1], bool)
+        if self.guidance_reuse:
+            guidance[1:] = genes[start + self.num_skip_genes:] != 0
+        return CacheSchedule.repaired(actions, self.layout, skip, guidance)

@@ -29,7 +29,8 @@ def schedules(layout, steps=SETTING.num_inference_steps):
            block_skip(layout, steps, 2)]
     for _ in range(12):
         actions = rng.choice([REUSE, RECOMPUTE, FORECAST], size=(steps, layout.num_blocks, layout.num_components))
-        out.append(CacheSchedule.repaired(actions, layout, rng.random((steps, layout.num_blocks)) < 0.3))
+        out.append(CacheSchedule.repaired(actions, layout, rng.random((steps, layout.num_blocks)) < 0.3,
+                                          rng.random(steps) < 0.3))  # some steps reuse guidance
     return out
 
 

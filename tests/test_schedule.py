@@ -79,7 +79,7 @@ def test_validation_messages():
 def test_from_dict_errors():
     good = CacheSchedule.full(PIXART, 3).to_dict()
     with pytest.raises(ScheduleError, match="version"):
-        CacheSchedule.from_dict({**good, "version": 3})
+        CacheSchedule.from_dict({**good, "version": 4})
     with pytest.raises(ScheduleError, match="bits"):
         CacheSchedule.from_dict({**good, "shape": [4, 28, 3]})
     with pytest.raises(ScheduleError, match="malformed"):

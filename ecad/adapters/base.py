@@ -71,6 +71,10 @@ def attention_matmul_macs(batch: int, heads: int, head_dim: int, q_len: int, kv_
 class TransformerAdapter:
     """Interface; one subclass per transformer family. All MACs are per transformer call."""
 
+    #: classifier-free guidance runs as one transformer call on [uncond; cond] rows (PixArt), so a
+    #: schedule may reuse guidance (`ecad.hooks.guidance`); False where it is a second call or absent
+    batched_guidance: bool = False
+
     def layout(self, transformer: nn.Module) -> BlockLayout:
         raise NotImplementedError
 

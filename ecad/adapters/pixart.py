@@ -43,6 +43,7 @@ def attention_macs(attn: nn.Module, batch: int, q_len: int, kv_len: int, matmuls
 @register_adapter(PixArtTransformer2DModel)
 class PixArtAdapter(TransformerAdapter):
     default_max_sequence_length = {"PixArtAlphaPipeline": 120, "PixArtSigmaPipeline": 300}
+    batched_guidance = True  # the pipeline concatenates [negative; prompt] embeddings
 
     def layout(self, transformer: PixArtTransformer2DModel) -> BlockLayout:
         return BlockLayout((BlockGroup("transformer_blocks", len(transformer.transformer_blocks), PIXART_COMPONENTS),))

@@ -15,7 +15,10 @@ from pathlib import Path
 from ecad.paths import DEFAULT_MODEL, SCHEDULES_DIR
 
 #: the engine's actions a search may use (ecad.search.render.ACTIONS; repeated so --help needs no torch)
-ACTIONS = ("reuse", "forecast", "skip")
+ACTIONS = ("reuse", "forecast", "skip", "guidance")
+#: searched by default: every action but guidance reuse, which needs classifier-free guidance run
+#: as one batch (PixArt at guidance > 1) and is opt-in, so earlier run folders resume unchanged
+DEFAULT_ACTIONS = ("reuse", "forecast", "skip")
 
 EPILOG = """\
 examples:
@@ -95,10 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for --cost fitted: a FittedCost JSON, or docs/benchmarks/actions/cost-fit.json (scripts/bench_actions.py "
                    "--stage fit) that holds one")
     s = p.add_argument_group("search")
-    s.add_argument("--actions", default=",".join(ACTIONS), metavar="LIST",
+    s.add_argument("--actions", default=",".join(DEFAULT_ACTIONS), metavar="LIST",
                    help="engine actions searched besides recompute, comma-separated: reuse (the cached output), "
-                   "forecast (order-1 extrapolation of it), skip (a whole block, replaying its residual). "
-                   "'reuse' is the v1 search (default: all, %(default)s)")
+                   "forecast (order-1 extrapolation of it), skip (a whole block, replaying its residual), "
+                   "guidance (run only the conditional rows at a step and reuse the last guidance difference; "
+                   "PixArt with --guidance > 1). 'reuse' is the v1 search (default: %(default)s)")
     s.add_argument("--generations", type=int, default=10, help="total generations; more on an existing run extends it (default %(default)s)")
     s.add_argument("--population", type=int, default=72, help="population size (paper: 72)")
     s.add_argument("--crossover-points", type=int, default=4, help="k-point crossover (paper: 4)")
@@ -300,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= args.step_mutation <= 1:
             raise ValueError(f"--step-mutation is a probability in [0, 1], got {args.step_mutation}")
         actions = parse_actions(args.actions)
+        if "guidance" in actions and args.guidance <= 1:
+            raise ValueError(f"--actions guidance needs classifier-free guidance (--guidance > 1), "
+                             f"got {args.guidance}")
         if (args.cost == "fitted") != bool(args.cost_model):
             raise ValueError("--cost fitted needs --cost-model FILE (and --cost-model needs --cost fitted)")
         cost_model = json.loads(Path(args.cost_model).read_text()) if args.cost_model else None

@@ -8,6 +8,8 @@ Three kinds of diffusers `ModelHook`, in the style of `diffusers/hooks/*.py`:
   drops all state if the call raises.
 - `ComponentHook` on every cached module that reuses or forecasts at some step (`ecad.hooks.actions`).
 - `BlockSkipHook` on the blocks a schedule skips at some step: replay the block's residual delta.
+- `GuidanceReuseHook` on the transformer, inside the step tracker, where the schedule reuses
+  guidance at some step: run the conditional rows only (`ecad.hooks.guidance`).
 
 Memory: the schedule is static, so every hook knows in advance which later step reads what it
 could keep; a tensor is held only until its last read. `CacheHandle.bytes_held` /
@@ -32,6 +34,7 @@ from ..adapters import get_adapter, split_pipeline
 from ..schedule import CacheSchedule, ScheduleError
 from .actions import ActionPlan, BlockSkipHook, CacheState, ComponentHook
 from .clock import StepClock, Tick, match_timestep
+from .guidance import GuidanceReuseHook
 
 __all__ = [
     "CacheHandle", "CacheState", "StepClock", "Tick", "apply_cache_schedule", "cache_schedule",
@@ -41,6 +44,7 @@ __all__ = [
 _STEP_TRACKER_HOOK = "ecad_step_tracker"
 _COMPONENT_CACHE_HOOK = "ecad_component_cache"
 _BLOCK_SKIP_HOOK = "ecad_block_skip"
+_GUIDANCE_REUSE_HOOK = "ecad_guidance_reuse"
 
 
 class StepTrackerHook(ModelHook):
@@ -147,15 +151,22 @@ def apply_cache_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> C
     """Hook `schedule` onto a pipeline (steps from its scheduler) or a bare transformer.
 
     Replaces a schedule applied earlier. Raises `ScheduleError` if the schedule is malformed or
-    made for another block layout, `UnsupportedModelError` for an unknown transformer class.
+    made for another block layout, or reuses guidance on a model that does not batch it,
+    `UnsupportedModelError` for an unknown transformer class. A schedule that reuses guidance
+    expects every call to carry [uncond; cond] rows (classifier-free guidance on: `ecad.generate`
+    refuses it otherwise).
     """
     pipe, transformer = split_pipeline(pipe_or_transformer)
     adapter = get_adapter(transformer)
     schedule.validate(layout=adapter.layout(transformer))
+    cond_only = schedule.guidance_reuse
+    if cond_only.any() and not adapter.batched_guidance:
+        raise ScheduleError(f"the schedule reuses guidance, but {type(transformer).__name__} does not run "
+                            "classifier-free guidance as one batch of [uncond; cond] rows")
     if _registry_hook(transformer, _STEP_TRACKER_HOOK) is not None:
         remove_cache_schedule(transformer)
 
-    state = CacheState()
+    state = CacheState(halves=bool(cond_only.any()))
     created: list = []
     actions, skip = schedule.actions, schedule.skip
     for block, modules in enumerate(adapter.component_modules(transformer)):
@@ -163,13 +174,18 @@ def apply_cache_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> C
         for c, module in enumerate(modules):
             plan = ActionPlan.build(actions[:, block, c], skip[:, block])
             if plan.needs_hook:  # a component that recomputes whenever it runs is left alone
-                hook = ComponentHook(state, block, c, f"block {block} {names[c]}", plan)
+                # the unconditional rows are not called at the conditional-only steps
+                uncond = ActionPlan.build(actions[:, block, c], skip[:, block] | cond_only) if state.halves else None
+                hook = ComponentHook(state, block, c, f"block {block} {names[c]}", plan, uncond)
                 _register(module, hook, _COMPONENT_CACHE_HOOK, created)
     for block, module in enumerate(adapter.block_modules(transformer)):
         if skip[:, block].any():
             streams = adapter.residual_streams(schedule.layout.group_of(block)[0].name)
-            hook = BlockSkipHook(state, block, f"block {block}", skip[:, block], streams)
+            hook = BlockSkipHook(state, block, f"block {block}", skip[:, block], streams,
+                                 cond_only if state.halves else None)
             _register(module, hook, _BLOCK_SKIP_HOOK, created)
+    if state.halves:
+        _register(transformer, GuidanceReuseHook(state, cond_only), _GUIDANCE_REUSE_HOOK, created)
     tracker = StepTrackerHook(state, StepClock(pipe, schedule.num_steps))
     _register(transformer, tracker, _STEP_TRACKER_HOOK, created)
     tracker._restore = created  # (module, hook name, had no registry, had no forward override)

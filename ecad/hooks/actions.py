@@ -11,6 +11,12 @@
   skipped step it returns input + that delta and nothing inside the block runs (norms, AdaLN,
   gates, components).
 
+Guidance reuse (``schedule.guidance_reuse``, `ecad.hooks.guidance`): at such a step the transformer
+runs on the conditional rows only, so every hook keeps what it holds per guidance half ("u" for
+the unconditional rows, "c" for the conditional ones): the conditional half follows every step,
+the unconditional half only the steps that run it (its plan treats the other steps as not
+called). A schedule without guidance reuse keeps one whole-batch entry, as before.
+
 Memory: the schedule is static, so a hook knows in advance which later step needs what; a tensor
 is kept only when a later step reads it and released at its last read (`ActionPlan`).
 """
@@ -38,6 +44,25 @@ def nbytes(value: Any) -> int:
     return 0
 
 
+def rows(value: Any, index: slice) -> Any:
+    """The rows ``index`` of an output (a tensor, or a tuple of tensors)."""
+    if isinstance(value, tuple):
+        return tuple(v[index] for v in value)
+    return value[index]
+
+
+def cat_rows(a: Any, b: Any) -> Any:
+    """Rows of ``a`` then rows of ``b`` (tensors, or tuples of tensors of the same structure)."""
+    return _map2(lambda x, y: torch.cat([x, y]), a, b)
+
+
+def halves(value: Any) -> tuple[Any, Any]:
+    """(unconditional rows, conditional rows) of a batch of [uncond; cond] rows."""
+    first = value[0] if isinstance(value, tuple) else value
+    n = first.shape[0] // 2
+    return rows(value, slice(0, n)), rows(value, slice(n, None))
+
+
 def _map2(fn, a: Any, b: Any) -> Any:
     """fn over the tensors of two outputs of the same structure (a tensor, or a tuple of tensors)."""
     if isinstance(a, tuple):
@@ -52,6 +77,8 @@ class CacheState:
     step: int = -1  # denoising step of the current transformer call
     branch: int = 0  # transformer call within the step (FLUX true CFG: 0 = cond, 1 = uncond)
     call_id: int = 0  # increments per transformer call
+    halves: bool = False  # the schedule reuses guidance somewhere: hold per guidance half
+    cond_only: bool = False  # this call runs the conditional rows only
     # (branch, slot, block, component) -> held tensor(s); slot "out", "diff" or "delta"
     held: dict[tuple, Any] = field(default_factory=dict)
     branch_shapes: dict[int, tuple] = field(default_factory=dict)
@@ -62,6 +89,7 @@ class CacheState:
     def reset(self) -> None:
         """Forget every held tensor (a new pipeline call, an exception, or removal)."""
         self.step, self.branch = -1, 0
+        self.cond_only = False
         self.held.clear()
         self.branch_shapes.clear()
         self.bytes_held = 0
@@ -115,6 +143,12 @@ class ActionPlan:
         n = len(actions)
         action = [SKIPPED if skip else int(a) for a, skip in zip(actions, skipped)]
         computed = [s for s in range(n) if action[s] == RECOMPUTE]
+        for s in range(n):
+            # Validation guarantees two earlier recomputes on the steps that run both guidance
+            # halves; the unconditional half, which misses the conditional-only steps, may have
+            # fewer: it reuses there.
+            if action[s] == FORECAST and sum(t < s for t in computed) < 2:
+                action[s] = REUSE
         keep_out, held, make_diff, drop_out, drop_diff = ([False] * n for _ in range(5))
         coeff = [0.0] * n
         for k, s2 in enumerate(computed):
@@ -143,21 +177,26 @@ class ActionPlan:
 
 
 class ComponentHook(ModelHook):
-    """Recompute, reuse or forecast one component (block `block`, component `component`)."""
+    """Recompute, reuse or forecast one component (block `block`, component `component`).
+
+    `plan` is the component's plan over all steps; `uncond_plan` (guidance reuse only) the plan of
+    the unconditional rows, which are not called at the conditional-only steps.
+    """
 
     _is_stateful = True
 
-    def __init__(self, state: CacheState, block: int, component: int, name: str, plan: ActionPlan):
+    def __init__(self, state: CacheState, block: int, component: int, name: str, plan: ActionPlan,
+                 uncond_plan: ActionPlan | None = None):
         super().__init__()
         self.state = state
-        self.out_key = ("out", block, component)
-        self.diff_key = ("diff", block, component)
+        self.key = (block, component)
         self.name = name
         self.plan = plan
+        self.uncond_plan = uncond_plan
         self._last_call_id = -1
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
-        state, plan = self.state, self.plan
+        state = self.state
         if self._last_call_id == state.call_id:
             # e.g. PixArt feed-forward chunking calls `ff` once per chunk: one cache slot is not enough
             raise RuntimeError(
@@ -166,29 +205,54 @@ class ComponentHook(ModelHook):
             )
         self._last_call_id = state.call_id
         step = state.step
-        action = plan.action[step] if step >= 0 else RECOMPUTE  # step < 0: outside a tracked call
-        if action == RECOMPUTE:
+        if step < 0:  # outside a tracked call
+            return self.fn_ref.original_forward(*args, **kwargs)
+        if not state.halves:
+            return self._serve(self.plan, (), step, args, kwargs)
+        if state.cond_only:
+            return self._serve(self.plan, ("c",), step, args, kwargs)
+        # both halves at once: the action is the schedule's; what each half holds differs
+        if self.plan.action[step] == RECOMPUTE:
             output = self.fn_ref.original_forward(*args, **kwargs)
-            if step < 0:
-                return output
-            if plan.make_diff[step]:
-                previous = state.get(self.out_key, self.name)
-                state.store(self.diff_key, _map2(torch.sub, output, previous))
-            if plan.keep_out[step]:
-                state.store(self.out_key, output)
-            elif plan.held[step]:
-                state.release(self.out_key)
+            uncond, cond = halves(output)
+            self._keep(self.uncond_plan, ("u",), step, uncond)
+            self._keep(self.plan, ("c",), step, cond)
             return output
-        last = state.get(self.out_key, self.name)
-        if action == FORECAST:
+        return cat_rows(self._cached(self.uncond_plan, ("u",), step), self._cached(self.plan, ("c",), step))
+
+    def _serve(self, plan: ActionPlan, half: tuple, step: int, args: tuple, kwargs: dict) -> Any:
+        if plan.action[step] == RECOMPUTE:
+            output = self.fn_ref.original_forward(*args, **kwargs)
+            self._keep(plan, half, step, output)
+            return output
+        return self._cached(plan, half, step)
+
+    def _keep(self, plan: ActionPlan, half: tuple, step: int, output: Any) -> None:
+        """After a recompute: form the forecast difference and keep the output if later steps read them."""
+        state = self.state
+        out_key, diff_key = ("out", *self.key, *half), ("diff", *self.key, *half)
+        if plan.make_diff[step]:
+            previous = state.get(out_key, self.name)
+            state.store(diff_key, _map2(torch.sub, output, previous))
+        if plan.keep_out[step]:
+            state.store(out_key, output)
+        elif plan.held[step]:
+            state.release(out_key)
+
+    def _cached(self, plan: ActionPlan, half: tuple, step: int) -> Any:
+        """The reused or forecast output at a step that does not recompute."""
+        state = self.state
+        out_key, diff_key = ("out", *self.key, *half), ("diff", *self.key, *half)
+        last = state.get(out_key, self.name)
+        if plan.action[step] == FORECAST:
             k = plan.coeff[step]
-            output = _map2(lambda y, d: y + d * k, last, state.get(self.diff_key, self.name))
+            output = _map2(lambda y, d: y + d * k, last, state.get(diff_key, self.name))
             if plan.drop_diff[step]:
-                state.release(self.diff_key)
+                state.release(diff_key)
         else:
             output = last
         if plan.drop_out[step]:
-            state.release(self.out_key)
+            state.release(out_key)
         return output
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -196,26 +260,42 @@ class ComponentHook(ModelHook):
         return module
 
 
+def skip_plan(skip: np.ndarray, called: np.ndarray | None = None) -> tuple[list[bool], list[bool]]:
+    """(keep, drop) per step of a block skipped at `skip`, over the steps where it is `called`
+    (default: all): keep the residual delta at a run whose next call skips; drop it at the last
+    skip of a run of skips."""
+    n = len(skip)
+    called = [True] * n if called is None else [bool(x) for x in called]
+    steps = [s for s in range(n) if called[s]]
+    keep, drop = [False] * n, [False] * n
+    for s, after in zip(steps, steps[1:] + [None]):
+        skip_after = after is not None and bool(skip[after])
+        keep[s] = not skip[s] and skip_after
+        drop[s] = bool(skip[s]) and not skip_after
+    return keep, drop
+
+
 class BlockSkipHook(ModelHook):
     """Skip a whole block at the steps where `skip` is True by replaying its last residual delta.
 
     `streams` names the block's residual inputs in the order the block returns them (PixArt:
     ``("hidden_states",)``, returned as one tensor; FLUX: ``("encoder_hidden_states",
-    "hidden_states")``, returned as a tuple).
+    "hidden_states")``, returned as a tuple). `cond_only` (guidance reuse): the steps where only
+    the conditional rows run; the unconditional half keeps its delta over the other steps.
     """
 
     _is_stateful = True
 
-    def __init__(self, state: CacheState, block: int, name: str, skip: np.ndarray, streams: tuple[str, ...]):
+    def __init__(self, state: CacheState, block: int, name: str, skip: np.ndarray, streams: tuple[str, ...],
+                 cond_only: np.ndarray | None = None):
         super().__init__()
         self.state = state
-        self.key = ("delta", block, 0)
+        self.block = block
         self.name = name
         self.streams = streams
         self.skip = [bool(x) for x in skip]
-        after = self.skip[1:] + [False]
-        self.keep = [not s and a for s, a in zip(self.skip, after)]  # a run followed by a skip
-        self.drop = [s and not a for s, a in zip(self.skip, after)]  # the last skip of a run of skips
+        self.keep, self.drop = skip_plan(skip)
+        self.uncond_keep, self.uncond_drop = skip_plan(skip, None if cond_only is None else ~np.asarray(cond_only))
         self._arg_index: dict[str, int] = {}
         self._tuple_output = False
 
@@ -230,17 +310,27 @@ class BlockSkipHook(ModelHook):
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         state = self.state
         step = state.step
+        both = state.halves and not state.cond_only  # one call carries two halves held apart
+        parts = [("u", self.uncond_keep, self.uncond_drop), ("c", self.keep, self.drop)] if both else \
+            [(("c",) if state.halves else (), self.keep, self.drop)]
         if step < 0 or not self.skip[step]:
             output = self.fn_ref.original_forward(*args, **kwargs)
-            if step >= 0 and self.keep[step]:
+            if step >= 0 and any(keep[step] for _, keep, _ in parts):
                 self._tuple_output = isinstance(output, tuple)
                 outputs = output if self._tuple_output else (output,)
-                state.store(self.key, tuple(o - i for o, i in zip(outputs, self._inputs(args, kwargs))))
+                deltas = tuple(o - i for o, i in zip(outputs, self._inputs(args, kwargs)))
+                split = zip(*(halves(d) for d in deltas)) if both else [deltas]
+                for (half, keep, _), half_deltas in zip(parts, split):
+                    if keep[step]:
+                        state.store(("delta", self.block, *half), tuple(half_deltas))
             return output
-        deltas = state.get(self.key, self.name)
+        held = []
+        for half, _, drop in parts:
+            held.append(state.get(("delta", self.block, *half), self.name))
+            if drop[step]:
+                state.release(("delta", self.block, *half))
+        deltas = tuple(torch.cat(pair) for pair in zip(*held)) if both else held[0]
         output = tuple(i + d for i, d in zip(self._inputs(args, kwargs), deltas))
-        if self.drop[step]:
-            state.release(self.key)
         return output if self._tuple_output else output[0]
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:

@@ -39,8 +39,9 @@ from ecad.setting import Setting
 COSTS = ("macs", "latency", "fitted")
 DTYPES = ("float32", "float16", "bfloat16")
 #: the actions a search may use besides recompute (always searched): reuse the cached output,
-#: forecast it (order 1), skip a whole block (replay its residual delta)
-ACTIONS = ("reuse", "forecast", "skip")
+#: forecast it (order 1), skip a whole block (replay its residual delta), reuse the guidance
+#: difference at a step (run the conditional rows only; `ecad.hooks.guidance`)
+ACTIONS = ("reuse", "forecast", "skip", "guidance")
 #: the v1 search: recompute or reuse, nothing else
 REUSE_ONLY = ("reuse",)
 
@@ -63,12 +64,12 @@ def search_space(layout, num_steps: int, actions: tuple[str, ...] = REUSE_ONLY):
 
     codes = {"reuse": REUSE, "forecast": FORECAST}
     genes = GeneSpace(layout, num_steps, actions=(RECOMPUTE, *(codes[a] for a in actions if a in codes)),
-                      block_skip="skip" in actions)
+                      block_skip="skip" in actions, guidance_reuse="guidance" in actions)
     if actions == REUSE_ONLY:  # the v1 bit space: same config, packing and operators as before
         return genes, BitSpace((num_steps, layout.num_blocks, layout.num_components))
-    skip_genes = genes.num_genes - genes.num_action_genes
-    segments = ((genes.num_action_genes, min(genes.actions), max(genes.actions), RECOMPUTE),)
-    return genes, IntegerSpace(segments + (((skip_genes, 0, 1, 0),) if skip_genes else ()))
+    segments = [(genes.num_action_genes, min(genes.actions), max(genes.actions), RECOMPUTE)]
+    segments += [(count, 0, 1, 0) for count in (genes.num_skip_genes, genes.num_guidance_genes) if count]
+    return genes, IntegerSpace(tuple(segments))
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,11 @@ class PipelineEvaluator:
         self.prompts = [p for p in recipe.prompts for _ in recipe.seeds]
         self.seeds = [s for _ in recipe.prompts for s in recipe.seeds]
         self.batch_size = recipe.batch_size or len(self.prompts)
+        if "guidance" in recipe.actions and not (get_adapter(self.pipe).batched_guidance
+                                                 and self.setting.guidance_scale > 1):
+            raise ValueError(f"the 'guidance' action needs classifier-free guidance run as one batch; "
+                             f"{type(self.pipe.transformer).__name__} at guidance scale "
+                             f"{self.setting.guidance_scale} has none")
         self.genes, self.space = search_space(self.layout, self.setting.num_inference_steps, recipe.actions)
         self.references = None
         self.full_macs = self._macs(self._schedule(self.space.all_recompute()))
