@@ -396,6 +396,13 @@ class CacheSchedule:
         idle[0] = False
         return CacheSchedule.from_actions(self._actions, self._layout, self._skip | idle, self._guidance)
 
+    def without_guidance_reuse(self) -> "CacheSchedule":
+        """The same schedule running both guidance halves at every step: for a run without
+        classifier-free guidance (guidance scale <= 1), which has no unconditional half to rebuild."""
+        if not self._guidance.any():
+            return self
+        return CacheSchedule.from_actions(self._actions, self._layout, self._skip)
+
     # -- serialization ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"version": 1, "shape": list(self.shape), "layout": self._layout.to_dict()}

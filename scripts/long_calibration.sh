@@ -27,7 +27,8 @@
 # RUN=guidance: the focus run's search (`--quality-floor psnr=28`, MACs, step-aligned moves) with one
 # more action, guidance reuse (`--actions reuse,forecast,skip,guidance`: at a marked step only the
 # conditional rows run, the unconditional output is rebuilt from the last guidance difference),
-# warm-started from the committed bank. A new gene space: nothing the runs above rendered is reused.
+# warm-started from the committed bank, starting from every candidate the runs above rendered
+# (`--renders-from` re-encodes them in the wider gene space; none of them reuses guidance).
 # The served bank is the merge of the runs (after their last pass):
 #   python -m ecad.search.merge runs/calibrate/ecad-scenes/focus-psnr28 \
 #       runs/calibrate/ecad-scenes/focus-psnr28-steps --out schedules/ecad-scenes/32x32-20steps.json
@@ -47,8 +48,11 @@ case "$RUN" in
                        --cost-model docs/benchmarks/actions/cost-crossfit-32x32-20steps.json
                        --renders-from $R/focus-psnr28 --renders-from $R/focus-psnr28-steps --renders-from $R/focus-psnr33
                        --renders-from $R/long-pop64-v2 --renders-from $R/long-pop64) ;;
-  guidance) EXTRA=(--seed-bank schedules/ecad-scenes/32x32-20steps.json --quality-floor psnr=28 --step-mutation 0.3
-                   --actions reuse,forecast,skip,guidance) ;;
+  guidance) R=runs/calibrate/ecad-scenes
+            EXTRA=(--seed-bank schedules/ecad-scenes/32x32-20steps.json --quality-floor psnr=28 --step-mutation 0.3
+                   --actions reuse,forecast,skip,guidance
+                   --renders-from $R/focus-psnr28 --renders-from $R/focus-psnr28-steps --renders-from $R/focus-psnr33
+                   --renders-from $R/focus-fitted --renders-from $R/long-pop64-v2 --renders-from $R/long-pop64) ;;
   *) echo "unknown RUN=$RUN (long-pop64, long-pop64-v2, focus-psnr28, focus-psnr28-steps, focus-psnr33, focus-fitted, guidance)" >&2; exit 2 ;;
 esac
 for g in $(seq ${STEP:-6} ${STEP:-6} ${MAX_GENERATIONS:-80}); do

@@ -102,37 +102,91 @@ def _map(fn, *outputs):
     return fn(*outputs)
 
 
-def reference_actions_run(pipe, actions: np.ndarray, skip: np.ndarray, calls_per_step: int = 1, **run_kw):
+def _cond_rows(value, batch):
+    if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch:
+        return value[batch // 2:]
+    if isinstance(value, dict):
+        return {k: _cond_rows(v, batch) for k, v in value.items()}
+    return value
+
+
+def reference_actions_run(pipe, actions: np.ndarray, skip: np.ndarray, calls_per_step: int = 1,
+                          guidance: np.ndarray | None = None, **run_kw):
     """Images under (actions, skip) computed by a hand-written loop, independent of ecad.hooks:
     every component and block forward is wrapped; a component keeps the list of its recomputed
     outputs (reuse: the last; forecast: y2 + (y2 - y1) * (s - s2) / (s2 - s1)); a block keeps
-    output - input of its last run and replays it when skipped."""
+    output - input of its last run and replays it when skipped.
+
+    ``guidance`` (bool [steps], PixArt): at those steps the transformer gets the conditional rows
+    only and returns [cond + (uncond - cond) of the last step that ran both; cond]; every
+    component and block then keeps its history per half of the [uncond; cond] batch, the
+    unconditional half only from the steps that ran it (a forecast with one entry reuses it)."""
     import inspect
 
     fam = family(pipe)
     transformer = pipe.transformer
     calls = {"n": -1}
-    history: dict = {}  # (branch, block, component) -> [(step, output)]
-    deltas: dict = {}  # (branch, block) -> tuple of deltas
-    undo = [_patch_forward(transformer, lambda f, *a, **k: (calls.__setitem__("n", calls["n"] + 1), f(*a, **k))[1])]
+    history: dict = {}  # (branch, half, block, component) -> [(step, output)]
+    deltas: dict = {}  # (branch, half, block) -> tuple of deltas
+    split = guidance is not None and bool(np.any(guidance))
+    difference: dict = {}
 
     def where():
         return divmod(calls["n"], calls_per_step)
+
+    def count_call(original, *args, **kwargs):
+        calls["n"] += 1
+        step, _ = where()
+        if not split:
+            return original(*args, **kwargs)
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        batch = hidden.shape[0]
+        if not guidance[step]:
+            out = original(*args, **kwargs)
+            difference["last"] = out[0][: batch // 2] - out[0][batch // 2:]
+            return out
+        args = tuple(_cond_rows(a, batch) for a in args)
+        kwargs = {k: _cond_rows(v, batch) for k, v in kwargs.items()}
+        out = original(*args, **kwargs)
+        return (torch.cat([out[0] + difference["last"], out[0]]), *out[1:])
+
+    undo = [_patch_forward(transformer, count_call)]
+
+    def halves_now(step):
+        """The halves this call carries: ("all",), ("c",) at a conditional-only step, or ("u", "c")."""
+        if not split:
+            return ("all",)
+        return ("c",) if guidance[step] else ("u", "c")
+
+    def rows(out, half, n_halves):
+        if n_halves == 1:
+            return out
+        return _map(lambda t: t[: t.shape[0] // 2] if half == "u" else t[t.shape[0] // 2:], out)
+
+    def join(parts):
+        return parts[0] if len(parts) == 1 else _map(lambda *t: torch.cat(t), *parts)
 
     for b, modules in enumerate(component_modules(transformer, fam)):
         for c, module in enumerate(modules):
             def component(original, *args, b=b, c=c, **kwargs):
                 step, branch = where()
-                runs = history.setdefault((branch, b, c), [])
                 action = actions[step, b, c]
+                hs = halves_now(step)
                 if action == 1:
                     out = original(*args, **kwargs)
-                    runs.append((step, _map(lambda t: t.clone(), out)))
+                    for half in hs:
+                        part = rows(out, half, len(hs))
+                        history.setdefault((branch, half, b, c), []).append((step, _map(lambda t: t.clone(), part)))
                     return out
-                if action == 0:
-                    return runs[-1][1]
-                (s1, y1), (s2, y2) = runs[-2], runs[-1]
-                return _map(lambda a, z: z + (z - a) * ((step - s2) / (s2 - s1)), y1, y2)
+                parts = []
+                for half in hs:
+                    runs = history[branch, half, b, c]
+                    if action == 0 or len(runs) < 2:
+                        parts.append(runs[-1][1])
+                    else:
+                        (s1, y1), (s2, y2) = runs[-2], runs[-1]
+                        parts.append(_map(lambda a, z: z + (z - a) * ((step - s2) / (s2 - s1)), y1, y2))
+                return join(parts)
             undo.append(_patch_forward(module, component))
     blocks = [blk for group in BLOCK_GROUPS[fam] for blk in getattr(transformer, group)]
     for b, block in enumerate(blocks):
@@ -141,14 +195,19 @@ def reference_actions_run(pipe, actions: np.ndarray, skip: np.ndarray, calls_per
 
         def run_block(original, *args, b=b, params=params, streams=streams, **kwargs):
             step, branch = where()
+            hs = halves_now(step)
             bound = params.bind(None, *args, **kwargs).arguments
             inputs = tuple(bound[s] for s in streams)
             if skip[step, b]:
-                out = tuple(i + d for i, d in zip(inputs, deltas[branch, b]))
+                held = [deltas[branch, half, b] for half in hs]
+                delta = held[0] if len(hs) == 1 else tuple(torch.cat(p) for p in zip(*held))
+                out = tuple(i + d for i, d in zip(inputs, delta))
                 return out if fam == "flux" else out[0]
             out = original(*args, **kwargs)
             outs = out if isinstance(out, tuple) else (out,)
-            deltas[branch, b] = tuple(o - i for o, i in zip(outs, inputs))
+            delta = tuple(o - i for o, i in zip(outs, inputs))
+            for half in hs:
+                deltas[branch, half, b] = tuple(rows(d, half, len(hs)) for d in delta)
             return out
         undo.append(_patch_forward(block, run_block))
     try:

@@ -287,6 +287,25 @@ def test_renders_from_another_run_give_the_records_rendering_would_under_the_new
     assert run("nowhere", "--generations", "0", "--renders-from", str(tmp_path / "nowhere")) == 2
     assert "not a calibration run folder" in capsys.readouterr().err
 
+    # a run that searches one more action (guidance reuse) starts from the source's renders, re-encoded
+    # in its wider gene space; a run searching fewer actions than the source is refused
+    from ecad.schedule import BlockLayout
+    from ecad.search.render import search_space
+
+    wider = ("reuse", "forecast", "skip", "guidance")
+    assert run("guided", "--generations", "0", "--actions", ",".join(wider), "--renders-from", str(tmp_path / "macs")) == 0
+    guided = {r["key"]: r for r in memo_records(tmp_path / "guided")}
+    assert set(source) <= set(guided)
+    config = json.loads((tmp_path / "guided" / "config.json").read_text())
+    genes, space = search_space(BlockLayout.from_dict(config["task"]["layout"]), 4, wider)
+    for key, record in source.items():
+        assert guided[key]["images"] == 0 and guided[key]["metrics"] == record["metrics"]
+        schedule = genes.from_genes(space.unpack(guided[key]["bits"]))
+        assert schedule.hash == key and not schedule.guidance_reuse.any()
+    capsys.readouterr()
+    assert run("narrow", "--generations", "0", "--actions", "reuse", "--renders-from", str(tmp_path / "guided")) == 2
+    assert "searched actions this run does not (forecast, guidance, skip)" in capsys.readouterr().err
+
 
 def test_seed_bank_warm_starts_the_initial_population(tiny_model, tmp_path, capsys):
     first = tmp_path / "first"

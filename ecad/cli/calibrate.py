@@ -255,7 +255,7 @@ class RenderReuse:
             for source in self.sources:
                 check_same_renders(run_config, source)
             sources = [s / folder_name for s in self.sources if (s / folder_name / "config.json").is_file()]
-            copied = import_renders(memo, config, sources, self._cost_of)
+            copied = import_renders(memo, config, sources, self._cost_of, layout=run_config["task"]["layout"])
             self.log.info("reused %d validation scores of %s", copied, ", ".join(map(str, sources)) or "no run")
         return prefill
 

@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..generate import generate, load_pipeline
     from ..heuristics import heuristic_suite
     from ..setting import Setting
+    from ..schedule import ScheduleError
 
     pipe = load_pipeline(args.model, device=args.device)
     adapter = get_adapter(pipe)
@@ -91,12 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     sample = pipe.transformer.config.get("sample_size") or getattr(pipe, "default_sample_size", 64)
     default_size = int(sample) * pipe.vae_scale_factor
     height, width = args.height or default_size, args.width or default_size
-    schedule = resolve_schedule(args.schedule, layout, args.steps)
     extra = {"true_cfg_scale": args.true_cfg_scale} if args.true_cfg_scale else {}
     start = time.perf_counter()
     setting = Setting(height, width, args.steps, args.guidance_scale)
-    images = generate(pipe, [args.prompt], [args.seed], setting, schedule,
-                      negative_prompt=args.negative_prompt, **extra)
+    try:
+        schedule = resolve_schedule(args.schedule, layout, args.steps)
+        images = generate(pipe, [args.prompt], [args.seed], setting, schedule,
+                          negative_prompt=args.negative_prompt, **extra)
+    except ScheduleError as e:  # e.g. a schedule made for another model, or guidance reuse at guidance 1
+        raise SystemExit(f"error: {e}") from None
     elapsed = time.perf_counter() - start
     from PIL import Image
 

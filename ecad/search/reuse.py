@@ -8,6 +8,11 @@ into this run's memo with the cost recomputed by this run's rule (a deterministi
 fitted model; a measured latency cannot be recomputed). A copied record counts 0 images rendered
 (this run rendered nothing for it), so images-rendered comparisons stay honest.
 
+The searched actions may differ too, if the other run's are a subset of this run's (a run that
+adds an action, e.g. guidance reuse, starts from everything the runs without it rendered): a
+schedule renders the same whichever space it was found in, and its memo key is its schedule's
+hash; its genes are re-encoded in this run's space.
+
 `ecad-calibrate --renders-from RUN_DIR` uses it for the search's memo and, with the same rule, for
 the validation re-scoring's (`validation-N/` of both runs).
 """
@@ -24,8 +29,15 @@ import numpy as np
 from ecad.search.engine.run_folder import Memo, MemoRecord, read_memo, scoring_differences
 
 #: config entries that may differ between runs whose renders are interchangeable: the cost (its
-#: label and model with it) and the objectives the search maximises
-IGNORED = ("cost", "cost_model", "cost_label", "objectives")
+#: label and model with it), the objectives the search maximises, and the searched actions with
+#: their gene space (checked apart: the source's actions must be among this run's)
+IGNORED = ("cost", "cost_model", "cost_label", "objectives", "actions", "space")
+
+
+def _actions(config: dict[str, Any]) -> tuple[str, ...]:
+    from ecad.search.render import REUSE_ONLY
+
+    return tuple(config.get("evaluator", {}).get("actions", REUSE_ONLY))  # absent: a v1 run
 
 
 class ReuseError(ValueError):
@@ -37,16 +49,38 @@ def check_same_renders(config: dict[str, Any], source: Path) -> None:
     path = Path(source) / "config.json"
     if not path.is_file():
         raise ReuseError(f"{source} is not a calibration run folder (no config.json)")
-    differ = scoring_differences(config, json.loads(path.read_text()), ignore=IGNORED)
+    source_config = json.loads(path.read_text())
+    differ = scoring_differences(config, source_config, ignore=IGNORED)
     if differ:
         raise ReuseError(f"{source} renders differently: its config differs in {', '.join(differ)} "
-                         "(only the cost may differ)")
+                         "(only the cost, the objectives and the searched actions may differ)")
+    extra = sorted(set(_actions(source_config)) - set(_actions(config)))
+    if extra:
+        raise ReuseError(f"{source} searched actions this run does not ({', '.join(extra)}): its candidates "
+                         "are not in this run's gene space")
+
+
+def gene_translation(config: dict[str, Any], source_config: dict[str, Any], layout: dict[str, Any]):
+    """(the source run's gene space, source genes -> this run's genes); ``layout`` the model's
+    block layout (``BlockLayout.to_dict()``, as a run's config records it under "task")."""
+    from ecad.schedule import BlockLayout
+    from ecad.search.render import search_space
+
+    layout = BlockLayout.from_dict(layout)
+    steps = int(config["evaluator"]["setting"]["num_inference_steps"])
+    source_genes, source_space = search_space(layout, steps, _actions(source_config))
+    if _actions(source_config) == _actions(config):
+        return source_space, lambda bits: bits
+    genes, space = search_space(layout, steps, _actions(config))
+    return source_space, lambda bits: space.coerce(genes.to_genes(source_genes.from_genes(source_space.coerce(bits))))
 
 
 def import_renders(memo: Memo, config: dict[str, Any], sources: list[Path],
-                   cost_of: Callable[[np.ndarray], tuple[float, int]]) -> int:
+                   cost_of: Callable[[np.ndarray], tuple[float, int]], layout: dict[str, Any] | None = None) -> int:
     """Copy into ``memo`` (a run bound to ``config``) every record of the ``sources`` run folders
     that it lacks, with ``cost_of(bits) -> (cost, MACs)`` as their cost. Returns how many were copied.
+    ``layout``: the model's block layout, default ``config["task"]["layout"]`` (a validation
+    folder's config has no task: its run's is passed).
 
     Records keep their label and racing stage; they count as generation 0 with 0 images rendered.
     Sources are read in order; the first record of a key wins (a later one is the same render).
@@ -56,11 +90,14 @@ def import_renders(memo: Memo, config: dict[str, Any], sources: list[Path],
     copied = 0
     for source in sources:
         memo_path = Path(source) / "memo.jsonl"
-        for record in read_memo(memo_path, memo.space)[0] if memo_path.exists() else []:
+        source_config = json.loads((Path(source) / "config.json").read_text())
+        source_space, translate = gene_translation(config, source_config, layout or config["task"]["layout"])
+        for record in read_memo(memo_path, source_space)[0] if memo_path.exists() else []:
             if record.key in memo:
                 continue
-            cost, macs = cost_of(record.bits)
-            memo.add(MemoRecord(key=record.key, bits=record.bits, generation=0, label=record.label,
+            bits = translate(record.bits)
+            cost, macs = cost_of(bits)
+            memo.add(MemoRecord(key=record.key, bits=bits, generation=0, label=record.label,
                                 stage=record.stage, images=0,
                                 result=replace(record.result, cost=float(cost), macs=int(macs))))
             copied += 1

@@ -266,6 +266,8 @@ class PipelineQueue:
             schedule = served.schedules[a.entry_id]
             if schedule.num_steps != request.setting.num_inference_steps:
                 schedule = schedule.resample(request.setting.num_inference_steps)
+            if request.setting.guidance_scale <= 1:  # no unconditional rows to leave out
+                schedule = schedule.without_guidance_reuse()
             pipe = self.loaded.pipe
             with pipeline_deadline(pipe, job.stop_at(), job.cancelled):
                 images = generate(pipe, [request.prompt] * request.num_images, request.seeds(),
