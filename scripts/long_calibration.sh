@@ -27,8 +27,10 @@
 # RUN=guidance: the focus run's search (`--quality-floor psnr=28`, MACs, step-aligned moves) with one
 # more action, guidance reuse (`--actions reuse,forecast,skip,guidance`: at a marked step only the
 # conditional rows run, the unconditional output is rebuilt from the last guidance difference),
-# warm-started from the committed bank, starting from every candidate the runs above rendered
-# (`--renders-from` re-encodes them in the wider gene space; none of them reuses guidance).
+# warm-started from the committed bank and from variants of its fast entries that reuse guidance at
+# one step (scripts/guidance_seeds.py: mutation alone reaches those 19 of 627 genes rarely), starting
+# from every candidate the runs above rendered (`--renders-from` re-encodes them in the wider gene
+# space) and from those of a first, unseeded pass of this run (RUN=guidance-unseeded, 3 generations).
 # The served bank is the merge of the runs (after their last pass):
 #   python -m ecad.search.merge runs/calibrate/ecad-scenes/focus-psnr28 \
 #       runs/calibrate/ecad-scenes/focus-psnr28-steps --out schedules/ecad-scenes/32x32-20steps.json
@@ -49,9 +51,11 @@ case "$RUN" in
                        --renders-from $R/focus-psnr28 --renders-from $R/focus-psnr28-steps --renders-from $R/focus-psnr33
                        --renders-from $R/long-pop64-v2 --renders-from $R/long-pop64) ;;
   guidance) R=runs/calibrate/ecad-scenes
-            EXTRA=(--seed-bank schedules/ecad-scenes/32x32-20steps.json --quality-floor psnr=28 --step-mutation 0.3
-                   --actions reuse,forecast,skip,guidance
-                   --renders-from $R/focus-psnr28 --renders-from $R/focus-psnr28-steps --renders-from $R/focus-psnr33
+            test -f $R/guidance-seeds.json || "${PYTHON:-.venv-test/bin/python}" scripts/guidance_seeds.py \
+                schedules/ecad-scenes/32x32-20steps.json $R/guidance-seeds.json || exit 1
+            EXTRA=(--seed-bank schedules/ecad-scenes/32x32-20steps.json --seed-bank $R/guidance-seeds.json
+                   --quality-floor psnr=28 --step-mutation 0.3 --actions reuse,forecast,skip,guidance
+                   --renders-from $R/guidance-unseeded --renders-from $R/focus-psnr28 --renders-from $R/focus-psnr28-steps --renders-from $R/focus-psnr33
                    --renders-from $R/focus-fitted --renders-from $R/long-pop64-v2 --renders-from $R/long-pop64) ;;
   *) echo "unknown RUN=$RUN (long-pop64, long-pop64-v2, focus-psnr28, focus-psnr28-steps, focus-psnr33, focus-fitted, guidance)" >&2; exit 2 ;;
 esac

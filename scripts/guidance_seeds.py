@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Seeds for a search that adds guidance reuse: variants of a bank's fast entries that reuse
+guidance at one step (or at every other step from the middle on), as a seed bank for
+``ecad-calibrate --seed-bank``.
+
+    python scripts/guidance_seeds.py schedules/ecad-scenes/32x32-20steps.json \
+        runs/calibrate/ecad-scenes/guidance-seeds.json
+
+A search reaches a gene of one step of guidance reuse rarely (19 of ~600 genes, and a step-aligned
+move picks that plane in one of three moves); these give it the single-step variants of the
+entries at the quality bars to start from. Only steps where at least half the blocks run are
+varied (where the transformer does work to halve). The variants' quality is not measured: each
+entry carries its parent's calibration scores, marked ``quality_measured=False``; the search
+renders them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def variants(schedule, first_step: int = 4):
+    """(suffix, schedule) for each step >= first_step where at least half the blocks run, and the
+    schedule reusing guidance at every other such step from the middle on."""
+    from ecad.schedule import CacheSchedule
+
+    running = (~schedule.skip).mean(axis=1) >= 0.5
+    steps = [s for s in range(first_step, schedule.num_steps) if running[s]]
+    late = [s for s in steps if s >= schedule.num_steps // 2][::2]
+    out = []
+    for name, chosen in [*((f"g{s}", [s]) for s in steps), ("glate", late)]:
+        if chosen:
+            guidance = np.zeros(schedule.num_steps, bool)
+            guidance[chosen] = True
+            out.append((name, CacheSchedule.from_actions(schedule.actions, schedule.layout, schedule.skip, guidance)))
+    return out
+
+
+def main(argv=None) -> int:
+    from ecad.bank import ScheduleBank
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bank", help="the bank whose entries are varied")
+    p.add_argument("out", help="where to write the seed bank")
+    p.add_argument("--min-psnr", type=float, default=33.0, help="vary entries with calibration PSNR >= this (default 33)")
+    p.add_argument("--count", type=int, default=20, help="vary the N entries with the fewest MACs among those (default 20)")
+    args = p.parse_args(argv)
+
+    bank = ScheduleBank.load(args.bank)
+    chosen = sorted((e for e in bank.entries if e.source == "ecad" and e.quality.get("psnr", 0) >= args.min_psnr),
+                    key=lambda e: e.macs)[: args.count]
+    entries = []
+    for entry in chosen:
+        for suffix, schedule in variants(entry.cache_schedule()):
+            entries.append(entry.model_copy(update={
+                "id": f"{entry.id}-{suffix}", "schedule": schedule.to_dict(), "quality_measured": False,
+                "validation": None, "interval": None}))
+    seeds = bank.model_copy(update={
+        "entries": entries, "profiles": [],
+        "notice": f"guidance-reuse variants of {len(chosen)} entries of {Path(args.bank).name} "
+                  "(scripts/guidance_seeds.py): search seeds; MACs and scores are the parents', not measured"})
+    seeds.save(args.out)
+    print(f"wrote {len(entries)} variants of {len(chosen)} entries to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
