@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     bank = ScheduleBank.load(args.bank)
     chosen = sorted((e for e in bank.entries if e.source == "ecad" and e.quality.get("psnr", 0) >= args.min_psnr),
                     key=lambda e: e.macs)[: args.count]
-    entries = []
+    entries = [bank.no_cache_entry()]  # a bank must hold it; the search seeds it anyway
     for entry in chosen:
         for suffix, schedule in variants(entry.cache_schedule()):
             entries.append(entry.model_copy(update={
