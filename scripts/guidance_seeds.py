@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         "notice": f"guidance-reuse variants of {len(chosen)} entries of {Path(args.bank).name} "
                   "(scripts/guidance_seeds.py): search seeds; MACs and scores are the parents', not measured"})
     seeds.save(args.out)
-    print(f"wrote {len(entries)} variants of {len(chosen)} entries to {args.out}")
+    print(f"wrote {len(entries) - 1} variants of {len(chosen)} entries (and no-cache) to {args.out}")
     return 0
 
 

@@ -311,7 +311,8 @@ class BlockSkipHook(ModelHook):
         state = self.state
         step = state.step
         both = state.halves and not state.cond_only  # one call carries two halves held apart
-        parts = [("u", self.uncond_keep, self.uncond_drop), ("c", self.keep, self.drop)] if both else \
+        # (key suffix, keep, drop) of each half this call carries; one whole-batch entry without guidance reuse
+        parts = [(("u",), self.uncond_keep, self.uncond_drop), (("c",), self.keep, self.drop)] if both else \
             [(("c",) if state.halves else (), self.keep, self.drop)]
         if step < 0 or not self.skip[step]:
             output = self.fn_ref.original_forward(*args, **kwargs)
