@@ -5,6 +5,11 @@ guidance at one step (or at every other step from the middle on), as a seed bank
 
     python scripts/guidance_seeds.py schedules/ecad-scenes/32x32-20steps.json \
         runs/calibrate/ecad-scenes/guidance-seeds.json
+    python scripts/guidance_seeds.py --report runs/calibrate/ecad-scenes/guidance
+
+``--report RUN_DIR``: what reusing guidance at each step cost the seeded variants in that run, on
+the calibration prompts: mean PSNR lost and MACs speedup gained against the parent (the same
+schedule without it, which the run holds when it was rendered or reused).
 
 A search reaches a gene of one step of guidance reuse rarely (19 of ~600 genes, and a step-aligned
 move picks that plane in one of three moves); these give it the single-step variants of the
@@ -42,16 +47,50 @@ def variants(schedule, first_step: int = 4):
     return out
 
 
+def report(run_dir: Path) -> None:
+    """Per varied step (label suffix): mean PSNR lost and MACs speedup gained against the parent."""
+    import json
+    import re
+    from collections import defaultdict
+
+    from ecad.schedule import BlockLayout
+    from ecad.search.engine.run_folder import read_memo
+    from ecad.search.render import search_space
+
+    config = json.loads((run_dir / "config.json").read_text())
+    steps = int(config["evaluator"]["setting"]["num_inference_steps"])
+    genes, space = search_space(BlockLayout.from_dict(config["task"]["layout"]), steps, tuple(config["evaluator"]["actions"]))
+    records = read_memo(run_dir / "memo.jsonl", space)[0]
+    by_key = {r.key: r for r in records}
+    by_step = defaultdict(list)
+    for record in records:
+        match = re.search(r"-g(\d+|late)$", record.label or "")
+        parent = by_key.get(genes.from_genes(record.bits).without_guidance_reuse().hash) if match else None
+        psnr = (record.result.metrics or {}).get("psnr")
+        if parent is None or psnr is None or (parent.result.metrics or {}).get("psnr") is None:
+            continue
+        by_step[match.group(1)].append((parent.result.metrics["psnr"] - psnr, parent.result.cost / record.result.cost))
+    print("step  variants  PSNR lost (dB, mean / min)  MACs speedup gained (mean)")
+    for step in sorted(by_step, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0)):
+        lost = np.array(by_step[step])
+        print(f"{step:>5} {len(lost):9d}  {lost[:, 0].mean():8.2f} / {lost[:, 0].min():5.2f}  {lost[:, 1].mean():10.3f}x")
+
+
 def main(argv=None) -> int:
     from ecad.bank import ScheduleBank
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bank", help="the bank whose entries are varied")
-    p.add_argument("out", help="where to write the seed bank")
+    p.add_argument("bank", nargs="?", help="the bank whose entries are varied")
+    p.add_argument("out", nargs="?", help="where to write the seed bank")
+    p.add_argument("--report", metavar="RUN_DIR", type=Path, help="report what the variants cost in a run, instead")
     p.add_argument("--min-psnr", type=float, default=33.0, help="vary entries with calibration PSNR >= this (default 33)")
     p.add_argument("--count", type=int, default=20, help="vary the N entries with the fewest MACs among those (default 20)")
     args = p.parse_args(argv)
-
+    if args.report:
+        report(args.report)
+        return 0
+    if not (args.bank and args.out):
+        p.error("give BANK and OUT (or --report RUN_DIR)")
     bank = ScheduleBank.load(args.bank)
     chosen = sorted((e for e in bank.entries if e.source == "ecad" and e.quality.get("psnr", 0) >= args.min_psnr),
                     key=lambda e: e.macs)[: args.count]
