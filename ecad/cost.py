@@ -191,8 +191,9 @@ def cost_features(schedule: CacheSchedule, table: CostTable, calls_per_step: int
     the blocks' work outside the components where a block runs; ``elements:forecast`` /
     ``elements:skip``: the element-wise work of forecasts and skips (as `schedule_macs` counts
     it; work at a guidance-reuse step counts half); ``count:<action>``: how many component
-    recomputes / reuses / forecasts, block runs, block skips and guidance reuses happen (each has a fixed overhead: kernel launches, hooks); ``images``: 1 (the
-    work outside the transformer: text encoder, scheduler, VAE).
+    recomputes / reuses / forecasts, block runs, block skips and guidance reuses happen (each
+    has a fixed overhead: kernel launches, hooks); ``images``: 1 (the work outside the
+    transformer: text encoder, scheduler, VAE).
     """
     if table.component.shape != schedule.shape[1:]:
         raise ValueError(f"schedule grid {schedule.shape[1:]} does not match the cost table's {table.component.shape}")

@@ -1,6 +1,6 @@
 """Apply a `CacheSchedule` to an unmodified diffusers transformer through diffusers' hook API.
 
-Three kinds of diffusers `ModelHook`, in the style of `diffusers/hooks/*.py`:
+Four kinds of diffusers `ModelHook`, in the style of `diffusers/hooks/*.py`:
 
 - `StepTrackerHook` on the transformer: before each transformer call it asks a `StepClock`
   (`ecad.hooks.clock`) for the denoising step and the call-within-step ("branch": FLUX true CFG

@@ -39,14 +39,13 @@ class GuidanceReuseHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, state: CacheState, cond_only: np.ndarray, hidden_states_index: int = 0):
+    def __init__(self, state: CacheState, cond_only: np.ndarray):
         super().__init__()
         self.state = state
         self.cond_only = [bool(x) for x in cond_only]
         last = max(s for s, c in enumerate(self.cond_only) if c)
         # the difference is formed at every step that runs both halves before the last reuse
         self.keep = [not c and s < last for s, c in enumerate(self.cond_only)]
-        self.hidden_states_index = hidden_states_index
         self.last = last
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
@@ -58,7 +57,7 @@ class GuidanceReuseHook(ModelHook):
                 uncond, cond = halves(_sample(output))
                 state.store(_KEY, uncond - cond)
             return output
-        hidden = kwargs.get("hidden_states", args[self.hidden_states_index] if args else None)
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # its first parameter
         batch = hidden.shape[0]
         if batch % 2:
             raise RuntimeError(f"guidance reuse at step {step} needs a batch of [uncond; cond] rows, "
