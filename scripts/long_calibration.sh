@@ -30,7 +30,10 @@
 # warm-started from the committed bank and from variants of its fast entries that reuse guidance at
 # one step (scripts/guidance_seeds.py: mutation alone reaches those 19 of 627 genes rarely), starting
 # from every candidate the runs above rendered (`--renders-from` re-encodes them in the wider gene
-# space) and from those of a first, unseeded pass of this run (RUN=guidance-unseeded, 3 generations).
+# space) and, where it exists, from a first pass of this run without those seeds (3 generations,
+# its folder kept as guidance-unseeded).
+# Run for 9 generations: nothing faster at either bar; guidance reuse costs more PSNR per MAC saved
+# than the front's other trades (docs/calibration.md).
 # The served bank is the merge of the runs (after their last pass):
 #   python -m ecad.search.merge runs/calibrate/ecad-scenes/focus-psnr28 \
 #       runs/calibrate/ecad-scenes/focus-psnr28-steps --out schedules/ecad-scenes/32x32-20steps.json
@@ -55,7 +58,7 @@ case "$RUN" in
                 schedules/ecad-scenes/32x32-20steps.json $R/guidance-seeds.json || exit 1
             EXTRA=(--seed-bank schedules/ecad-scenes/32x32-20steps.json --seed-bank $R/guidance-seeds.json
                    --quality-floor psnr=28 --step-mutation 0.3 --actions reuse,forecast,skip,guidance
-                   --renders-from $R/guidance-unseeded --renders-from $R/focus-psnr28 --renders-from $R/focus-psnr28-steps --renders-from $R/focus-psnr33
+                   $(test -d $R/guidance-unseeded && echo --renders-from $R/guidance-unseeded) --renders-from $R/focus-psnr28 --renders-from $R/focus-psnr28-steps --renders-from $R/focus-psnr33
                    --renders-from $R/focus-fitted --renders-from $R/long-pop64-v2 --renders-from $R/long-pop64) ;;
   *) echo "unknown RUN=$RUN (long-pop64, long-pop64-v2, focus-psnr28, focus-psnr28-steps, focus-psnr33, focus-fitted, guidance)" >&2; exit 2 ;;
 esac
