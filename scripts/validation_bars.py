@@ -9,6 +9,13 @@ scenes reward >= 98% of no-cache's on the same prompts.
 With ``--cost-model FILE`` (a `FittedCost`, or a report holding one under "model", e.g.
 docs/benchmarks/actions/cost-crossfit-32x32-20steps.json) speed is the seconds that model predicts
 instead of MACs: MACs undercount cross-attention and the fixed work of every block run here.
+
+``--write-candidates OUT`` (one bank): also write the entries that could decide the bars, chosen on
+the validation prompts (validation PSNR >= ``--min-psnr``, MACs speedup >= ``--min-speedup``), with
+no-cache, as a bank for a shorter benchmark run (``ecad-bench --bank OUT``):
+
+    python scripts/validation_bars.py runs/calibrate/ecad-scenes/guidance-bank.json \
+        --write-candidates docs/benchmarks/ecad-scenes-union-front/bank.json
 """
 
 from __future__ import annotations
@@ -58,13 +65,24 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("banks", nargs="+", help="bank files with validation scores (ecad-calibrate --validation-prompts)")
     p.add_argument("--cost-model", metavar="FILE", help="rank by the speedup this fitted cost predicts, not MACs")
+    p.add_argument("--write-candidates", metavar="OUT", help="write the entries that could decide the bars to OUT")
+    p.add_argument("--min-psnr", type=float, default=29.0, help="for --write-candidates: validation PSNR (default 29)")
+    p.add_argument("--min-speedup", type=float, default=1.8, help="for --write-candidates: MACs speedup (default 1.8)")
     args = p.parse_args(argv)
+    if args.write_candidates and len(args.banks) != 1:
+        p.error("--write-candidates takes one bank")
     for path in args.banks:
         bank = ScheduleBank.load(path)
         speedup = fitted_speedup(bank, json.loads(Path(args.cost_model).read_text())) if args.cost_model else None
         print(f"{path} ({len(bank.entries)} entries, speed by {'fitted cost' if speedup else 'MACs'})")
         for bar, best in fastest_at_bars(bank, speedup).items():
             print(f"  {bar}: " + (f"{best[0]:.2f}x {best[1]} ({best[2]:.1f} dB)" if best else "none"))
+        if args.write_candidates:
+            no_cache = bank.no_cache_entry()
+            keep = [e for e in bank.entries if e is no_cache or (
+                e.validation and e.validation["psnr"] >= args.min_psnr and no_cache.macs / e.macs >= args.min_speedup)]
+            bank.model_copy(update={"entries": keep, "profiles": []}).save(args.write_candidates)
+            print(f"wrote {len(keep)} of {len(bank.entries)} entries to {args.write_candidates}")
     return 0
 
 
