@@ -429,3 +429,29 @@ def test_profile_cli_stores_a_profile_and_refuses_bad_options(tiny_setup, tmp_pa
     (profile,) = profiled.profiles
     assert set(profile.latency_ms) == {e.id for e in profiled.entries} and profile.repeats == 1
     assert ScheduleBank.load(bank_path).profiles == []  # --output leaves the original alone
+
+
+def test_a_guidance_reuse_entry_is_served_and_runs_without_it_at_guidance_1(tiny_setup, tmp_path):
+    from ecad.bank import BankEntry
+    from ecad.cost import image_macs
+    from ecad.schedule import CacheSchedule
+    from ecad.testing import synthetic_profile
+
+    model, bank_path, pipe = tiny_setup
+    bank = ScheduleBank.load(bank_path)
+    fora3 = bank.entry("fora-3").cache_schedule()
+    guided = CacheSchedule.from_actions(fora3.actions, fora3.layout, fora3.skip, np.arange(STEPS) % 2 == 1)
+    entry = BankEntry(id="fora-3-guided", schedule=guided.to_dict(), macs=image_macs(pipe, SETTING, guided),
+                      quality={"recompute_fraction": guided.recompute_fraction}, source="heuristic")
+    bank = bank.model_copy(update={"entries": [*bank.entries, entry]})
+    path = bank.with_profile(synthetic_profile(bank)).save(tmp_path / "bank.json")
+    server = ScheduleServer(ServingConfig(model=str(model), bank=str(path), latency_window=0, latency_margin=1.0),
+                            pipe=pipe)
+    result = server.generate(server.resolve(GenerateRequest(prompt="a", seed=3, schedule_id="fora-3-guided")))
+    assert torch.equal(result.images, generate(pipe, ["a"], [3], SETTING, schedule=guided))
+    # without classifier-free guidance there is no unconditional half: the same entry runs both "halves"
+    no_cfg = Setting(SIZE, SIZE, STEPS, 1.0)
+    result = server.generate(server.resolve(GenerateRequest(prompt="a", seed=3, schedule_id="fora-3-guided",
+                                                            guidance_scale=1.0)))
+    assert result.schedule_id == "fora-3-guided"
+    assert torch.equal(result.images, generate(pipe, ["a"], [3], no_cfg, schedule=fora3))
