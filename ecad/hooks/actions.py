@@ -57,10 +57,16 @@ def cat_rows(a: Any, b: Any) -> Any:
 
 
 def halves(value: Any) -> tuple[Any, Any]:
-    """(unconditional rows, conditional rows) of a batch of [uncond; cond] rows."""
+    """(unconditional rows, conditional rows) of a batch of [uncond; cond] rows (views)."""
     first = value[0] if isinstance(value, tuple) else value
     n = first.shape[0] // 2
     return rows(value, slice(0, n)), rows(value, slice(n, None))
+
+
+def own_storage(value: Any) -> Any:
+    """A copy of a half held without its sibling: a view would keep the whole batch's storage
+    alive while `CacheState` counts only its own bytes."""
+    return tuple(v.clone() for v in value) if isinstance(value, tuple) else value.clone()
 
 
 def _map2(fn, a: Any, b: Any) -> Any:
@@ -215,6 +221,10 @@ class ComponentHook(ModelHook):
         if self.plan.action[step] == RECOMPUTE:
             output = self.fn_ref.original_forward(*args, **kwargs)
             uncond, cond = halves(output)
+            if self.uncond_plan.keep_out[step] and not self.plan.keep_out[step]:
+                uncond = own_storage(uncond)
+            elif self.plan.keep_out[step] and not self.uncond_plan.keep_out[step]:
+                cond = own_storage(cond)
             self._keep(self.uncond_plan, ("u",), step, uncond)
             self._keep(self.plan, ("c",), step, cond)
             return output
@@ -321,9 +331,11 @@ class BlockSkipHook(ModelHook):
                 outputs = output if self._tuple_output else (output,)
                 deltas = tuple(o - i for o, i in zip(outputs, self._inputs(args, kwargs)))
                 split = zip(*(halves(d) for d in deltas)) if both else [deltas]
+                one_half = both and sum(keep[step] for _, keep, _ in parts) == 1
                 for (half, keep, _), half_deltas in zip(parts, split):
                     if keep[step]:
-                        state.store(("delta", self.block, *half), tuple(half_deltas))
+                        state.store(("delta", self.block, *half), own_storage(tuple(half_deltas)) if one_half
+                                    else tuple(half_deltas))
             return output
         held = []
         for half, _, drop in parts:
