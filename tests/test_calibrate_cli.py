@@ -214,6 +214,10 @@ def test_reuse_only_actions_are_the_v1_search(tiny_model, tmp_path):
 def test_unknown_action_is_named(tiny_model, tmp_path, capsys):
     assert main(common(tiny_model, tmp_path, "--actions", "reuse,teleport")) == 2
     assert "teleport" in capsys.readouterr().err
+    assert main(common(tiny_model, tmp_path, "--actions", "skip,guidance")) == 2  # no component action
+    assert "need reuse or forecast beside skip, guidance" in capsys.readouterr().err
+    assert main(common(tiny_model, tmp_path, "--actions", "reuse,guidance", "--guidance", "1")) == 2
+    assert "--actions guidance needs classifier-free guidance" in capsys.readouterr().err
 
 
 def test_fitted_cost_is_the_models_predicted_seconds_relative_to_no_cache(tiny_model, tmp_path, capsys):

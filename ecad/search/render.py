@@ -55,6 +55,9 @@ def parse_actions(names) -> tuple[str, ...]:
     if unknown or not names:
         raise ValueError(f"actions must be a non-empty subset of {', '.join(ACTIONS)} "
                          f"(recompute is always searched), got {', '.join(unknown) or 'none'}")
+    if not {"reuse", "forecast"} & set(names):  # every component has a gene, which needs a second value
+        raise ValueError(f"actions need reuse or forecast beside {', '.join(names)} (a component gene must "
+                         "have something besides recompute)")
     return tuple(a for a in ACTIONS if a in names)
 
 
