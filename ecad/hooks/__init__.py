@@ -166,7 +166,7 @@ def apply_cache_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> C
     if _registry_hook(transformer, _STEP_TRACKER_HOOK) is not None:
         remove_cache_schedule(transformer)
 
-    state = CacheState(halves=bool(cond_only.any()))
+    state = CacheState(per_half=bool(cond_only.any()))
     created: list = []
     actions, skip = schedule.actions, schedule.skip
     for block, modules in enumerate(adapter.component_modules(transformer)):
@@ -175,16 +175,16 @@ def apply_cache_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> C
             plan = ActionPlan.build(actions[:, block, c], skip[:, block])
             if plan.needs_hook:  # a component that recomputes whenever it runs is left alone
                 # the unconditional rows are not called at the conditional-only steps
-                uncond = ActionPlan.build(actions[:, block, c], skip[:, block] | cond_only) if state.halves else None
+                uncond = ActionPlan.build(actions[:, block, c], skip[:, block] | cond_only) if state.per_half else None
                 hook = ComponentHook(state, block, c, f"block {block} {names[c]}", plan, uncond)
                 _register(module, hook, _COMPONENT_CACHE_HOOK, created)
     for block, module in enumerate(adapter.block_modules(transformer)):
         if skip[:, block].any():
             streams = adapter.residual_streams(schedule.layout.group_of(block)[0].name)
             hook = BlockSkipHook(state, block, f"block {block}", skip[:, block], streams,
-                                 cond_only if state.halves else None)
+                                 cond_only if state.per_half else None)
             _register(module, hook, _BLOCK_SKIP_HOOK, created)
-    if state.halves:
+    if state.per_half:
         _register(transformer, GuidanceReuseHook(state, cond_only), _GUIDANCE_REUSE_HOOK, created)
     tracker = StepTrackerHook(state, StepClock(pipe, schedule.num_steps))
     _register(transformer, tracker, _STEP_TRACKER_HOOK, created)

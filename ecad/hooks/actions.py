@@ -83,7 +83,7 @@ class CacheState:
     step: int = -1  # denoising step of the current transformer call
     branch: int = 0  # transformer call within the step (FLUX true CFG: 0 = cond, 1 = uncond)
     call_id: int = 0  # increments per transformer call
-    halves: bool = False  # the schedule reuses guidance somewhere: hold per guidance half
+    per_half: bool = False  # the schedule reuses guidance somewhere: hold per guidance half
     cond_only: bool = False  # this call runs the conditional rows only
     # (branch, slot, block, component) -> held tensor(s); slot "out", "diff" or "delta"
     held: dict[tuple, Any] = field(default_factory=dict)
@@ -213,7 +213,7 @@ class ComponentHook(ModelHook):
         step = state.step
         if step < 0:  # outside a tracked call
             return self.fn_ref.original_forward(*args, **kwargs)
-        if not state.halves:
+        if not state.per_half:
             return self._serve(self.plan, (), step, args, kwargs)
         if state.cond_only:
             return self._serve(self.plan, ("c",), step, args, kwargs)
@@ -305,7 +305,8 @@ class BlockSkipHook(ModelHook):
         self.streams = streams
         self.skip = [bool(x) for x in skip]
         self.keep, self.drop = skip_plan(skip)
-        self.uncond_keep, self.uncond_drop = skip_plan(skip, None if cond_only is None else ~np.asarray(cond_only))
+        self.uncond_keep, self.uncond_drop = (self.keep, self.drop) if cond_only is None else \
+            skip_plan(skip, ~np.asarray(cond_only))
         self._arg_index: dict[str, int] = {}
         self._tuple_output = False
 
@@ -320,10 +321,10 @@ class BlockSkipHook(ModelHook):
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         state = self.state
         step = state.step
-        both = state.halves and not state.cond_only  # one call carries two halves held apart
+        both = state.per_half and not state.cond_only  # one call carries two halves held apart
         # (key suffix, keep, drop) of each half this call carries; one whole-batch entry without guidance reuse
         parts = [(("u",), self.uncond_keep, self.uncond_drop), (("c",), self.keep, self.drop)] if both else \
-            [(("c",) if state.halves else (), self.keep, self.drop)]
+            [(("c",) if state.per_half else (), self.keep, self.drop)]
         if step < 0 or not self.skip[step]:
             output = self.fn_ref.original_forward(*args, **kwargs)
             if step >= 0 and any(keep[step] for _, keep, _ in parts):
