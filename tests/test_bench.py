@@ -408,3 +408,32 @@ def test_paired_ratios_of_the_committed_report_pair_the_same_rounds():
         paired = sorted(a / b for a, b in zip(mine, other))
         assert row["paired"]["rounds"] == len(mine) == len(other) == 4
         assert (row["paired"]["min"], row["paired"]["max"]) == (pytest.approx(paired[0]), pytest.approx(paired[-1]))
+
+
+def test_timing_noise_times_each_entry_run_between_two_no_cache_runs_by_both_clocks():
+    import importlib.util
+    import types
+
+    from ecad.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("timing_noise", REPO_ROOT / "scripts" / "timing_noise.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    clock = {"wall": 0.0, "cpu": 0.0}
+    module.time = types.SimpleNamespace(perf_counter=lambda: clock["wall"], thread_time=lambda: clock["cpu"])
+    # (wall, cpu) seconds of successive renders: 2 warm-up calls, then (no-cache, entry, no-cache) per round
+    costs = iter([(9, 9), (9, 9), (4, 2), (1, 1), (2, 2), (3, 3), (2, 1), (3, 1)])
+    calls = []
+
+    def render(cached):
+        calls.append(cached)
+        wall, cpu = next(costs)
+        clock["wall"] += wall
+        clock["cpu"] += cpu
+
+    result = module.measure(render, rounds=2, log=lambda message: None)
+    assert calls == [False, True, False, True, False, False, True, False]
+    assert result["wall"]["ratios"] == [(4 + 2) / 2 / 1, (3 + 3) / 2 / 2]
+    assert result["cpu"]["ratios"] == [(2 + 2) / 2 / 1, (3 + 1) / 2 / 1]
+    assert result["wall"]["speedup"] == {"median": 2.25, "min": 1.5, "max": 3.0, "spread_over_median": 1.5 / 2.25}
+    assert result["cpu"]["entry_seconds"]["values"] == [1, 1]
