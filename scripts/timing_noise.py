@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """How noisy is this machine's timing? One bank entry against no-cache in interleaved rounds
 (no-cache before and after the entry, as ``ecad-bench`` times), each timed by the wall clock and by
-the thread's CPU time.
+the thread's CPU time, and how busy the machine was meanwhile (/proc/stat: idle share, time stolen
+by the host).
 
     python scripts/timing_noise.py --entry ecad-g3-7152ecca --batch-size 8 --rounds 8 --out noise.json
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -30,6 +32,24 @@ def summary(ratios: list[float]) -> dict:
     median = statistics.median(ratios)
     return {"median": median, "min": min(ratios), "max": max(ratios),
             "spread_over_median": (max(ratios) - min(ratios)) / median}
+
+
+def cpu_jiffies() -> list[int] | None:
+    """The machine's cumulative CPU time per state (user nice system idle iowait irq softirq steal),
+    from /proc/stat; None where there is none."""
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def machine_load(before: list[int] | None, after: list[int] | None) -> dict | None:
+    """Shares of all CPUs' time during the run: idle (idle + iowait) and stolen by the host."""
+    if before is None or after is None:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    total = sum(delta) or 1
+    return {"cpus": os.cpu_count(), "idle_share": (delta[3] + delta[4]) / total, "steal_share": delta[7] / total}
 
 
 def measure(render, rounds: int, log=print) -> dict:
@@ -93,17 +113,22 @@ def main(argv=None) -> int:
     def render(cached: bool) -> None:
         generate(pipe, prompts, list(range(args.batch_size)), setting, schedule=schedule if cached else None)
 
+    before = cpu_jiffies()
     result = measure(render, args.rounds, log=lambda m: print(m, flush=True))
+    load = machine_load(before, cpu_jiffies())
     for clock in CLOCKS:
         s = result[clock]["speedup"]
         print(f"{clock}: speedup median {s['median']:.3f}x, min-max {s['min']:.3f}-{s['max']:.3f} "
               f"(spread {s['spread_over_median']:.0%} of the median); {args.entry} seconds "
               f"{result[clock]['entry_seconds']['min']:.3f}-{result[clock]['entry_seconds']['max']:.3f}")
+    if load:
+        print(f"all {load['cpus']} CPUs during the run: {load['idle_share']:.0%} idle, {load['steal_share']:.1%} stolen by the host")
     if args.out:
         report = {"command": "python scripts/timing_noise.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "torch": torch.__version__,
                   "threads": args.threads, "entry": args.entry, "batch_size": args.batch_size,
-                  "rounds": args.rounds, "macs_speedup": bank.no_cache_entry().macs / entry.macs, **result}
+                  "rounds": args.rounds, "macs_speedup": bank.no_cache_entry().macs / entry.macs, "machine_load": load,
+                  **result}
         atomic_write_bytes(Path(args.out), (json.dumps(report, indent=1) + "\n").encode())
         print(f"wrote {args.out}")
     return 0

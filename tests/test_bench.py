@@ -437,3 +437,7 @@ def test_timing_noise_times_each_entry_run_between_two_no_cache_runs_by_both_clo
     assert result["cpu"]["ratios"] == [(2 + 2) / 2 / 1, (3 + 1) / 2 / 1]
     assert result["wall"]["speedup"] == {"median": 2.25, "min": 1.5, "max": 3.0, "spread_over_median": 1.5 / 2.25}
     assert result["cpu"]["entry_seconds"]["values"] == [1, 1]
+    # /proc/stat columns: user nice system idle iowait irq softirq steal
+    load = module.machine_load([10, 0, 5, 100, 0, 0, 0, 1], [60, 0, 15, 130, 10, 0, 0, 11])
+    assert load["idle_share"] == pytest.approx(40 / 100) and load["steal_share"] == pytest.approx(10 / 100)
+    assert module.machine_load(None, [1] * 8) is None
