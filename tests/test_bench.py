@@ -439,5 +439,5 @@ def test_timing_noise_times_each_entry_run_between_two_no_cache_runs_by_both_clo
     assert result["cpu"]["entry_seconds"]["values"] == [1, 1]
     # /proc/stat columns: user nice system idle iowait irq softirq steal
     load = module.machine_load([10, 0, 5, 100, 0, 0, 0, 1], [60, 0, 15, 130, 10, 0, 0, 11])
-    assert load["idle_share"] == pytest.approx(40 / 100) and load["steal_share"] == pytest.approx(10 / 100)
+    assert load["idle_share"] == pytest.approx(40 / 110) and load["steal_share"] == pytest.approx(10 / 110)
     assert module.machine_load(None, [1] * 8) is None
