@@ -279,6 +279,14 @@ def test_renders_from_another_run_give_the_records_rendering_would_under_the_new
         if key in source_validation:
             assert record["metrics"] == source_validation[key]["metrics"]
     assert ScheduleBank.load(tmp_path / "reused.json").calibration["cost"] == "fitted"
+    # a searched record keeps the name it has in the source's bank (it counts as generation 0 here)
+    searched = {k: f"ecad-g{r['generation']}-{k[:8]}" for k, r in source.items() if not r["label"]}
+    assert {k: reused[k].get("origin") for k in searched} == searched
+    assert any(name.startswith("ecad-g1-") for name in searched.values())
+    assert all("origin" not in reused[k] for k in source if k not in searched), "seeds keep their labels"
+    source_ids = {e.cache_schedule().hash: e.id for e in ScheduleBank.load(tmp_path / "macs.json").entries}
+    reused_ids = {e.cache_schedule().hash: e.id for e in ScheduleBank.load(tmp_path / "reused.json").entries}
+    assert all(reused_ids[h] == source_ids[h] for h in set(source_ids) & set(reused_ids))
 
     # a run that renders differently (other prompts) is refused, naming what differs; so is a latency cost
     capsys.readouterr()

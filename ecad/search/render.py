@@ -378,7 +378,7 @@ def front_to_bank(setting: Setting, task: SearchTask, result: SearchResult, *, c
         elif record.label:
             entry_id, source = record.label, "heuristic"
         else:
-            entry_id, source = f"ecad-g{record.generation}-{record.key[:8]}", "ecad"
+            entry_id, source = record.searched_id(), "ecad"
         entries.append(
             BankEntry(
                 id=entry_id,

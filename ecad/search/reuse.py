@@ -82,7 +82,8 @@ def import_renders(memo: Memo, config: dict[str, Any], sources: list[Path],
     ``layout``: the model's block layout, default ``config["task"]["layout"]`` (a validation
     folder's config has no task: its run's is passed).
 
-    Records keep their label and racing stage; they count as generation 0 with 0 images rendered.
+    Records keep their label and racing stage; they count as generation 0 with 0 images rendered,
+    and a searched one keeps the bank id it has in its source run (`MemoRecord.origin`).
     Sources are read in order; the first record of a key wins (a later one is the same render).
     """
     for source in sources:
@@ -98,7 +99,7 @@ def import_renders(memo: Memo, config: dict[str, Any], sources: list[Path],
             bits = translate(record.bits)
             cost, macs = cost_of(bits)
             memo.add(MemoRecord(key=record.key, bits=bits, generation=0, label=record.label,
-                                stage=record.stage, images=0,
+                                stage=record.stage, images=0, origin=None if record.label else record.searched_id(),
                                 result=replace(record.result, cost=float(cost), macs=int(macs))))
             copied += 1
     return copied

@@ -93,9 +93,18 @@ class MemoRecord:
     stage: str | None = None
     #: images this evaluation rendered (None in memos written before it was recorded)
     images: int | None = None
+    #: the bank id it has in the run it was copied from (``--renders-from``), e.g. "ecad-g7-1a2b3c4d":
+    #: a copied record counts as generation 0 here, but its bank entry keeps the name it had there
+    origin: str | None = None
+
+    def searched_id(self) -> str:
+        """Its bank id as a schedule the search found: the one it had in the run it was copied
+        from, else ``ecad-g<generation>-<hash[:8]>``."""
+        return self.origin or f"ecad-g{self.generation}-{self.key[:8]}"
 
     def to_json(self, space) -> str:
-        extra = {name: value for name, value in (("stage", self.stage), ("images", self.images)) if value is not None}
+        extra = {name: value for name, value in (("stage", self.stage), ("images", self.images), ("origin", self.origin))
+                 if value is not None}
         return json.dumps(
             {
                 "key": self.key,
@@ -119,6 +128,7 @@ class MemoRecord:
             label=data.get("label"),
             stage=data.get("stage"),
             images=data.get("images"),
+            origin=data.get("origin"),
         )
 
 
