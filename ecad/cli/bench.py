@@ -262,10 +262,12 @@ def main(argv: list[str] | None = None) -> int:
                        [m for m in eng if m.family == "fora"]
             transfer_batch = min(args.batch_size, 4, len(transfer_splits[0].items()))
             try:
+                # ranked as the main experiment is, with the fitted cost predicting at this setting
+                transfer_speed = _speed_model(args.cost_model, bank, pipe, ts)[0]
                 experiments.append(run_experiment(pipe, tmethods, ts, transfer_splits, name=name,
                                                   batch_size=transfer_batch, timing_batch_sizes=[transfer_batch],
                                                   rounds=min(rounds, 3), reward=reward, fid_fn=None, as_shipped=False,
-                                                  progress=bar))
+                                                  progress=bar, speed_model=transfer_speed))
             except Exception as err:  # noqa: BLE001
                 meta["notes"].append(f"transfer {name} failed: {type(err).__name__}: {err}")
 
