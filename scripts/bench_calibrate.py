@@ -10,9 +10,10 @@ Writes <out>/bench.json, <out>/hypervolume.png and prints a Markdown summary.
 
     python scripts/bench_calibrate.py --efficiency     # no model: the synthetic problem
 
-compares plain NSGA-II with racing, the surrogate pre-screen and both at equal images rendered
-(3 search seeds, noisy synthetic problem; hypervolume of the true values of each run's front),
-writes <out>/efficiency.json and the plot docs/benchmarks/search-efficiency.png (--plot).
+compares plain NSGA-II with racing, the surrogate pre-screen (a pool of 4 or 8 populations) and
+both at equal images rendered (search seeds 0,1,2 by default, ``--efficiency-seeds``; noisy
+synthetic problem; hypervolume of the true values of each run's front), writes
+<out>/efficiency.json and the plot docs/benchmarks/search-efficiency.png (--plot).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/bench-calibrate")
     p.add_argument("--efficiency", action="store_true", help="compare the search variants on the synthetic problem")
     p.add_argument("--plot", default=str(REPO / "docs" / "benchmarks" / "search-efficiency.png"))
+    p.add_argument("--efficiency-seeds", default="0,1,2", help="search seeds of --efficiency (default %(default)s)")
     return p.parse_args(argv)
 
 
@@ -78,7 +80,7 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.efficiency:
-        return efficiency(args)
+        return efficiency(args, search_seeds=tuple(int(x) for x in args.efficiency_seeds.split(",") if x.strip()))
     import torch
 
     torch.set_num_threads(1)
@@ -246,7 +248,7 @@ def markdown(s):
     return "\n".join(lines)
 
 
-EFFICIENCY_VARIANTS = ("plain", "racing", "surrogate", "racing+surrogate")
+EFFICIENCY_VARIANTS = ("plain", "racing", "surrogate", "racing+surrogate", "racing+surrogate8")
 
 
 def efficiency(args, shape=(10, 4, 3), num_samples=8, noise=0.05, generations=40, search_seeds=(0, 1, 2)):
@@ -276,6 +278,7 @@ def efficiency(args, shape=(10, 4, 3), num_samples=8, noise=0.05, generations=40
         "racing": {"racing": RacingSettings(0.25)},
         "surrogate": {"surrogate": SurrogateSettings(pool_factor=4)},
         "racing+surrogate": {"racing": RacingSettings(0.25), "surrogate": SurrogateSettings(pool_factor=4)},
+        "racing+surrogate8": {"racing": RacingSettings(0.25), "surrogate": SurrogateSettings(pool_factor=8)},
     }
     curves = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,17 +320,20 @@ def plot_efficiency(path: Path, summary) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = dict(zip(EFFICIENCY_VARIANTS, ("tab:gray", "tab:blue", "tab:red", "tab:purple")))
+    colours = dict(zip(EFFICIENCY_VARIANTS, ("tab:gray", "tab:blue", "tab:red", "tab:purple", "tab:green")))
+    labels = {"surrogate": "surrogate (pool 4)", "racing+surrogate": "racing + surrogate (pool 4)",
+              "racing+surrogate8": "racing + surrogate (pool 8)"}
+    first_seed = str(summary["search_seeds"][0])
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for name, points in summary["curves"].items():
         variant, seed = name.split("/")
         images, hv = zip(*points)
-        ax.plot(images, hv, "-", c=colours[variant], lw=1.2, alpha=0.8, label=variant if seed == "0" else None)
+        ax.plot(images, hv, "-", c=colours[variant], lw=1.2, alpha=0.8, label=labels.get(variant, variant) if seed == first_seed else None)
     p = summary["problem"]
     ax.set_xlabel("images rendered (candidate evaluations x samples)")
     ax.set_ylabel("hypervolume of the true front values")
     ax.set_title(f"synthetic problem, {p['bits']} bits, {p['num_samples']} samples (noise {p['noise']}), "
-                 f"population {summary['population']}, 3 seeds", fontsize=9)
+                 f"population {summary['population']}, {len(summary['search_seeds'])} seeds", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
