@@ -328,7 +328,8 @@ def plot_efficiency(path: Path, summary) -> None:
     for name, points in summary["curves"].items():
         variant, seed = name.split("/")
         images, hv = zip(*points)
-        ax.plot(images, hv, "-", c=colours[variant], lw=1.2, alpha=0.8, label=labels.get(variant, variant) if seed == first_seed else None)
+        label = labels.get(variant, variant) if seed == first_seed else None
+        ax.plot(images, hv, "-", c=colours[variant], lw=1.2, alpha=0.8, label=label)
     p = summary["problem"]
     ax.set_xlabel("images rendered (candidate evaluations x samples)")
     ax.set_ylabel("hypervolume of the true front values")
