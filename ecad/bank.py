@@ -366,6 +366,16 @@ def hardware_key(device: str, dtype: str, batch_size: int, num_threads: int | No
     return f"{device.split(':')[0]}/{name}/{dtype}/bs{batch_size}{threads}"
 
 
+def pipeline_hardware_key(pipe: Any, batch_size: int = 1) -> str:
+    """`hardware_key` of the machine and precision `pipe` runs on (CPU: with torch's thread count)."""
+    import torch
+
+    device = str(pipe.device)
+    dtype = str(pipe.transformer.dtype).removeprefix("torch.")
+    threads = torch.get_num_threads() if device.startswith("cpu") else None
+    return hardware_key(device, dtype, batch_size, threads)
+
+
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         import torch

@@ -46,6 +46,24 @@ def transformer_skeleton(model: str):
     return transformer, dict(config)
 
 
+def native_resolution(model: Any) -> tuple[int, int]:
+    """(height, width) the model makes when none is given: its default sample size x the VAE factor.
+
+    `model` is a loaded pipeline, or a local folder / hub id (read from its config files, no
+    weights). PixArt keeps the sample size in the transformer config; FLUX's pipeline sets its own
+    `default_sample_size` (128 latents, 1024 px)."""
+    if not isinstance(model, (str, os.PathLike)):
+        sample = getattr(model, "default_sample_size", None) or model.transformer.config.get("sample_size")
+        return int(sample) * model.vae_scale_factor, int(sample) * model.vae_scale_factor
+    import diffusers
+
+    _, config = transformer_skeleton(model)
+    vae = diffusers.AutoencoderKL.load_config(str(model), subfolder="vae")
+    factor = 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
+    side = int(config.get("sample_size") or 64) * factor
+    return side, side
+
+
 def _as_list(value: str | Sequence[str] | None, n: int, what: str) -> list[str] | None:
     if value is None or isinstance(value, str):
         return None if value is None else [value] * n

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import torch
 from tqdm.auto import tqdm
 
-from ecad.bank import HardwareProfile, ScheduleBank, hardware_key, device_name
+from ecad.bank import HardwareProfile, ScheduleBank, device_name, pipeline_hardware_key
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def profile_bank(
                 bar.update(1)
     done = min(len(v) for v in samples.values())
     return HardwareProfile(
-        key=hardware_key(device, dtype, batch_size, threads),
+        key=pipeline_hardware_key(pipe, batch_size),
         device=device,
         device_name=device_name(device),
         dtype=dtype,

@@ -87,7 +87,8 @@ def main(argv=None):
     from ecad.cli.calibrate import _scorer_arg, resolve_scorer
     from dataclasses import replace
 
-    from ecad.quality.prompts import default_resolution, prompt_set
+    from ecad.generate import native_resolution
+    from ecad.quality.prompts import prompt_set
     from ecad.search.engine.hypervolume import normalization_from
     from ecad.search.engine.loop import archive_front, run_search
     from ecad.search.engine.nsga import GeneticSettings
@@ -101,9 +102,9 @@ def main(argv=None):
     args.model = model
     args.scorer_arg = [_scorer_arg(a) for a in args.scorer_arg]
     scorer, scorer_kwargs, _ = resolve_scorer(args)
-    size = default_resolution(model)
+    height, width = native_resolution(model)
     seeds = [int(s) for s in args.seeds.split(",")]
-    recipe = RenderRecipe(model=model, setting=Setting(size, size, args.steps, args.guidance), scorer=scorer,
+    recipe = RenderRecipe(model=model, setting=Setting(height, width, args.steps, args.guidance), scorer=scorer,
                           scorer_kwargs=scorer_kwargs, prompts=prompt_set(model, args.num_prompts, "calibration"),
                           seeds=seeds, num_threads=1)
     task = build_model_task(recipe)

@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     from ecad.generate import load_pipeline
     from ecad.setting import Setting
     from ecad.paths import model_name
-    from ecad.quality.prompts import default_resolution, is_scenes_model, prompt_set
+    from ecad.generate import native_resolution
+    from ecad.quality.prompts import is_scenes_model, prompt_set
 
     model = str(args.model)
     if not Path(model).exists() and "/" not in model:
@@ -162,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"**{msg}**")
     steps = args.steps or (bank.num_inference_steps if bank else 20)
     guidance = args.guidance if args.guidance is not None else (bank.guidance_scale if bank else 4.5)
-    native = default_resolution(model) if Path(model).exists() else 512
-    height = args.height or (bank.height if bank else native)
-    width = args.width or args.height or (bank.width if bank else native)
+    native = native_resolution(model) if Path(model).exists() else (512, 512)
+    height = args.height or (bank.height if bank else native[0])
+    width = args.width or args.height or (bank.width if bank else native[1])
     if bank is not None and steps != bank.num_inference_steps:
         notes.append(f"bank calibrated at {bank.num_inference_steps} steps, resampled to {steps}")
 

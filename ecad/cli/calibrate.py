@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from ecad.paths import model_name
-    from ecad.quality.prompts import default_resolution, prompt_set, read_prompt_file
+    from ecad.generate import native_resolution
+    from ecad.quality.prompts import prompt_set, read_prompt_file
     from dataclasses import replace
 
     from ecad.quality.prompts import validation_prompts
@@ -289,13 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         hint = " (the bundled model is made by ecad-train-bundled)" if Path(args.model) == DEFAULT_MODEL else ""
         print(f"ecad-calibrate: model folder {args.model} not found{hint}; pass --model", file=sys.stderr)
         return 2
-    size = None
+    native = (None, None)
     if args.height is None or args.width is None:
         if not Path(args.model).is_dir():
             print("ecad-calibrate: pass --height and --width for a hub model", file=sys.stderr)
             return 2
-        size = default_resolution(args.model)
-    setting = Setting(args.height or size, args.width or size, args.steps, args.guidance)
+        native = native_resolution(args.model)
+    setting = Setting(args.height or native[0], args.width or native[1], args.steps, args.guidance)
     prompts = read_prompt_file(args.prompts) if args.prompts else prompt_set(args.model, args.num_prompts)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     try:

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from ..adapters import get_adapter
     from ..cost import macs_speedup
-    from ..generate import generate, load_pipeline
+    from ..generate import generate, load_pipeline, native_resolution
     from ..heuristics import heuristic_suite
     from ..setting import Setting
     from ..schedule import ScheduleError
@@ -88,10 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.prompt:
         raise SystemExit("--prompt is required")
-    # PixArt: the transformer's sample size; FLUX: the pipeline's default_sample_size
-    sample = pipe.transformer.config.get("sample_size") or getattr(pipe, "default_sample_size", 64)
-    default_size = int(sample) * pipe.vae_scale_factor
-    height, width = args.height or default_size, args.width or default_size
+    native_height, native_width = native_resolution(pipe)
+    height, width = args.height or native_height, args.width or native_width
     extra = {"true_cfg_scale": args.true_cfg_scale} if args.true_cfg_scale else {}
     start = time.perf_counter()
     setting = Setting(height, width, args.steps, args.guidance_scale)

@@ -105,14 +105,3 @@ def read_prompt_file(path: str | Path) -> list[str]:
     if not prompts:
         raise ValueError(f"{path} holds no prompts (one per line; '#' starts a comment)")
     return prompts
-
-
-def default_resolution(model: str | Path) -> int:
-    """The transformer's native image size: sample_size x the VAE's downsampling factor."""
-    import json
-
-    folder = Path(str(model))
-    transformer = json.loads((folder / "transformer" / "config.json").read_text())
-    vae = json.loads((folder / "vae" / "config.json").read_text())
-    factor = 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
-    return int(transformer.get("sample_size", 64)) * factor

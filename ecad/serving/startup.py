@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from ecad.bank import HardwareProfile, ScheduleBank, hardware_key
+from ecad.bank import HardwareProfile, ScheduleBank, pipeline_hardware_key
 from ecad.bank_catalog import CatalogBank, choose_bank
 from ecad.deadline import DeadlineExceeded, pipeline_deadline
-from ecad.generate import generate
+from ecad.generate import generate, native_resolution
 from ecad.planning import RequestShape
 from ecad.profile import DEFAULT_PROFILE_PROMPT
 from ecad.serving.config import ServingConfig, load_banks
@@ -114,14 +114,7 @@ def start(config: ServingConfig, pipe=None) -> LoadedModel:
     return loaded
 
 
-def native_resolution(pipe) -> tuple[int, int] | None:
-    """(height, width) the pipeline makes when none is given: its default sample size x VAE factor."""
-    sample = getattr(pipe, "default_sample_size", None) or getattr(pipe.transformer.config, "sample_size", None)
-    factor = getattr(pipe, "vae_scale_factor", None)
-    return None if not isinstance(sample, int) or not factor else (sample * factor, sample * factor)
-
-
-def default_first(banks: list[CatalogBank], native: tuple[int, int] | None) -> list[CatalogBank]:
+def default_first(banks: list[CatalogBank], native: tuple[int, int]) -> list[CatalogBank]:
     """Catalogue order, with the first bank made for the model's native resolution moved to the
     front (the default bank); if none is, the catalogue's first bank is the default."""
     native_banks = [c for c in banks if (c.bank.setting.height, c.bank.setting.width) == native]
@@ -171,10 +164,7 @@ def minimum_steps(pipe, setting: Setting, upper: int) -> int:
 
 def stored_profile(pipe, bank: ScheduleBank) -> HardwareProfile | None:
     """The bank's profile for this pipeline's hardware, if it has one for every entry."""
-    device = str(pipe.device)
-    dtype = str(pipe.transformer.dtype).removeprefix("torch.")
-    threads = torch.get_num_threads() if device.startswith("cpu") else None
-    profile = bank.profile(hardware_key(device, dtype, 1, threads))
+    profile = bank.profile(pipeline_hardware_key(pipe, batch_size=1))
     return profile if profile is not None and set(profile.latency_ms) == {e.id for e in bank.entries} else None
 
 
