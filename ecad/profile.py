@@ -1,21 +1,19 @@
 """Measure every bank entry's latency on this hardware and store it as a hardware profile.
 
-Runs are interleaved (entry order reshuffled each round) and summarised by the median, so a
-busy machine slows every entry alike instead of biasing the ones measured last.
+Runs follow `ecad.timing`'s protocol (entry order reshuffled each round) and are summarised by
+the median, so a busy machine slows every entry alike instead of biasing the ones measured last.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import statistics
-import time
 from datetime import datetime, timezone
 
 import torch
 from tqdm.auto import tqdm
 
 from ecad.bank import HardwareProfile, ScheduleBank, device_name, pipeline_hardware_key
+from ecad.timing import TimedCall, time_rounds
 
 logger = logging.getLogger(__name__)
 
@@ -49,29 +47,16 @@ def profile_bank(
     prompt = prompt or bank.calibration.get("prompts", [DEFAULT_PROFILE_PROMPT])[0]
     schedules = {entry.id: entry.cache_schedule() for entry in bank.entries}
 
-    def run(entry_id: str) -> float:
-        start = time.perf_counter()
-        generate(pipe, [prompt] * batch_size, [seed + i for i in range(batch_size)], bank.setting,
-                 schedules[entry_id])
-        return (time.perf_counter() - start) * 1000.0
+    def run(schedule) -> None:
+        generate(pipe, [prompt] * batch_size, [seed + i for i in range(batch_size)], bank.setting, schedule)
 
-    started = time.monotonic()
-    rng = random.Random(seed)
-    order = list(schedules)
-    total = len(order) * (warmup + repeats)
-    samples: dict[str, list[float]] = {entry_id: [] for entry_id in order}
+    total = len(schedules) * (warmup + repeats)
     with tqdm(total=total, desc="profiling schedules", unit="run", disable=not progress) as bar:
-        for round_index in range(warmup + repeats):
-            if round_index > warmup and time_budget_s is not None and time.monotonic() - started > time_budget_s:
-                logger.warning("profiling time budget %.0f s spent after %d timed rounds", time_budget_s, round_index - warmup)
-                break
-            rng.shuffle(order)
-            for entry_id in order:
-                ms = run(entry_id)
-                if round_index >= warmup:
-                    samples[entry_id].append(ms)
-                bar.update(1)
-    done = min(len(v) for v in samples.values())
+        calls = {entry_id: TimedCall(lambda s=schedule: run(s)) for entry_id, schedule in schedules.items()}
+        timings = time_rounds(calls, rounds=repeats, warmup=warmup, order="shuffle", seed=seed,
+                              time_budget_s=time_budget_s, progress=bar.update)
+    if timings.rounds < repeats:
+        logger.warning("profiling time budget %.0f s spent after %d timed rounds", time_budget_s, timings.rounds)
     return HardwareProfile(
         key=pipeline_hardware_key(pipe, batch_size),
         device=device,
@@ -80,6 +65,6 @@ def profile_bank(
         batch_size=batch_size,
         num_threads=threads,
         measured_at=datetime.now(timezone.utc),
-        repeats=done,
-        latency_ms={entry_id: statistics.median(v) for entry_id, v in samples.items()},
+        repeats=timings.rounds,
+        latency_ms={entry_id: 1000.0 * timings.median_s(entry_id) for entry_id in schedules},
     )
