@@ -19,9 +19,9 @@ import random
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-import numpy as np
+from ecad.stats import bootstrap_interval, median_of_rows
 
 
 @dataclass(frozen=True)
@@ -199,18 +199,6 @@ def paired_speedups(timings: Timings, a: str, b: str) -> list[float]:
     return [tb / ta for ta, tb in zip(timings.wall_s[a], timings.wall_s[b])]
 
 
-def bootstrap_interval(values: Sequence[float], *, statistic: Callable[[np.ndarray], np.ndarray] | None = None,
-                       level: float = 0.95, samples: int = 4000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic`` (default: the median) over ``values``."""
-    data = np.asarray(values, dtype=float)
-    if data.size == 0:
-        raise ValueError("a bootstrap interval needs at least one value")
-    stat = statistic or (lambda x: np.median(x, axis=1))
-    idx = np.random.default_rng(seed).integers(0, data.size, size=(samples, data.size))
-    lo, hi = np.quantile(stat(data[idx]), [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
-
-
 @dataclass(frozen=True)
 class PairedVerdict:
     """``a`` against ``b`` over paired rounds: the median per-round speedup and its interval."""
@@ -234,5 +222,5 @@ class PairedVerdict:
 
 def paired_verdict(timings: Timings, a: str, b: str, *, level: float = 0.95, seed: int = 0) -> PairedVerdict:
     values = paired_speedups(timings, a, b)
-    return PairedVerdict(a, b, statistics.median(values), bootstrap_interval(values, level=level, seed=seed),
-                         len(values))
+    interval = bootstrap_interval(values, statistic=median_of_rows, level=level, resamples=4000, seed=seed)
+    return PairedVerdict(a, b, statistics.median(values), interval, len(values))
