@@ -280,3 +280,17 @@ def predicted_speedup(model: FittedCost, pipe: Any, setting: Setting) -> Callabl
     """schedule -> the speedup over no-cache that ``model`` predicts for one image through ``pipe`` at ``setting``."""
     no_cache = schedule_cost_features(pipe, setting)
     return lambda schedule: model.speedup(schedule_cost_features(pipe, setting, schedule), no_cache)
+
+
+def out_of_fold_speedups(features: Sequence[dict[str, float]], speedups: Sequence[float],
+                         no_cache: dict[str, float], *, folds: int = 2, seed: int = 0) -> np.ndarray:
+    """Each schedule's speedup as predicted by a fit that did not see it (k-fold, shuffled):
+    the honest check of a fitted cost on the schedules it will rank."""
+    from sklearn.model_selection import KFold
+
+    speedups = np.asarray(speedups, dtype=float)
+    predicted = np.zeros(len(features))
+    for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(features):
+        model = fit_cost([features[i] for i in train], [1.0 / speedups[i] for i in train])
+        predicted[test] = [model.speedup(features[i], no_cache) for i in test]
+    return predicted

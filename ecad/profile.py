@@ -1,4 +1,5 @@
-"""Measure every bank entry's latency on this hardware and store it as a hardware profile.
+"""Latency on this hardware: a bank's hardware profile (`profile_bank`), and schedules timed
+against no-cache for a fitted cost (`time_schedules`).
 
 Runs follow `ecad.timing`'s protocol (entry order reshuffled each round) and are summarised by
 the median, so a busy machine slows every entry alike instead of biasing the ones measured last.
@@ -13,7 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ecad.bank import HardwareProfile, ScheduleBank, device_name, pipeline_hardware_key
-from ecad.timing import TimedCall, time_rounds
+from ecad.schedule import CacheSchedule
+from ecad.setting import Setting
+from ecad.timing import TimedCall, Timings, time_rounds
 
 logger = logging.getLogger(__name__)
 
@@ -68,3 +71,37 @@ def profile_bank(
         repeats=timings.rounds,
         latency_ms={entry_id: 1000.0 * timings.median_s(entry_id) for entry_id in schedules},
     )
+
+
+def time_schedules(
+    pipe,
+    setting: Setting,
+    schedules: dict[str, CacheSchedule],
+    *,
+    rounds: int = 5,
+    reference_every: int = 4,
+    calls_per_timing: int = 2,
+    prompt: str = DEFAULT_PROFILE_PROMPT,
+    seed: int = 0,
+    progress: bool = True,
+) -> Timings:
+    """Each schedule's speedup over no-cache on this machine (one image per call), for a cost fit.
+
+    `ecad.timing`'s protocol with no-cache (key ``"no-cache"``) as the reference: shuffled rounds,
+    no-cache before, after and between every ``reference_every`` schedules, a schedule's ratio the
+    mean of the no-cache runs just around it over its own time (a round of hundreds of schedules
+    lasts minutes: a reference timed once per round would carry the machine's drift over them). A
+    timing is the mean of ``calls_per_timing`` images in a row (one short image varies by tens of %).
+    """
+    from ecad.generate import generate
+
+    if "no-cache" in schedules:
+        raise ValueError("'no-cache' is the reference's key: name the schedule otherwise")
+
+    def call(schedule: CacheSchedule | None) -> TimedCall:
+        return TimedCall(lambda: generate(pipe, [prompt], [seed], setting, schedule), repeats=calls_per_timing)
+
+    calls = {"no-cache": call(None), **{key: call(s) for key, s in schedules.items()}}
+    with tqdm(total=len(schedules) * (rounds + 1), desc="timing schedules", unit="run", disable=not progress) as bar:
+        return time_rounds(calls, rounds=rounds, warmup=1, reference="no-cache", reference_every=reference_every,
+                           order="shuffle", seed=seed, progress=bar.update)

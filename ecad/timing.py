@@ -44,8 +44,10 @@ class Timings:
     cpu_s: dict[str, list[float]] = field(default_factory=dict)
     #: reference seconds around the variant / its seconds, per round (with a reference only)
     ratios: dict[str, list[float]] = field(default_factory=dict)
-    #: every reference run's wall seconds, in order
+    cpu_ratios: dict[str, list[float]] = field(default_factory=dict)  # the same by thread CPU time
+    #: every reference run's seconds, in order (several per round)
     reference_wall_s: list[float] = field(default_factory=list)
+    reference_cpu_s: list[float] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # name -> error, for variants dropped on an error
 
     @property
@@ -130,6 +132,7 @@ def time_rounds(
         out.cpu_s.setdefault(name, [])
         if reference is not None and name != reference:
             out.ratios.setdefault(name, [])
+            out.cpu_ratios.setdefault(name, [])
     rng = random.Random(seed)
 
     def clock(name: str) -> tuple[float, float] | None:
@@ -167,26 +170,30 @@ def time_rounds(
                     progress(1)
             continue
         every = reference_every or max(1, len(live))
-        before = clock(reference)
-        out.reference_wall_s.append(before[0])
+
+        def clock_reference() -> tuple[float, float]:
+            t = clock(reference)
+            out.reference_wall_s.append(t[0])
+            out.reference_cpu_s.append(t[1])
+            return t
+
+        before = clock_reference()
         out.wall_s[reference].append(before[0])
         out.cpu_s[reference].append(before[1])
         for start in range(0, len(live), every):
             group = [(name, clock(name)) for name in live[start:start + every]]
-            after = clock(reference)
-            out.reference_wall_s.append(after[0])
+            after = clock_reference()
             for name, t in group:
+                if t is not None:
+                    out.wall_s[name].append(t[0])
+                    out.cpu_s[name].append(t[1])
+                    out.ratios[name].append((before[0] + after[0]) / 2 / t[0])
+                    out.cpu_ratios[name].append((before[1] + after[1]) / 2 / t[1] if t[1] > 0 else float("nan"))
                 if progress:
                     progress(1)
-                if t is None:
-                    continue
-                out.wall_s[name].append(t[0])
-                out.cpu_s[name].append(t[1])
-                out.ratios[name].append((before[0] + after[0]) / 2 / t[0])
             before = after
         if not live:  # a round of the reference alone still times it twice
-            after = clock(reference)
-            out.reference_wall_s.append(after[0])
+            clock_reference()
     return out
 
 
