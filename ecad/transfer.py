@@ -123,3 +123,32 @@ def transfer_to_setting(schedule: CacheSchedule, pipe: Any, source: Setting, tar
     if source.num_inference_steps == target.num_inference_steps and source.pixels == target.pixels:
         return schedule
     return transfer_schedule(schedule, noise_levels(pipe, source), noise_levels(pipe, target))
+
+
+def transfer_bank(bank: Any, pipe: Any, target: Setting, *, note: str | None = None) -> Any:
+    """``bank`` moved to ``target``: every entry transferred by noise level, entries that land on the
+    same schedule merged (the first, i.e. costliest, keeps its id), MACs counted at ``target``.
+
+    The quality of a transferred entry is not measured: each keeps its source quality, marked
+    ``quality_measured=False``, with a provenance note naming the source bank and setting (what a
+    calibration's seed bank or an unmeasured served bank needs). No-cache stays no-cache."""
+    from ecad.bank import BankEntry, Provenance
+    from ecad.cost import image_macs
+
+    source, target_levels = bank.setting, noise_levels(pipe, target)
+    source_levels = noise_levels(pipe, source)
+    seen: set[str] = set()
+    entries = []
+    for entry in sorted(bank.entries, key=lambda e: -e.macs):
+        schedule = transfer_schedule(entry.cache_schedule(), source_levels, target_levels)
+        if schedule.hash in seen:
+            continue
+        seen.add(schedule.hash)
+        entries.append(BankEntry(
+            id=entry.id, schedule=schedule.to_dict(), macs=image_macs(pipe, target, schedule),
+            quality=dict(entry.validation or entry.quality), source=entry.source, quality_measured=False,
+            provenance=Provenance(source=f"{bank.model}@{source.name}:{entry.id}", name=entry.id,
+                                  note=note or f"transferred by noise level from {source.name} to {target.name}")))
+    return bank.model_copy(update={
+        **target.to_dict(), "entries": entries, "profiles": [],
+        "calibration": {"transferred_from": source.name, "source_calibration": bank.calibration}})
