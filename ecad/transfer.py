@@ -29,6 +29,7 @@ shift, as FLUX.1-dev), pass the levels of each size and the same rule applies.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -152,3 +153,89 @@ def transfer_bank(bank: Any, pipe: Any, target: Setting, *, note: str | None = N
     return bank.model_copy(update={
         **target.to_dict(), "entries": entries, "profiles": [],
         "calibration": {"transferred_from": source.name, "source_calibration": bank.calibration}})
+
+
+# -- what a transfer does to quality, measured ------------------------------------------------
+
+#: metric -> (its key in a measurement row at the source setting, at the target setting)
+TRANSFER_METRICS = {"psnr": ("source_psnr", "psnr"), "reward_rel": ("source_reward_rel", "reward_rel")}
+INTERVAL = (0.05, 0.95)  # the stated interval: these quantiles of the fit's residuals
+
+
+def _features(source_quality: np.ndarray, target_steps: np.ndarray, source_steps: int) -> np.ndarray:
+    """[1, q, d, d*q, d^2, d^2*q] with d = log2(target / source steps): quality moves with the
+    step ratio, more for schedules that were already near their limit."""
+    q = np.asarray(source_quality, float)
+    d = np.log2(np.asarray(target_steps, float) / source_steps)
+    return np.stack([np.ones_like(q), q, d, d * q, d * d, d * d * q], axis=1)
+
+
+@dataclass(frozen=True)
+class MetricFit:
+    coefficients: tuple[float, ...]
+    interval: tuple[float, float]  # residual quantiles: the estimate's stated interval is estimate + these
+
+
+@dataclass(frozen=True)
+class TransferQualityModel:
+    """An entry's quality at another step count, estimated from its quality where it was
+    calibrated, fitted on measured noise-level transfers of a calibrated bank
+    (`scripts/transfer_quality.py`). Used where no bank was made for a request's setting."""
+
+    model: str
+    source_steps: int
+    fits: dict[str, MetricFit]
+    measured_steps: tuple[int, ...]
+
+    def estimate(self, metric: str, source_value: float, target_steps: int) -> tuple[float, float, float]:
+        """(estimate, low, high) of ``metric`` at ``target_steps`` for an entry with ``source_value``."""
+        fit = self.fits[metric]
+        value = float(_features([source_value], [target_steps], self.source_steps)[0] @ np.asarray(fit.coefficients))
+        return value, value + fit.interval[0], value + fit.interval[1]
+
+    @classmethod
+    def fit(cls, rows: list[dict], *, source_steps: int, model: str) -> "TransferQualityModel":
+        fits = {}
+        steps = np.array([r["steps"] for r in rows], float)
+        for metric, (source_key, target_key) in TRANSFER_METRICS.items():
+            X = _features([r[source_key] for r in rows], steps, source_steps)
+            y = np.array([r[target_key] for r in rows], float)
+            coefficients, *_ = np.linalg.lstsq(X, y, rcond=None)
+            residuals = y - X @ coefficients
+            fits[metric] = MetricFit(tuple(float(c) for c in coefficients),
+                                     tuple(float(v) for v in np.quantile(residuals, INTERVAL)))
+        return cls(model, source_steps, fits, tuple(sorted({int(s) for s in steps})))
+
+    def check(self, rows: list[dict]) -> dict[str, Any]:
+        """How often the measured value falls in the stated interval: in sample, and leaving each
+        target step count out of the fit (the honest figure for a step count never measured)."""
+        out: dict[str, Any] = {}
+        for metric, (source_key, target_key) in TRANSFER_METRICS.items():
+            inside = [self.estimate(metric, r[source_key], r["steps"]) for r in rows]
+            in_sample = np.mean([lo <= r[target_key] <= hi for r, (_, lo, hi) in zip(rows, inside)])
+            held_out = []
+            for steps in self.measured_steps:
+                train = [r for r in rows if r["steps"] != steps]
+                if len({r["steps"] for r in train}) < 3:
+                    continue
+                fitted = TransferQualityModel.fit(train, source_steps=self.source_steps, model=self.model)
+                for r in (r for r in rows if r["steps"] == steps):
+                    _, lo, hi = fitted.estimate(metric, r[source_key], steps)
+                    held_out.append(lo <= r[target_key] <= hi)
+            errors = [abs(r[target_key] - est) for r, (est, _, _) in zip(rows, inside)]
+            out[metric] = {"in_interval": float(in_sample), "in_interval_step_count_left_out":
+                           float(np.mean(held_out)) if held_out else None,
+                           "median_abs_error": float(np.median(errors)), "rows": len(rows)}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "source_steps": self.source_steps, "measured_steps": list(self.measured_steps),
+                "interval_quantiles": list(INTERVAL),
+                "fits": {m: {"coefficients": list(f.coefficients), "interval": list(f.interval)}
+                         for m, f in self.fits.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TransferQualityModel":
+        return cls(data["model"], int(data["source_steps"]),
+                   {m: MetricFit(tuple(f["coefficients"]), tuple(f["interval"])) for m, f in data["fits"].items()},
+                   tuple(int(s) for s in data["measured_steps"]))
