@@ -49,7 +49,7 @@ def build_bank(model_dir: Path, bank_path: Path) -> Path:
     from ecad.generate import load_pipeline
     from ecad.schedule import CacheSchedule
     from ecad.setting import Setting
-    from ecad.testing import heuristic_bank, synthetic_profile
+    from serving_helpers import heuristic_bank, synthetic_profile
     from ecad.tiny import TINY_IMAGE_SIZE
 
     pipe = load_pipeline(model_dir)
@@ -99,7 +99,7 @@ def browser_ready():
 
 @pytest.fixture(scope="module")
 def server(browser_ready, tmp_path_factory):
-    from ecad.testing import running_server
+    from serving_helpers import running_server
     from ecad.tiny import build_tiny_pipeline
 
     root = tmp_path_factory.mktemp("ui-e2e")

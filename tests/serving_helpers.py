@@ -1,4 +1,4 @@
-"""Helpers for tests, demos and benchmarks: a bank of heuristic schedules for any pipeline, a
+"""Test helpers: a bank of heuristic schedules for any pipeline, a
 synthetic latency profile, and the real server started on a free local port.
 
 The quality numbers of `heuristic_bank` are a stand-in (the fraction of recomputed work), so a bank
