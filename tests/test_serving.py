@@ -475,3 +475,33 @@ def test_a_guidance_reuse_entry_is_served_and_runs_without_it_at_guidance_1(tiny
                                                             guidance_scale=1.0)))
     assert result.schedule_id == "fora-3-guided"
     assert torch.equal(result.images, generate(pipe, ["a"], [3], no_cfg, schedule=fora3))
+
+
+def test_every_ecad_variable_is_read_by_serving_config_and_documented_in_the_readme():
+    import re
+
+    from ecad.serving.config import ENV_VARS
+
+    code = "".join(path.read_text() for folder in ("ecad", "server") for path in (REPO_ROOT / folder).rglob("*.py"))
+    named_in_code = set(re.findall(r"\bECAD_[A-Z0-9_]+", code))
+    readme = (REPO_ROOT / "README.md").read_text()
+    documented = re.findall(r"^\| `(ECAD_[A-Z0-9_]+)` \| [^|]+ \| [^|]+ \|$", readme, re.M)
+    assert len(documented) == len(set(documented))
+    assert named_in_code == set(ENV_VARS) == set(documented)
+    fields = ServingConfig.__dataclass_fields__
+    assert all(name in fields for name, _ in ENV_VARS.values())
+
+
+def test_serving_config_from_env_parses_each_variable_and_names_a_bad_one():
+    import os
+
+    env = {"ECAD_MAX_QUEUE": "3", "ECAD_BANK": "", "ECAD_BANK_DIRS": f"a{os.pathsep}b", "ECAD_PERSIST_PROFILE": "1",
+           "ECAD_NUM_THREADS": "2", "ECAD_TIMEOUT_S": "2.5", "UNRELATED": "x"}
+    config = ServingConfig.from_env(env)
+    assert (config.max_queue, config.bank, config.bank_dirs, config.persist_profile, config.num_threads,
+            config.timeout_s) == (3, None, ("a", "b"), True, 2, 2.5)
+    assert ServingConfig.from_env({}) == ServingConfig()
+    with pytest.raises(ValueError, match="ECAD_TIMEOUT_S='soon'"):
+        ServingConfig.from_env({"ECAD_TIMEOUT_S": "soon"})
+    with pytest.raises(ValueError, match="ECAD_PERSIST_PROFILE='maybe': expected 1 or 0"):
+        ServingConfig.from_env({"ECAD_PERSIST_PROFILE": "maybe"})

@@ -211,7 +211,7 @@ def test_playground_end_to_end(server, tmp_path):
             expect(error).to_contain_text("HTTP 400")
             page.click("#errors .error-close")
             page.fill("#prompt", "a red circle at the top left")
-            # ... and so is a negative seed (by BentoML's own input validation: another error shape).
+            # ... and so is a negative seed (by the request model's bounds: the error lists the field).
             page.fill("#seed", "-1")
             page.click("#generate")
             expect(error).to_contain_text("seed", timeout=10_000)
