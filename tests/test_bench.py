@@ -21,7 +21,7 @@ from ecad.generate import generate, load_pipeline
 from ecad.heuristics import fora
 from ecad.hooks import cache_schedule
 from ecad.setting import Setting
-from ecad.testing import heuristic_bank
+from serving_helpers import heuristic_bank
 from ecad.tiny import build_tiny_pipeline
 
 STEPS = 10

@@ -10,7 +10,7 @@ from ecad.paths import SCHEDULES_DIR
 from ecad.quality.fidelity import FidelityScorer
 from ecad.reference import QUALITY_PROXY_METRIC, rescore_bank
 from ecad.setting import Setting
-from ecad.testing import heuristic_bank
+from serving_helpers import heuristic_bank
 from engine_helpers import SIZE, tiny_dir
 
 SETTING = Setting(SIZE, SIZE, 6, 4.5)

@@ -1,6 +1,7 @@
 """A server with several banks of one model: each request is served from the bank made for its
 setting (bit-exact with the library), the nearest one (resampled, and noted) when none is."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,7 +9,7 @@ from ecad.bank import ScheduleBank
 from ecad.generate import generate, load_pipeline
 from ecad.serving import GenerateRequest, RequestError, ScheduleServer, ServingConfig
 from ecad.setting import Setting
-from ecad.testing import heuristic_bank, synthetic_profile
+from serving_helpers import heuristic_bank, synthetic_profile
 from ecad.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
 
 NATIVE = Setting(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 6, 4.5)  # the tiny pipeline's own resolution
@@ -40,10 +41,11 @@ def expected_images(pipe, bank_path, entry_id, prompt, seed, setting):
 
 
 def test_the_default_bank_is_the_one_at_the_models_native_resolution(server):
-    assert [b.id for b in server.banks] == [f"{NATIVE.name}.json", f"{SMALL.name}.json"]
-    assert server.bank.setting == NATIVE and server.limits.setting == NATIVE
+    assert list(server.banks) == [f"{NATIVE.name}.json", f"{SMALL.name}.json"]
+    assert server.default_bank is server.banks[f"{NATIVE.name}.json"]
+    assert server.default_bank.bank.setting == NATIVE and server.limits.setting == NATIVE
     result = server.generate(server.resolve(GenerateRequest(prompt="a", seed=1, schedule_id="fora-2")))
-    assert result.bank == f"{NATIVE.name}.json" and result.notes == []
+    assert result.request.served.id == f"{NATIVE.name}.json" and result.notes == []
 
 
 @pytest.mark.parametrize("setting", [NATIVE, SMALL], ids=lambda s: s.name)
@@ -53,10 +55,10 @@ def test_each_setting_is_served_from_its_own_bank_bit_exact(server, tiny, settin
     body = dict(prompt="a red cat", seed=11, width=setting.width, height=setting.height,
                 num_inference_steps=setting.num_inference_steps, schedule_id=entry_id)
     result = server.generate(server.resolve(GenerateRequest(**body)))
-    assert result.bank == f"{setting.name}.json"
+    assert result.request.served.id == f"{setting.name}.json"
     assert result.notes == []  # made for it: no resampling, no scaling
     assert result.schedule_id == entry_id or (entry_id is None and result.schedule_id == "no-cache")
-    bank_path = bank_dir / "tiny-pixart" / result.bank
+    bank_path = bank_dir / "tiny-pixart" / result.request.served.id
     assert torch.equal(result.images, expected_images(pipe, bank_path, result.schedule_id, "a red cat", 11, setting))
 
 
@@ -64,18 +66,43 @@ def test_a_setting_without_a_bank_gets_the_nearest_resampled_and_noted(server, t
     _, bank_dir, pipe = tiny
     wanted = NATIVE.with_changes(num_inference_steps=5)  # the native resolution, the small bank's steps
     request = server.resolve(GenerateRequest(prompt="a", seed=5, num_inference_steps=5, schedule_id="fora-2"))
-    assert request.bank == f"{NATIVE.name}.json"  # same resolution beats same steps
+    assert request.served is server.default_bank  # same resolution beats same steps
     result = server.generate(request)
-    assert result.bank == f"{NATIVE.name}.json"
+    assert result.request.served.id == f"{NATIVE.name}.json"
     assert any(n.startswith(f"no bank for {wanted.name}") and "resampled from 6 to 5 steps" in n
                for n in result.notes), result.notes
-    bank_path = bank_dir / "tiny-pixart" / result.bank
+    bank_path = bank_dir / "tiny-pixart" / result.request.served.id
     assert torch.equal(result.images, expected_images(pipe, bank_path, "fora-2", "a", 5, wanted))
+
+
+@pytest.mark.parametrize("steps, guidance", [(6, 4.5), (9, 4.5), (4, 4.5), (6, 1.0), (9, 1.0)])
+def test_schedule_for_is_the_entry_resampled_to_the_settings_steps_without_guidance_reuse_at_guidance_1(
+        server, steps, guidance):
+    from ecad.planning import LatencyQuantiles
+    from ecad.schedule import CacheSchedule
+    from ecad.serving import ServedBank
+
+    default = server.default_bank
+    fora3 = default.schedules["fora-3"]
+    guided = CacheSchedule.from_actions(fora3.actions, fora3.layout, fora3.skip, np.arange(fora3.num_steps) % 2 == 1)
+    entry = default.bank.entry("fora-3").model_copy(update={"id": "guided", "schedule": guided.to_dict()})
+    bank = default.bank.model_copy(update={"entries": [*default.bank.entries, entry]})
+    served = ServedBank("b.json", default.path, bank, default.profile, LatencyQuantiles())
+    setting = NATIVE.with_changes(num_inference_steps=steps, guidance_scale=guidance)
+    for entry_id, schedule in (("fora-3", fora3), ("guided", guided)):
+        prepared = served.schedule_for(entry_id, setting)
+        expected = schedule.resample(steps)
+        if guidance <= 1:
+            expected = expected.without_guidance_reuse()
+        assert prepared.num_steps == steps and prepared == expected
+        assert served.schedule_for(entry_id, setting) is prepared  # prepared once
+    assert served.schedule_for("guided", setting).guidance_reuse.any() == (guidance > 1)
+    assert served.schedule_for("fora-3", NATIVE) == fora3  # the bank's own setting: its own schedule
 
 
 def test_budgets_are_planned_with_the_chosen_banks_profile(server, tiny):
     _, bank_dir, pipe = tiny
-    small = server.loaded.served(f"{SMALL.name}.json")
+    small = server.banks[f"{SMALL.name}.json"]
     fastest = min(small.profile.latency_ms, key=small.profile.latency_ms.get)
     budget = small.profile.latency_ms[fastest] * 1.0001
     fields = dict(prompt="b", seed=2, width=SMALL.width, height=SMALL.height, latency_ms=budget,
@@ -85,7 +112,7 @@ def test_budgets_are_planned_with_the_chosen_banks_profile(server, tiny):
     assert plan.entry_id == fastest and plan.on_time
     assert plan.predicted_ms == pytest.approx(small.profile.latency_ms[fastest])  # that bank's, not the default's
     result = server.generate(request)
-    assert torch.equal(result.images, expected_images(pipe, bank_dir / "tiny-pixart" / result.bank, fastest,
+    assert torch.equal(result.images, expected_images(pipe, bank_dir / "tiny-pixart" / result.request.served.id, fastest,
                                                       "b", 2, SMALL))
 
 
@@ -127,10 +154,10 @@ def test_each_bank_learns_its_own_latency_and_gets_its_share_of_the_profiling_bu
     learning = ScheduleServer(ServingConfig(model=str(model), bank_dirs=(str(unprofiled.parent),), profile_repeats=1,
                                             profile_time_budget_s=30, latency_window=8), pipe=pipe)
     assert budgets == [15, 15]
-    assert all(set(b.profile.latency_ms) == set(b.schedules) for b in learning.banks)
+    assert all(set(b.profile.latency_ms) == set(b.schedules) for b in learning.banks.values())
     request = learning.resolve(GenerateRequest(prompt="a", seed=1, schedule_id="no-cache"))
     for _ in range(4):
         learning.generate(request)
-    native, small = (learning.queue.latency[b.id] for b in learning.banks)
+    native, small = (b.latency for b in learning.banks.values())
     assert native.factors(["no-cache"]) != {"no-cache": 1.1}  # observed
     assert small.factors(["no-cache"]) == {"no-cache": 1.1}  # still the cold margin: another bank's entry
