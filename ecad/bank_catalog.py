@@ -75,7 +75,7 @@ def _distance(bank: Setting, wanted: Setting) -> tuple:
 def choose_bank(settings: Mapping[str, Setting], wanted: Setting) -> tuple[str, str | None]:
     """The bank that serves `wanted`, from `settings` (each bank's name -> the setting it was made
     for): the one made for it, with no note; else the nearest (see `_distance`, ties to the first),
-    with a note naming what differs and whether its schedules are resampled to other steps."""
+    with a note naming what differs and whether its schedules are moved to other steps."""
     if not settings:
         raise BankError(f"no schedule bank to choose from for {wanted}")
     name = min(settings, key=lambda n: _distance(settings[n], wanted))
@@ -84,7 +84,8 @@ def choose_bank(settings: Mapping[str, Setting], wanted: Setting) -> tuple[str, 
         return name, None
     differences = [f"{k} {getattr(have, k)} -> {getattr(wanted, k)}" for k in wanted.to_dict()
                    if getattr(have, k) != getattr(wanted, k)]
-    steps = (f"; schedules resampled from {have.num_inference_steps} to {wanted.num_inference_steps} steps"
+    steps = (f"; its schedules moved by noise level from {have.num_inference_steps} to "
+             f"{wanted.num_inference_steps} steps, their quality estimated"
              if have.num_inference_steps != wanted.num_inference_steps else "")
     return name, (f"no bank for {wanted.name} at guidance {wanted.guidance_scale} among "
                   f"{', '.join(sorted(settings))}; using {name} ({', '.join(differences)}){steps}")

@@ -34,16 +34,16 @@ def test_exact_setting_is_chosen_without_a_note():
     assert choose_bank(settings(find_banks(FLUX)), Setting(1024, 1024, 20, 5.0)) == ("1024x1024-20steps.json", None)
 
 
-def test_no_match_takes_the_nearest_and_says_it_resamples():
+def test_no_match_takes_the_nearest_and_says_it_moves_the_schedules():
     banks = settings(find_banks(FLUX))
     name, note = choose_bank(banks, Setting(1024, 1024, 28, 3.5))
     assert name == "1024x1024-20steps.json"  # same resolution beats the rest
     assert note.startswith("no bank for 1024x1024-28steps at guidance 3.5 among 1024x1024-20steps.json, "
                            "256x256-20steps.json; using 1024x1024-20steps.json")
-    assert "num_inference_steps 20 -> 28" in note and "resampled from 20 to 28 steps" in note
+    assert "num_inference_steps 20 -> 28" in note and "moved by noise level from 20 to 28 steps" in note
     name, note = choose_bank(banks, Setting(512, 512, 20, 5.0))
     assert name == "256x256-20steps.json"  # 256² is nearer 512² than 1024² is
-    assert "resampled" not in note and "height 256 -> 512" in note
+    assert "moved" not in note and "height 256 -> 512" in note
     name, note = choose_bank(banks, Setting(256, 256, 20, 3.5))
     assert name == "256x256-20steps.json" and note.endswith("(guidance_scale 5.0 -> 3.5)")
 

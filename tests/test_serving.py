@@ -197,11 +197,11 @@ def test_impossible_budget_serves_the_fastest_and_says_so(server):
     assert any("cannot be met" in n for n in result.notes)
 
 
-def test_other_steps_and_size_are_resampled_and_noted(server):
+def test_other_steps_and_size_are_moved_and_noted(server):
     request = server.resolve(GenerateRequest(prompt="a", seed=1, num_inference_steps=9, width=SIZE * 2))
     result = server.generate(request)
     assert result.images.shape == (1, 3, SIZE, SIZE * 2)
-    assert any("resampled" in n for n in result.notes) and any("resolution" in n for n in result.notes)
+    assert any("moved by noise level" in n for n in result.notes) and any("resolution" in n for n in result.notes)
 
 
 def test_queue_wait_counts_against_the_budget(server):

@@ -112,8 +112,8 @@ def shape_notes(profiled: RequestShape, shape: RequestShape) -> list[str]:
     p, s = profiled.setting, shape.setting
     notes = []
     if s.num_inference_steps != p.num_inference_steps:
-        notes.append(f"schedule resampled from {p.num_inference_steps} to {s.num_inference_steps} steps; "
-                     "latency predicted by scaling")
+        notes.append(f"schedule moved by noise level from {p.num_inference_steps} to {s.num_inference_steps} "
+                     "steps; latency predicted by scaling")
     if (s.height, s.width) != (p.height, p.width):
         notes.append(f"resolution {s.width}x{s.height} differs from the bank's {p.width}x{p.height}; "
                      "latency predicted by scaling with tokens")

@@ -33,9 +33,16 @@ class ScheduleServer:
 
     def bank_for(self, setting: Setting) -> tuple[ServedBank, tuple[str, ...]]:
         """The bank made for ``setting``, else the nearest (``ecad.bank_catalog.choose_bank``), and
-        the note saying so (with one bank, the resampling is noted with the prediction instead)."""
+        the notes saying so and how the quality of its entries is known there."""
         bank_id, note = choose_bank(self._settings, setting)
-        return self.banks[bank_id], () if note is None or len(self.banks) == 1 else (note,)
+        served = self.banks[bank_id]
+        notes = () if note is None or len(self.banks) == 1 else (note,)
+        if not served.made_for(setting):
+            how = ("estimated from this bank's measured transfers (`quality_interval` is the estimate's)"
+                   if served.transfer_quality is not None else "not measured at this setting (the bank's own figure)")
+            notes += (f"no bank was made for {setting.name}: {served.id}'s schedules are moved by noise level "
+                      f"from {served.bank.num_inference_steps} steps; their quality is {how}",)
+        return served, notes
 
     def resolve(self, request: GenerateRequest) -> ResolvedRequest:
         """The request checked against this server's limits and resolved, once, to the bank that
@@ -70,6 +77,9 @@ class ScheduleServer:
             "timeout_s": self.config.timeout_s,
             "queue_length": self.queue.queue_length(),
             "limits": self.limits.view(),
+            # requests at these settings are served from a bank made for them; elsewhere from the
+            # nearest bank, its schedules moved by noise level and their quality estimated
+            "settings_with_own_bank": [served.bank.setting.name for served in self.banks.values()],
             "banks": banks,
         }
 
@@ -89,6 +99,7 @@ class ScheduleServer:
                     "id": entry.id,
                     "source": entry.source,
                     "quality": entry.quality,
+                    "validation": entry.validation,
                     "macs": entry.macs,
                     "recompute_fraction": round(float(served.schedules[entry.id].mask.mean()), 4),
                     "profiled_ms": round(profile.latency_ms[entry.id], 3),

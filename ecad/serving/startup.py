@@ -5,6 +5,8 @@ Everything slow or model-specific happens here; requests then only plan and run.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from ecad.serving.banks import ServedBank
 from ecad.serving.config import ServingConfig, load_banks
 from ecad.serving.request import RequestLimits
 from ecad.setting import Setting
+from ecad.transfer import TransferQualityModel, noise_levels
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +54,35 @@ def start(config: ServingConfig, pipe=None) -> tuple[Any, dict[str, ServedBank],
     unprofiled = sum(stored_profile(pipe, bank) is None for bank in found.values())
     budget_s = config.profile_time_budget_s / max(1, unprofiled)
     names = [path.name for path in found]
+    levels = functools.cache(lambda setting: noise_levels(pipe, setting))
     banks: dict[str, ServedBank] = {}
     for path, bank in found.items():
         bank, profile = ensure_profile(pipe, bank, path, config, budget_s)
         bank_id = path.name if names.count(path.name) == 1 else str(path)
         tail = LatencyQuantiles(config.latency_quantile, config.latency_window, config.latency_margin)
-        banks[bank_id] = ServedBank(bank_id, path, bank, profile, tail)
+        banks[bank_id] = ServedBank(bank_id, path, bank, profile, tail, noise_levels=levels,
+                                    transfer_quality=transfer_quality_of(path, bank))
     for served in banks.values():
         warm_up(pipe, served)
     return pipe, banks, limits
+
+
+def transfer_quality_of(bank_path: Path, bank: ScheduleBank) -> TransferQualityModel | None:
+    """The measured transfers of this bank (``transfer-quality/<bank file>`` beside it), if any."""
+    path = bank_path.parent / "transfer-quality" / bank_path.name
+    if not path.is_file():
+        return None
+    try:
+        model = TransferQualityModel.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        logger.warning("%s: unreadable transfer-quality file, quality away from the bank's steps is not estimated: %s",
+                       path, err)
+        return None
+    if model.source_steps != bank.num_inference_steps:
+        logger.warning("%s: made for %d steps, the bank has %d; not used", path, model.source_steps,
+                       bank.num_inference_steps)
+        return None
+    return model
 
 
 def default_first(banks: dict[Path, ScheduleBank], native: tuple[int, int]) -> dict[Path, ScheduleBank]:
