@@ -1,6 +1,6 @@
 """The one path from (pipeline, setting, schedule, prompts x seeds) to images and to scores.
 
-Calibration (`ecad.search.evaluator`), rescoring an imported bank (`ecad.reference.rescore_bank`),
+Calibration (`ecad.search.evaluator`), rescoring and validating a bank (`ecad.rescore`),
 the benchmark (`ecad.bench.runner`) and the model card (`scripts/eval_bundled.py`) all render and
 score through here:
 

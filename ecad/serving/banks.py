@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ecad.bank import HardwareProfile, ScheduleBank
+from ecad.bank import HardwareProfile, ScheduleBank, quality_for_ranking
 from ecad.planning import LatencyQuantiles, PredictedEntry, RequestShape, predict_entries, scale_latency
 from ecad.schedule import CacheSchedule
 from ecad.setting import Setting
@@ -64,10 +64,13 @@ class ServedBank:
         metric = self.bank.quality_metric
         self.schedules = {entry.id: entry.cache_schedule() for entry in self.bank.entries}
         self.quality = {}
+        no_cache = self.bank.no_cache_entry()
         for entry in self.bank.entries:
             if entry.validation and metric in entry.validation:  # prompts the search never saw
-                low, high = (entry.interval or {}).get(metric, (None, None))
-                self.quality[entry.id] = EntryQuality(entry.validation[metric], low, high, basis="validation")
+                # what one served image gets (the spread of single images), else the mean's interval
+                low, high = (entry.spread or entry.interval or {}).get(metric, (None, None))
+                self.quality[entry.id] = EntryQuality(quality_for_ranking(entry, no_cache, metric), low, high,
+                                                      basis="validation")
             else:
                 self.quality[entry.id] = EntryQuality(entry.quality[metric], estimated=not entry.quality_measured,
                                                       basis="measured" if entry.quality_measured else "not measured")
