@@ -113,7 +113,7 @@ def test_three_objective_calibration_writes_a_valid_bank(tiny_model, tmp_path):
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert {len(p["F"]) for p in state["population"]} == {3}, "(-psnr, -ssim, cost)"
     points = np.array([[-e.quality["psnr"], -e.quality["ssim"], e.macs] for e in bank.entries])
-    from ecad.search.engine.hypervolume import nondominated_mask
+    from ecad.search.optimizer.hypervolume import nondominated_mask
 
     on_front = nondominated_mask(points)
     # the searched entries are the 3-objective front; a heuristic may sit behind it within its noise
@@ -161,9 +161,9 @@ def test_actions_search_seeds_real_v2_heuristics_writes_a_servable_v2_bank_and_r
     from ecad.generate import generate, load_pipeline
     from ecad.heuristics import heuristic_suite
     from ecad.schedule import FORECAST
-    from ecad.search import render
+    from ecad.search import genome
 
-    assert ACTIONS == render.ACTIONS
+    assert ACTIONS == genome.ACTIONS
     args = ["--actions", "reuse,forecast,skip", "--no-plot", "--scorer-arg", "max_psnr=150"]
     assert main(common(tiny_model, tmp_path / "a", "--generations", "1", *args)) == 0
     assert main(common(tiny_model, tmp_path / "a", "--generations", "2", *args)) == 0  # resumed, extended
@@ -302,17 +302,17 @@ def test_renders_from_another_run_give_the_records_rendering_would_under_the_new
     # a run that searches one more action (guidance reuse) starts from the source's renders, re-encoded
     # in its wider gene space; a run searching fewer actions than the source is refused
     from ecad.schedule import BlockLayout
-    from ecad.search.render import search_space
+    from ecad.search.genome import Genome
 
     wider = ("reuse", "forecast", "skip", "guidance")
     assert run("guided", "--generations", "0", "--actions", ",".join(wider), "--renders-from", str(tmp_path / "macs")) == 0
     guided = {r["key"]: r for r in memo_records(tmp_path / "guided")}
     assert set(source) <= set(guided)
     config = json.loads((tmp_path / "guided" / "config.json").read_text())
-    genes, space = search_space(BlockLayout.from_dict(config["task"]["layout"]), 4, wider)
+    genome = Genome(BlockLayout.from_dict(config["task"]["layout"]), 4, wider)
     for key, record in source.items():
         assert guided[key]["images"] == 0 and guided[key]["metrics"] == record["metrics"]
-        schedule = genes.from_genes(space.unpack(guided[key]["bits"]))
+        schedule = genome.decode(genome.space.unpack(guided[key]["bits"]))
         assert schedule.hash == key and not schedule.guidance_reuse.any()
     capsys.readouterr()
     assert run("narrow", "--generations", "0", "--actions", "reuse", "--renders-from", str(tmp_path / "guided")) == 2
@@ -378,7 +378,7 @@ def test_bank_metadata_writes_the_model_folder_relative_to_the_bank(tmp_path):
 
 
 def test_merging_two_runs_writes_the_front_over_both_with_their_validation(tiny_model, tmp_path, capsys):
-    from ecad.search.engine.hypervolume import nondominated_mask
+    from ecad.search.optimizer.hypervolume import nondominated_mask
     from ecad.search.merge import main as merge
 
     def calibrate(name, *extra):
