@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -37,6 +39,34 @@ def test_help_explains_the_command(capsys):
     text = capsys.readouterr().out
     for word in ("Pareto", "--generations", "--ray", "--cost", "resume", "--scorer"):
         assert word in text
+
+
+def test_the_search_seed_is_named_apart_from_the_image_seeds_and_seed_still_works():
+    parser = build_parser()
+    assert parser.parse_args([]).search_seed == 0
+    assert parser.parse_args(["--seed", "3"]).search_seed == 3, "the old spelling, hidden"
+    args = parser.parse_args(["--search-seed", "4", "--seeds", "5,6"])
+    assert (args.search_seed, args.image_seeds) == (4, "5,6")
+    text = parser.format_help()
+    assert "--search-seed" in text and not re.search(r"--seed\b(?!-)", text)
+
+
+def test_each_genome_decodes_each_gene_vector_once(tiny_model, tmp_path, monkeypatch):
+    from ecad.search.genome import GeneSpace
+
+    decoded = Counter()
+    from_genes = GeneSpace.from_genes
+
+    def counting(self, genes):
+        decoded[id(self), np.asarray(genes).tobytes()] += 1
+        return from_genes(self, genes)
+
+    monkeypatch.setattr(GeneSpace, "from_genes", counting)
+    assert main(common(tiny_model, tmp_path, "--generations", "2", "--no-plot", "--scorer-arg", "max_psnr=150")) == 0
+    assert decoded and max(decoded.values()) == 1
+    # in process, two genomes: the driver's (memo keys, bank) and the evaluator's (render and cost)
+    per_genome = sorted(Counter(genome for genome, _ in decoded).values())
+    assert len(per_genome) == 2 and per_genome[0] == len(memo_records(tmp_path / "run"))
 
 
 def test_calibration_writes_a_valid_bank_and_extends_without_reevaluating(tiny_model, tmp_path):

@@ -122,6 +122,17 @@ def test_nondominated_and_hypervolume():
     assert hypervolume(F[[0, 1]], [0, 0], [1, 1], reference=2.0) == pytest.approx(3.0)
 
 
+@pytest.mark.parametrize("objectives", [2, 3, 4])
+def test_nondominated_mask_is_the_definition_with_ties_and_duplicates_kept(objectives):
+    rng = np.random.default_rng(objectives)
+    for _ in range(200):
+        F = rng.integers(0, 4, size=(int(rng.integers(0, 30)), objectives)).astype(float)  # many ties
+        if len(F):
+            F[rng.integers(len(F))] = np.inf
+        dominated = [(np.all(F <= f, axis=1) & np.any(F < f, axis=1)).any() for f in F]
+        assert nondominated_mask(F).tolist() == [not d for d in dominated]
+
+
 def test_found_front_reaches_the_true_front(tmp_path):
     task = synthetic_task(shape=(4, 2, 2))
     result = run_search(task, tmp_path, LocalExecutor(task.recipe), generations=30,

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-score the final front on N validation prompts the search never saw (disjoint from "
                    "the calibration and the benchmark's held-out prompts); entries then store validation means "
                    "and bootstrap intervals (default 0: off)")
-    q.add_argument("--seeds", default="0,1", help="image seeds shared by every candidate (default %(default)s)")
+    q.add_argument("--seeds", dest="image_seeds", default="0,1",
+                   help="image seeds shared by every candidate (default %(default)s)")
     q.add_argument("--batch-size", type=int, help="images per pipeline call (default: all prompts x seeds)")
     c = p.add_argument_group("cost objective")
     c.add_argument("--cost", choices=["macs", "latency", "fitted"], default="macs",
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         native = native_resolution(args.model)
     setting = Setting(args.height or native[0], args.width or native[1], args.steps, args.guidance)
     prompts = read_prompt_file(args.prompts) if args.prompts else prompt_set(args.model, args.num_prompts)
-    image_seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    image_seeds = [int(s) for s in args.image_seeds.split(",") if s.strip()]
     try:
         objectives = parse_objectives(args.objectives, args.model)
         floors = parse_floors(args.quality_floor, objectives)

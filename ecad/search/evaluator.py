@@ -51,7 +51,7 @@ class RenderRecipe:
     extra_scorers: dict[str, dict[str, Any]] = field(default_factory=dict)
     cost: str = "macs"
     device: str = "cpu"
-    #: a torch floating-point dtype's name (``ecad.cli.options.DTYPES``)
+    #: a torch floating-point dtype's name, e.g. "bfloat16"
     dtype: str = "float32"
     batch_size: int | None = None
     num_threads: int | None = None

@@ -141,7 +141,8 @@ class GeneSpace:
         return CacheSchedule.repaired(actions, self.layout, skip, guidance)
 
 
-#: decoded schedules a genome keeps (a generation's population and offspring, many times over)
+#: decoded schedules a genome keeps: more than a generation's population and offspring (the
+#: schedules are immutable, so handing one out twice is safe)
 DECODED_KEPT = 4096
 
 
@@ -174,17 +175,18 @@ class Genome:
 
     def with_actions(self, actions) -> "Genome":
         """The genome of the same layout and steps searching ``actions``."""
-        return Genome(self.layout, self.num_steps, parse_actions(actions))
+        return Genome(self.layout, self.num_steps, actions)
 
     def decode(self, genes: np.ndarray) -> CacheSchedule:
         """The (valid, repaired) schedule a gene vector stands for; decoded once per vector."""
         genes = self.space.coerce(genes)
         raw = genes.tobytes()
-        schedule = self._decoded.get(raw)
-        if schedule is None:
-            schedule = self._decoded[raw] = self.genes.from_genes(genes)
-            if len(self._decoded) > DECODED_KEPT:
-                self._decoded.popitem(last=False)
+        if raw in self._decoded:
+            self._decoded.move_to_end(raw)
+            return self._decoded[raw]
+        schedule = self._decoded[raw] = self.genes.from_genes(genes)
+        if len(self._decoded) > DECODED_KEPT:  # the least recently used goes
+            self._decoded.popitem(last=False)
         return schedule
 
     def encode(self, schedule: CacheSchedule) -> np.ndarray:

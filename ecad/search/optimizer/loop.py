@@ -49,6 +49,7 @@ log = logging.getLogger("ecad.search")
 #: relative spread of the seeded heuristics' quality below which the scorer is called blind
 BLIND_SCORER_SPREAD = 0.02
 
+
 class Proposal(NamedTuple):
     """A gene vector on its way to the memo."""
 
