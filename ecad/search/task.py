@@ -8,7 +8,7 @@ later (:class:`ModelTask`: the genome, a typed :class:`ModelDescription`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ecad.paths import model_name
@@ -30,19 +30,11 @@ class ModelDescription:
     layout: BlockLayout
     scorer: str
     cost: str
-
-    @property
-    def cost_label(self) -> str:
-        return COST_LABELS[self.cost]
-
-    @property
-    def quality_label(self) -> str:
-        return self.scorer
+    cost_label: str
+    quality_label: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.model, "model_fingerprint": self.model_fingerprint,
-                "layout": self.layout.to_dict(), "scorer": self.scorer, "cost": self.cost,
-                "cost_label": self.cost_label, "quality_label": self.quality_label}
+        return {**asdict(self), "layout": self.layout.to_dict()}
 
 
 @dataclass(kw_only=True)
@@ -93,5 +85,6 @@ def build_model_task(recipe: RenderRecipe, objectives: tuple[str, ...] = (), *,
         floors=tuple(floors),
         description=ModelDescription(name=f"{model_name(recipe.model)} {recipe.setting.name}", model=recipe.model,
                                      model_fingerprint=fingerprint(config), layout=layout, scorer=recipe.scorer,
-                                     cost=recipe.cost),
+                                     cost=recipe.cost, cost_label=COST_LABELS[recipe.cost],
+                                     quality_label=recipe.scorer),
     )
