@@ -75,7 +75,7 @@ def run_name(variant: str, seed: int) -> str:
 
 def calibrate_args(args, variant: str, seed: int) -> list[str]:
     run = Path(args.out) / run_name(variant, seed)
-    return ["--model", args.model, "--actions", VARIANTS[variant], "--seed", str(seed),
+    return ["--model", args.model, "--actions", VARIANTS[variant], "--search-seed", str(seed),
             "--population", str(args.population), "--generations", str(args.generations),
             "--num-prompts", str(args.num_prompts), "--seeds", "0", "--objectives", "psnr", "--cost", "macs",
             "--run-dir", str(run), "--out", str(run / "bank.json"), "--no-progress", "--no-plot"]
