@@ -55,13 +55,17 @@ def native_resolution(model: Any) -> tuple[int, int]:
     if not isinstance(model, (str, os.PathLike)):
         sample = getattr(model, "default_sample_size", None) or model.transformer.config.get("sample_size")
         return int(sample) * model.vae_scale_factor, int(sample) * model.vae_scale_factor
+    _, config = transformer_skeleton(model)
+    side = int(config.get("sample_size") or 64) * vae_scale_factor(model)
+    return side, side
+
+
+def vae_scale_factor(model: str | os.PathLike) -> int:
+    """The VAE's downsampling factor of a model folder / hub id, from its config (no weights)."""
     import diffusers
 
-    _, config = transformer_skeleton(model)
     vae = diffusers.AutoencoderKL.load_config(str(model), subfolder="vae")
-    factor = 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
-    side = int(config.get("sample_size") or 64) * factor
-    return side, side
+    return 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
 
 
 def _as_list(value: str | Sequence[str] | None, n: int, what: str) -> list[str] | None:

@@ -14,14 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
-
 from ecad.bank import ScheduleBank
 from ecad.cost import image_macs
 from ecad.evaluate import Evaluation, ImageGrid, Scoring
-from ecad.stats import bootstrap_interval
-
-SPREAD_QUANTILES = (0.05, 0.95)
+from ecad.stats import bootstrap_interval, spread
 
 
 def rescore_bank(pipe: Any, bank: ScheduleBank, scorer: Any, prompts: Sequence[str], seeds: Sequence[int], *,
@@ -74,7 +70,7 @@ def validate_bank(pipe: Any, bank: ScheduleBank, scoring: Scoring, prompts: Sequ
         entries.append(entry.model_copy(update={
             "validation": {name: float(v.mean()) for name, v in values.items()},
             "interval": {name: bootstrap_interval(v) for name, v in values.items()},
-            "spread": {name: tuple(float(q) for q in np.quantile(v, SPREAD_QUANTILES)) for name, v in values.items()},
+            "spread": {name: spread(v) for name, v in values.items()},
         }))
     calibration = {**bank.calibration, "validation_prompts": list(prompts), "validation_seeds": [int(s) for s in seeds]}
     return bank.model_copy(update={"entries": entries, "calibration": calibration})

@@ -33,3 +33,13 @@ def bootstrap_interval(*samples, statistic: Callable[..., np.ndarray] | None = N
 
 def median_of_rows(x: np.ndarray, *_) -> np.ndarray:
     return np.median(x, axis=1)
+
+
+#: a single image's stated range: these quantiles over the images a figure was measured on
+SPREAD_QUANTILES = (0.05, 0.95)
+
+
+def spread(values) -> tuple[float, float]:
+    """The 5th and 95th percentile of ``values`` (single images' scores): what one image gets."""
+    low, high = np.quantile(np.asarray(values, dtype=float), SPREAD_QUANTILES)
+    return float(low), float(high)

@@ -29,6 +29,7 @@ shift, as FLUX.1-dev), pass the levels of each size and the same rule applies.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,28 +39,43 @@ from ecad.schedule import FORECAST, RECOMPUTE, REUSE, CacheSchedule
 from ecad.setting import Setting
 
 
-def noise_levels(pipe: Any, setting: Setting) -> np.ndarray:
-    """The timesteps (decreasing noise) the pipeline's scheduler runs at ``setting``.
+def noise_levels(model: Any, setting: Setting) -> np.ndarray:
+    """The timesteps (decreasing noise) the model's scheduler runs at ``setting``.
 
-    A fresh scheduler from the pipeline's config, so the pipeline's own state is untouched. A
-    flow-matching scheduler with a resolution-dependent shift gets the shift the pipeline would
-    compute for this size (diffusers' `calculate_shift` on the image token count)."""
+    ``model``: a loaded pipeline, or a model folder / hub id (its scheduler config and transformer
+    config are read, no weights). A fresh scheduler is built from the config, so a pipeline's own
+    state is untouched. A flow-matching scheduler with a resolution-dependent shift gets the shift
+    the pipeline would compute for this size (diffusers' `calculate_shift` on the image tokens)."""
     from ecad.adapters import get_adapter
 
-    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    scheduler, transformer, vae_scale_factor = _scheduler_parts(model)
     steps = setting.num_inference_steps
     config = scheduler.config
     if config.get("use_dynamic_shifting"):
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-        tokens = get_adapter(pipe).num_tokens(pipe.transformer, height=setting.height, width=setting.width,
-                                              vae_scale_factor=pipe.vae_scale_factor)
+        tokens = get_adapter(transformer).num_tokens(transformer, height=setting.height, width=setting.width,
+                                                     vae_scale_factor=vae_scale_factor)
         mu = calculate_shift(tokens, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
                              config.get("base_shift", 0.5), config.get("max_shift", 1.15))
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), mu=mu)
     else:
         scheduler.set_timesteps(steps)
     return np.asarray(scheduler.timesteps, dtype=float)[:steps]
+
+
+def _scheduler_parts(model: Any) -> tuple[Any, Any, int]:
+    """(a fresh scheduler, the transformer (a meta-device skeleton for a folder), the VAE factor)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return type(model.scheduler).from_config(model.scheduler.config), model.transformer, model.vae_scale_factor
+    import diffusers
+
+    from ecad.generate import transformer_skeleton, vae_scale_factor
+
+    index = diffusers.DiffusionPipeline.load_config(str(model))
+    scheduler_cls = getattr(diffusers, index["scheduler"][1])
+    scheduler = scheduler_cls.from_config(scheduler_cls.load_config(str(model), subfolder="scheduler"))
+    return scheduler, transformer_skeleton(model)[0], vae_scale_factor(model)
 
 
 def source_positions(source_levels: np.ndarray, target_levels: np.ndarray) -> np.ndarray:

@@ -378,6 +378,32 @@ def test_seed_bank_warm_starts_the_initial_population(tiny_model, tmp_path, caps
     assert "--seed-bank" in err and "4 steps, not 6 steps" in err
 
 
+def test_transfer_from_warm_starts_another_step_count_by_noise_level(tiny_model, tmp_path, capsys):
+    """A bank made at 4 steps seeds a search at 7: its entries moved by noise level (valid, labelled
+    with their source) join the heuristics in the initial population."""
+    from ecad.transfer import noise_levels, transfer_schedule
+
+    first = tmp_path / "first"
+    first.mkdir()
+    assert main(common(tiny_model, first, "--generations", "1")) == 0
+    bank = ScheduleBank.load(first / "bank.json")
+    second = tmp_path / "second"
+    second.mkdir()
+    args = common(tiny_model, second, "--generations", "0", "--transfer-from", str(first / "bank.json"),
+                  "--transfer-seeds", "3")
+    args[args.index("--steps") + 1] = "7"
+    assert main(args) == 0
+    records = memo_records(second / "run")
+    transferred = [r for r in records if (r["label"] or "").startswith("bank:") and r["label"].endswith(":32x32-4steps")]
+    assert 1 <= len(transferred) <= 3
+    target = bank.setting.with_changes(num_inference_steps=7)
+    moved = {transfer_schedule(e.cache_schedule(), noise_levels(str(tiny_model), bank.setting),
+                               noise_levels(str(tiny_model), target)).hash for e in bank.entries}
+    assert {r["key"] for r in transferred} <= moved
+    assert json.loads((second / "run" / "config.json").read_text())["transfer_from"] == [str(first / "bank.json")]
+    ScheduleBank.load(second / "bank.json")  # transferred ids are valid bank ids
+
+
 def test_quality_floor_and_step_mutation_are_recorded_and_bad_values_named(tiny_model, tmp_path, capsys):
     args = common(tiny_model, tmp_path, "--generations", "2", "--no-plot", "--objectives", "psnr,ssim",
                   "--scorer", "auto", "--scorer-arg", "max_psnr=150", "--quality-floor", "psnr=20",

@@ -12,7 +12,7 @@ from ecad.paths import DEFAULT_MODEL
 from ecad.quality.prompts import assert_disjoint, prompt_set, validation_prompts
 from ecad.search.optimizer.loop import archive_front, first_stage_key, run_search
 from ecad.search.optimizer.noise import (
-    RacingSettings, bootstrap_interval, could_be_nondominated, first_samples, optimistic_point,
+    RacingSettings, could_be_nondominated, first_samples, optimistic_point,
 )
 from ecad.search.optimizer.nsga import GeneticSettings
 from ecad.search.optimizer.surrogate import SurrogateSettings, rank_and_crowding_order
@@ -71,17 +71,6 @@ def test_racing_is_deterministic_in_the_seed_and_renders_fewer_images(tmp_path):
         point = optimistic_point(record.result, task.objectives, task.quality_metric, racing.z)
         assert not could_be_nondominated(point, front_F)
         assert first_stage_key(record.key.removesuffix("@first")) == record.key
-
-
-def test_bootstrap_interval_is_seeded_and_narrows_with_more_samples():
-    rng = np.random.default_rng(0)
-    few, many = rng.normal(1.0, 0.2, 8), rng.normal(1.0, 0.2, 128)
-    assert bootstrap_interval(few) == bootstrap_interval(few)
-    low, high = bootstrap_interval(few)
-    assert low < few.mean() < high
-    many_low, many_high = bootstrap_interval(many)
-    assert many_high - many_low < high - low
-    assert bootstrap_interval([3.0]) == (3.0, 3.0)
 
 
 def entry(entry_id, mean, interval):

@@ -8,7 +8,6 @@ import itertools
 import pytest
 
 import ecad.timing as timing
-from ecad.stats import bootstrap_interval, median_of_rows
 from ecad.timing import TimedCall, paired_speedups, paired_verdict, time_rounds
 
 
@@ -92,14 +91,3 @@ def test_paired_verdict_calls_a_winner_only_when_the_interval_excludes_one():
     assert verdict.winner == "a" and verdict.interval[0] > 1 and verdict.rounds == 6
     tie = timing.Timings(["ref", "a", "b"], "ref", ratios={"a": [1.0, 1.2, 0.9, 1.1], "b": [1.1, 1.0, 1.0, 1.0]})
     assert paired_verdict(tie, "a", "b").winner is None
-
-
-def test_bootstrap_interval_brackets_the_median():
-    values = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6]
-    lo, hi = bootstrap_interval(values, statistic=median_of_rows)
-    assert lo <= 1.3 <= hi and lo >= 1.0 and hi <= 1.6
-    assert bootstrap_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
-    assert bootstrap_interval([5.0]) == (5.0, 5.0)
-    # paired: the ratio of means of two samples resampled with the same indices
-    lo, hi = bootstrap_interval([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], statistic=lambda a, b: a.mean(1) / b.mean(1))
-    assert lo == hi == 1.0

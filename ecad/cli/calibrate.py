@@ -124,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed-bank", action="append", default=[], metavar="BANK",
                    help="warm start: add this bank's entries (same model layout and steps) to the heuristic seed "
                    "schedules of the initial population, e.g. the front of an earlier run; repeatable")
+    s.add_argument("--transfer-from", action="append", default=[], metavar="BANK",
+                   help="warm start at a new step count: add up to --transfer-seeds entries of this bank (the same "
+                   "model, calibrated at another step count) moved to --steps by noise level (what was computed "
+                   "between two noise levels stays between them), spread over their MACs and above the first "
+                   "--quality-floor; repeatable")
+    s.add_argument("--transfer-seeds", type=int, default=40, metavar="N",
+                   help="entries taken from each --transfer-from bank (default %(default)s)")
     s.add_argument("--renders-from", action="append", default=[], metavar="RUN_DIR",
                    help="reuse the renders of another run folder that differs from this run only in its cost "
                    "(e.g. the same search under --cost macs): its candidates enter this run's memo with their "
@@ -346,9 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         seed_banks = [ScheduleBank.load(path) for path in args.seed_bank]
-        task = build_model_task(recipe, objectives, floors=floors, seed_banks=seed_banks)
+        transfer_from = [ScheduleBank.load(path) for path in args.transfer_from]
+        task = build_model_task(recipe, objectives, floors=floors, seed_banks=seed_banks, transfer_from=transfer_from,
+                                transfer_seeds=args.transfer_seeds)
     except BankError as err:
-        print(f"ecad-calibrate: --seed-bank: {err}", file=sys.stderr)
+        print(f"ecad-calibrate: --seed-bank/--transfer-from: {err}", file=sys.stderr)
         return 2
     searched = "+".join(objectives) or scorer
     # reuse-only runs keep the v1 folder name, so they resume where they always were
@@ -374,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 extra_config={"execution": {"ray": args.ray, "workers": args.workers},
                               # the initial population depends on them (kept only when set: older runs resume)
                               **({"seed_banks": [str(Path(b)) for b in args.seed_bank]} if args.seed_bank else {}),
+                              **({"transfer_from": [str(Path(b)) for b in args.transfer_from]} if args.transfer_from else {}),
                               **({"renders_from": [str(Path(d)) for d in args.renders_from]} if args.renders_from else {})},
                 prefill=reuse.search if reuse else None,
             )

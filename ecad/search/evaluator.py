@@ -96,8 +96,8 @@ class PipelineEvaluator:
         import torch
 
         from ecad.adapters import get_adapter
+        from ecad.evaluate import Evaluation, ImageGrid, Scoring
         from ecad.generate import load_pipeline
-        from ecad.quality import build_scorer
 
         if recipe.num_threads:
             torch.set_num_threads(recipe.num_threads)
@@ -108,33 +108,30 @@ class PipelineEvaluator:
         self.setting = recipe.setting
         self.pipe = load_pipeline(recipe.model, device=recipe.device, dtype=dtype)
         adapter = get_adapter(self.pipe)
-        self.scorers = {name: build_scorer(name, device=recipe.device, **kwargs)
-                        for name, kwargs in {recipe.scorer: recipe.scorer_kwargs, **recipe.extra_scorers}.items()}
         # prompts x seeds, the same for every candidate: differences are the schedule's doing
-        self.prompts = [p for p in recipe.prompts for _ in recipe.seeds]
-        self.seeds = [s for _ in recipe.prompts for s in recipe.seeds]
-        self.batch_size = recipe.batch_size or len(self.prompts)
+        scoring = Scoring.build({recipe.scorer: recipe.scorer_kwargs, **recipe.extra_scorers}, device=recipe.device)
+        self.evaluation = Evaluation(self.pipe, self.setting, ImageGrid(recipe.prompts, recipe.seeds), scoring,
+                                     batch_size=recipe.batch_size)
+        self.num_samples = len(self.evaluation.grid)
         if "guidance" in recipe.actions and not (adapter.batched_guidance and self.setting.guidance_scale > 1):
             raise ValueError(f"the 'guidance' action needs classifier-free guidance run as one batch; "
                              f"{type(self.pipe.transformer).__name__} at guidance scale "
                              f"{self.setting.guidance_scale} has none")
         self.genome = Genome(adapter.layout(self.pipe.transformer), self.setting.num_inference_steps, recipe.actions)
-        self.references = None
         self.full_macs = self._macs(self.genome.decode(self.genome.space.all_recompute()))
         self._predicted_speedup = None  # cost "fitted": schedule -> predicted speedup
 
     # -- the optimizer's interface (CandidateEvaluator) -------------------------------------------
 
     def compute_references(self) -> dict[str, Any] | None:
-        if not any(scorer.needs_reference for scorer in self.scorers.values()):
-            return None
-        return {"images": self.render(None, list(range(len(self.prompts))))}
+        references = self.evaluation.references  # the uncached images, where a scorer needs them
+        return None if references is None else {"images": references}
 
     def set_references(self, references) -> None:
-        self.references = None if references is None else references["images"]
+        self.evaluation.set_references(None if references is None else references["images"])
 
     def evaluate(self, genes: np.ndarray, samples=None) -> CandidateResult:
-        samples = list(range(len(self.prompts))) if samples is None else [int(i) for i in samples]
+        samples = list(range(self.num_samples)) if samples is None else [int(i) for i in samples]
         schedule = self.genome.decode(genes)
         started = time.perf_counter()
         images = self.render(schedule, samples)
@@ -151,36 +148,15 @@ class PipelineEvaluator:
         """(cost objective, MACs per image) of a candidate, without rendering it (``schedule_cost``)."""
         return self.schedule_cost(self.genome.decode(genes))
 
-    # -- rendering and scoring: the model's part ---------------------------------------------------
+    # -- rendering and scoring: the model's part, through ecad.evaluate ----------------------------
 
     def render(self, schedule, samples: list[int]):
         """The images of ``samples`` (indices into prompts x seeds) under ``schedule`` (None: no cache)."""
-        import torch
-
-        from ecad.generate import generate
-
-        chunks = []
-        for start in range(0, len(samples), self.batch_size):
-            batch = samples[start : start + self.batch_size]
-            chunks.append(generate(self.pipe, [self.prompts[i] for i in batch], [self.seeds[i] for i in batch],
-                                   self.setting, schedule).cpu())
-        return torch.cat(chunks)
+        return self.evaluation.images(schedule, samples)
 
     def score(self, images, samples: list[int]) -> dict[str, list[float]]:
         """Every metric of every scorer, one value per image (the scorer's own score under its name)."""
-        prompts = [self.prompts[i] for i in samples]
-        values: dict[str, Any] = {}
-        for name, scorer in self.scorers.items():
-            references = None
-            if scorer.needs_reference:
-                if self.references is None:
-                    raise RuntimeError(f"scorer {name!r} needs reference images but none were set")
-                references = self.references[samples]
-            per_image = scorer.metrics(images, prompts, references)
-            values.update(per_image)
-            if name not in per_image:  # registered under another name than the scorer reports
-                values[name] = scorer.score(images, prompts, references)
-        return {name: [float(v) for v in tensor.float().reshape(-1)] for name, tensor in values.items()}
+        return {name: [float(v) for v in values] for name, values in self.evaluation.scores(images, samples).items()}
 
     # -- cost ----------------------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """The seed schedules of a search's initial population, as gene vectors of its genome.
 
-Two sources: every heuristic of ``ecad.heuristics.heuristic_suite`` (labelled by its name), and
-the entries of earlier banks (``ecad-calibrate --seed-bank``, labelled ``"bank:<id>"``). Each is
-its real schedule: one the searched actions cannot express is left out, never replaced by a
-lookalike (a reuse-only search gets no forecast or block-skip seed).
+Three sources: every heuristic of ``ecad.heuristics.heuristic_suite`` (labelled by its name), the
+entries of earlier banks at the same setting (``ecad-calibrate --seed-bank``, labelled
+``"bank:<id>"``), and the entries of a bank made for another step count, moved here by noise level
+(``--transfer-from``, labelled ``"bank:<id>:<source setting>"``: a warm start for a new setting).
+Each is its real schedule: one the searched actions cannot express is left out, never replaced by
+a lookalike (a reuse-only search gets no forecast or block-skip seed).
 """
 
 from __future__ import annotations
@@ -45,3 +47,31 @@ def _expressible(genome: Genome, schedules) -> list[tuple[str, np.ndarray]]:
         except ScheduleError:
             continue
     return seeds
+
+
+def transferred_seeds(genome: Genome, bank, model, setting, *, count: int = 40,
+                      floor: tuple[str, float] | None = None) -> list[tuple[str, np.ndarray]]:
+    """Up to ``count`` entries of ``bank`` (made for another step count of the same model) moved
+    to ``setting`` by noise level (`ecad.transfer`), as ("bank:<id>:<bank setting>", genes).
+
+    Which entries: those whose score on ``floor``'s metric (``(metric, value)``: its validation
+    score where the bank has one) is at least the value, spread evenly over their MACs; entries
+    that land on the same schedule count once. ``model`` is the pipeline or its folder (for the
+    scheduler's noise levels)."""
+    from ecad.bank import BankError
+    from ecad.transfer import noise_levels, transfer_schedule
+
+    source = bank.entries[0].cache_schedule()
+    if source.layout != genome.layout:
+        raise BankError(f"--transfer-from bank {bank.model} {bank.setting.name} is for another model layout")
+    candidates = [e for e in bank.entries if e.id != bank.no_cache_entry().id
+                  and (floor is None or floor[0] not in e.quality or e.score(floor[0]) >= floor[1])]
+    source_levels, target_levels = noise_levels(model, bank.setting), noise_levels(model, setting)
+    schedules: dict[str, tuple[str, object]] = {}
+    for entry in sorted(candidates, key=lambda e: e.macs):
+        schedule = transfer_schedule(entry.cache_schedule(), source_levels, target_levels)
+        schedules.setdefault(schedule.hash, (f"{BANK_SEED_PREFIX}{entry.id}:{bank.setting.name}", schedule))
+    chosen = list(schedules.values())
+    if len(chosen) > count:
+        chosen = [chosen[int(i)] for i in np.unique(np.linspace(0, len(chosen) - 1, count).round())]
+    return _expressible(genome, chosen)

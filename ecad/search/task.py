@@ -16,7 +16,7 @@ from ecad.schedule import BlockLayout
 from ecad.search.evaluator import COST_LABELS, RenderRecipe
 from ecad.search.genome import Genome
 from ecad.search.optimizer.task import QualityFloor, SearchTask
-from ecad.search.seeding import bank_seeds, heuristic_seeds
+from ecad.search.seeding import bank_seeds, heuristic_seeds, transferred_seeds
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,11 @@ class ModelTask(SearchTask):
 
 
 def build_model_task(recipe: RenderRecipe, objectives: tuple[str, ...] = (), *,
-                     floors: tuple[QualityFloor, ...] = (), seed_banks=()) -> ModelTask:
+                     floors: tuple[QualityFloor, ...] = (), seed_banks=(), transfer_from=(),
+                     transfer_seeds: int = 40) -> ModelTask:
     """The search over ``recipe``'s model: genome, seed schedules (every heuristic it can express,
-    then the entries of ``seed_banks``), description.
+    the entries of ``seed_banks``, then up to ``transfer_seeds`` entries of each bank of
+    ``transfer_from`` moved to the recipe's step count by noise level), description.
 
     ``objectives``: metric names maximised beside cost (empty: the scorer's score); ``floors``:
     constraints of selection (``QualityFloor``). Raises ``BankError`` for a seed bank of
@@ -77,6 +79,10 @@ def build_model_task(recipe: RenderRecipe, objectives: tuple[str, ...] = (), *,
     seed_schedules = heuristic_seeds(genome)
     for bank in seed_banks:
         seed_schedules += bank_seeds(genome, bank)
+    floor = next(((f.metric, f.minimum) for f in floors), None)
+    for bank in transfer_from:
+        seed_schedules += transferred_seeds(genome, bank, recipe.model, recipe.setting, count=transfer_seeds,
+                                            floor=floor)
     return ModelTask(
         recipe=recipe,
         genome=genome,

@@ -12,9 +12,10 @@ from typing import Any
 
 from ecad.search.optimizer.evaluation import CandidateResult
 from ecad.search.optimizer.loop import SearchResult
-from ecad.search.optimizer.noise import NOISE_Z, bootstrap_interval, could_be_nondominated, optimistic_point
+from ecad.search.optimizer.noise import NOISE_Z, could_be_nondominated, optimistic_point
 from ecad.search.optimizer.task import BANK_SEED_PREFIX, SearchTask
 from ecad.search.task import ModelTask
+from ecad.stats import bootstrap_interval, spread
 
 
 def bank_records(task: SearchTask, result: SearchResult, z: float = NOISE_Z) -> list:
@@ -38,9 +39,17 @@ def bank_records(task: SearchTask, result: SearchResult, z: float = NOISE_Z) -> 
 
 
 def _intervals(result: CandidateResult | None) -> dict[str, tuple[float, float]] | None:
+    """The 95% bootstrap interval of each metric's mean over the record's images."""
     if result is None or not result.samples:
         return None
     return {name: bootstrap_interval(values) for name, values in sorted(result.samples.items())}
+
+
+def _spreads(result: CandidateResult | None) -> dict[str, tuple[float, float]] | None:
+    """The 5th-95th percentile of each metric over the record's single images."""
+    if result is None or not result.samples:
+        return None
+    return {name: spread(values) for name, values in sorted(result.samples.items())}
 
 
 def front_to_bank(task: ModelTask, result: SearchResult, *, calibration: dict[str, Any],
@@ -75,6 +84,7 @@ def front_to_bank(task: ModelTask, result: SearchResult, *, calibration: dict[st
                 source=source,
                 validation=None if validation is None else validation[record.key].metrics,
                 interval=_intervals(record.result if validation is None else validation[record.key]),
+                spread=_spreads(record.result if validation is None else validation[record.key]),
             )
         )
     return ScheduleBank(

@@ -71,12 +71,3 @@ def could_be_nondominated(point: np.ndarray, front_F: np.ndarray) -> bool:
     return bool(nondominated_mask(np.vstack([front_F, point]))[-1])
 
 
-def bootstrap_interval(values, *, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (deterministic in ``seed``)."""
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return float(values.mean()), float(values.mean())
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
