@@ -31,7 +31,7 @@ class HunyuanVideoAdapter(FamilyAdapter):
         ),
         guidance=EMBEDDED,
         outside={"x_embedder": IMAGE, "context_embedder": TEXT, "context_embedder.time_text_embed": SAMPLE,
-                 "context_embedder.token_refiner.refiner_blocks.*.adaLN_modulation": SAMPLE,
+                 "context_embedder.token_refiner.refiner_blocks.*.norm_out": SAMPLE,
                  "time_text_embed": SAMPLE, "norm_out": SAMPLE, "proj_out": IMAGE},
         max_sequence_length=256,
         video=Video(temporal_compression=4, default_frames=129),

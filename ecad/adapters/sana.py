@@ -24,6 +24,7 @@ class SanaAdapter(FamilyAdapter):
         guidance=BATCHED,
         outside={"patch_embed": IMAGE, "time_embed": SAMPLE, "caption_projection": TEXT, "proj_out": IMAGE},
         max_sequence_length=300,
+        call_kwargs={"use_resolution_binning": False},  # keep the requested size (binning knows 512-4096 px)
         architectures=("Sana_1600M_1024px_diffusers",),
         pipelines=("SanaPipeline",),
     )
