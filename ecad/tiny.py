@@ -31,10 +31,10 @@ KINDS = ("pixart-alpha", "pixart-sigma", "flux", "sd3", "qwen-image", "wan", "lu
 SCALES = ("tiny", "small")
 TINY_IMAGE_SIZE = 32
 #: (height, width, frames; None for images) each kind is run at in tests
-TINY_SHAPES = {kind: (TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, None) for kind in KINDS}
+TINY_SHAPES = {**{kind: (TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, None) for kind in KINDS},
+               "lumina2": (64, 64, None), "wan": (32, 32, 5), "ltx-video": (64, 64, 9), "hunyuan-video": (32, 32, 5)}
 #: extra `pipe(...)` kwargs a kind needs in tests: HunyuanVideo's template without its system prompt
 TINY_CALL_KWARGS = {"hunyuan-video": {"prompt_template": {"template": "{}", "crop_start": 0}}}
-TINY_SHAPES.update({"lumina2": (64, 64, None), "wan": (32, 32, 5), "ltx-video": (64, 64, 9), "hunyuan-video": (32, 32, 5)})
 _TEXT_LEN = 16  # tokenizer model_max_length, so pipelines pad prompts to 16 tokens
 _MARKER = "ecad_tiny.json"  # written last: a folder with it is complete
 

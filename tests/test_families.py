@@ -334,6 +334,12 @@ def test_macs_equal_torch_flop_counter(family):
         refiner = transformer.context_embedder.token_refiner.refiner_blocks
         unseen = sum(2 * batch * text * text * blk.attn.to_q.out_features for blk in refiner)
     assert flops[root] // 2 == total + unseen
+    if frames is None:  # the cost model's own path from the pipeline (VAE factor, padded prompt) agrees
+        from ecad.cost import image_macs
+        from ecad.setting import Setting
+
+        elementwise = adapter.block_elementwise_ops(transformer, **shape).sum()
+        assert image_macs(pipe, Setting(height, width, 1, 1.0)) == total + elementwise
 
 
 def test_flux_kontext_reuses_the_flux_adapter(tmp_path_factory):
@@ -373,3 +379,27 @@ def test_flux_kontext_reuses_the_flux_adapter(tmp_path_factory):
     assert seen == [2 * (32 // 2 // 2) ** 2] * STEPS  # the image's tokens and the reference image's
     assert torch.equal(cached, expected)
     assert not torch.equal(cached, plain)
+
+
+def test_calibrate_on_a_tiny_sd3_with_a_fidelity_objective(tmp_path_factory, tmp_path):
+    """ecad-calibrate searches a front on a family other than PixArt and FLUX: a valid bank for the
+    SD3 layout (its optional components included), MACs as the cost model counts them."""
+    import json
+
+    from ecad.bank import ScheduleBank, fingerprint
+    from ecad.cli.calibrate import main
+    from ecad.cost import image_macs
+
+    model = build_tiny_pipeline("sd3", tmp_path_factory.getbasetemp() / "ecad-tiny" / "sd3")
+    assert main(["--model", str(model), "--steps", "4", "--height", "32", "--width", "32", "--num-prompts", "2",
+                 "--seeds", "0", "--population", "8", "--generations", "1", "--scorer", "fidelity",
+                 "--scorer-arg", "max_psnr=150", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "bank.json"),
+                 "--no-progress", "--no-plot"]) == 0
+    bank = ScheduleBank.load(tmp_path / "bank.json")
+    assert bank.model_fingerprint == fingerprint(json.loads((model / "transformer" / "config.json").read_text()))
+    assert bank.scorer == "fidelity" and len(bank.entries) >= 2
+    pipe = load_pipeline(model)
+    layout = get_adapter(pipe).layout(pipe.transformer)
+    assert {e.cache_schedule().layout for e in bank.entries} == {layout}
+    assert [e.macs for e in bank.entries] == [image_macs(pipe, bank.setting, e.cache_schedule()) for e in bank.entries]
+    assert min(e.macs for e in bank.entries) < bank.no_cache_entry().macs

@@ -54,6 +54,14 @@ def supported_families() -> list[tuple[str, str]]:
     return sorted((adapter.family_name, cls.__name__) for cls, adapter in _ADAPTERS.items())
 
 
+def adapter_for_class(class_name: str) -> "TransformerAdapter":
+    """The adapter registered for a transformer class, by its name (no instance needed)."""
+    for cls, adapter in _ADAPTERS.items():
+        if cls.__name__ == class_name:
+            return adapter
+    raise UnsupportedModelError(f"no ecad adapter for {class_name}")
+
+
 def get_adapter(model: Any) -> "TransformerAdapter":
     """The adapter for a transformer (or a pipeline's `.transformer`), by class (subclasses match)."""
     _, transformer = split_pipeline(model)

@@ -44,11 +44,12 @@ class Architecture:
         return (self.default_height or self.default_resolution, self.default_width or self.default_resolution)
 
     def meta_transformer(self) -> nn.Module:
-        """A new transformer with this config on the meta device (parameters have shapes, no data)."""
+        """A new transformer with this config on the meta device (parameters and buffers have
+        shapes, no data: SD3.5's positional-embedding table is never computed)."""
         import diffusers
-        from accelerate import init_empty_weights
+        import torch
 
-        with init_empty_weights():
+        with torch.device("meta"):
             return getattr(diffusers, self.transformer_class)(**self.config)
 
     def fingerprint(self) -> str:
