@@ -150,3 +150,33 @@ def test_python_m_ecad_adapters_lists_every_family(capsys):
     assert "Wan2.1-T2V-14B-Diffusers/480x832-50steps" in by_class["WanTransformer3DModel"]
     assert "transformer_blocks[38]x(attn, ff, ff_context)" in by_class["SD3Transformer2DModel"]
     assert "FLUX.1-dev/1024x1024-20steps" in by_class["FluxTransformer2DModel"]
+
+
+def test_the_recipe_counts_pixart_and_flux_as_their_hand_written_adapters():
+    """PixArt and FLUX keep their hand-written adapters (their MACs match the ECAD paper's files and
+    the committed banks), but as recipes they would count the same MACs in every component and
+    outside the blocks; only the element-wise estimate of the blocks differs."""
+    from ecad.adapters.recipe import (BATCHED, CROSS, EMBEDDED, IMAGE, JOINT, JOINT_ATTENTION, SAMPLE, TEXT, Family,
+                                      Group, attention, mlp)
+
+    pixart = Family(name="PixArt as a recipe", transformer_class=object, guidance=BATCHED, max_sequence_length=120,
+                    groups=(Group("transformer_blocks", (attention("attn1"), attention("attn2", IMAGE, CROSS), mlp("ff"))),),
+                    outside={"pos_embed": IMAGE, "adaln_single": SAMPLE, "caption_projection": TEXT, "proj_out": IMAGE})
+    flux = Family(name="FLUX as a recipe", transformer_class=object, guidance=EMBEDDED, max_sequence_length=512, patch=2,
+                  groups=(Group("transformer_blocks", (attention("attn", IMAGE, JOINT_ATTENTION), mlp("ff"), mlp("ff_context", TEXT)),
+                                streams=(("encoder_hidden_states", TEXT), ("hidden_states", IMAGE))),
+                          Group("single_transformer_blocks", (attention("attn", JOINT), mlp("proj_mlp", JOINT), mlp("proj_out", JOINT)),
+                                streams=(("encoder_hidden_states", TEXT), ("hidden_states", IMAGE)))),
+                  outside={"x_embedder": IMAGE, "context_embedder": TEXT, "time_text_embed": SAMPLE, "norm_out": SAMPLE,
+                           "proj_out": IMAGE})
+    for name, family in (("PixArt-XL-2-512x512", pixart), ("FLUX.1-dev", flux)):
+        recipe = type("RecipeAdapter", (FamilyAdapter,), {"family": family})()
+        arch = get_architecture(name)
+        transformer = _shared_meta_transformer(name)
+        hand = get_adapter(transformer)
+        for size in (256, 1024):
+            kw = arch.shape(size, size, 4.5)
+            assert recipe.layout(transformer) == hand.layout(transformer)
+            assert np.array_equal(recipe.component_macs(transformer, **kw), hand.component_macs(transformer, **kw))
+            assert (recipe.other_macs(transformer, **kw) + recipe.block_linear_macs(transformer, **kw).sum()
+                    == hand.other_macs(transformer, **kw) + hand.block_linear_macs(transformer, **kw).sum())
