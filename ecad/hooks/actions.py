@@ -302,8 +302,10 @@ class BlockSkipHook(ModelHook):
 
     `streams` names the block's residual inputs in the order the block returns them (PixArt:
     ``("hidden_states",)``, returned as one tensor; FLUX: ``("encoder_hidden_states",
-    "hidden_states")``, returned as a tuple). `cond_only` (guidance reuse): the steps where only
-    the conditional rows run; the unconditional half keeps its delta over the other steps.
+    "hidden_states")``, returned as a tuple). A stream the block returns as None (SD3's last block
+    ends the text stream) is None when the block is skipped too. `cond_only` (guidance reuse): the
+    steps where only the conditional rows run; the unconditional half keeps its delta over the
+    other steps.
     """
 
     _is_stateful = True
