@@ -19,7 +19,7 @@ TEST_VENV ?= .venv-test
 TEST_TORCH ?= torch==2.14.1 torchvision==0.29.1
 TEST_EXTRAS ?= dev,ray,image-reward
 
-.PHONY: setup setup-test browser serve test clean
+.PHONY: setup setup-test browser serve test test-fast clean
 
 # $(1) venv, $(2) torch requirement(s), $(3) extras
 define make_venv
@@ -48,6 +48,10 @@ serve: setup
 
 test: setup-test browser
 	$(TEST_VENV)/bin/python -m pytest -q
+
+# Between edits: the suite without the tests marked slow (> ~30 s on one core) or needing Ray.
+test-fast: setup-test
+	$(TEST_VENV)/bin/python -m pytest -q -m "not slow and not ray"
 
 clean:
 	rm -rf $(VENV) $(TEST_VENV) .bentoml .pytest_cache

@@ -72,6 +72,11 @@ class BankEntry(BaseModel):
         description="95% bootstrap interval of the mean per metric, over the images of `validation` "
         "(else of `quality`).",
     )
+    spread: dict[str, tuple[float, float]] | None = Field(
+        default=None,
+        description="5th and 95th percentile per metric over the single images of `validation`: what one "
+        "served image gets, the interval a response states (where `interval` is the mean's).",
+    )
     quality_measured: bool = Field(
         default=True, description="False: `quality` is a stated proxy, not a score measured on images "
         "(see the bank's `notice`); `ecad-rescore` measures it.")

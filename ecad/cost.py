@@ -1,4 +1,4 @@
-"""Cost of a schedule: analytic MACs of every action, and latency helpers.
+"""Cost of a schedule: analytic MACs of every action, and a fitted per-hardware cost.
 
 MACs are per denoising run. Each step pays the "other" MACs outside the blocks (embeddings, final
 layer), and for every block that runs, its in-block work outside the components (AdaLN
@@ -24,8 +24,6 @@ count per action for its fixed overhead), so a search can minimise predicted sec
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -113,6 +111,10 @@ def schedule_macs(schedule: CacheSchedule, model: Any, *, height: int, width: in
     """Transformer MACs of a whole denoising run under `schedule` (see the module docstring)."""
     t = cost_table(model, height=height, width=width, batch_size=batch_size, text_len=text_len,
                    vae_scale_factor=vae_scale_factor)
+    return _schedule_macs(schedule, t, calls_per_step)
+
+
+def _schedule_macs(schedule: CacheSchedule, t: CostTable, calls_per_step: int) -> int:
     if t.component.shape != schedule.shape[1:]:
         raise ValueError(f"schedule grid {schedule.shape[1:]} does not match the model's {t.component.shape}")
     work = _step_work(schedule, t)
@@ -122,63 +124,47 @@ def schedule_macs(schedule: CacheSchedule, model: Any, *, height: int, width: in
     return calls_per_step * int(round(float((per_step * row_share(schedule)).sum())))
 
 
-def _image_table(pipe: Any, setting: Setting, true_cfg: bool = False) -> tuple[CostTable, int]:
-    """(the cost table of one transformer call for one image at `setting`, calls per step)."""
-    adapter = get_adapter(pipe)
+def _image_call(model: Any, setting: Setting, true_cfg: bool = False) -> tuple[CostTable, int, Any]:
+    """(the cost table of one transformer call for one image at `setting`, calls per step, layout).
+
+    `model` is a loaded pipeline, or a bundled full-size `ecad.configs.Architecture` (its
+    transformer on the meta device, with the VAE factor and padded prompt length its pipeline
+    uses): both are costed by the same recipe."""
+    from .configs import Architecture
+
+    if isinstance(model, Architecture):
+        transformer, pipe = model.shared_meta_transformer(), None
+        vae_scale_factor, text_len = model.vae_scale_factor, model.max_sequence_length
+    else:
+        pipe, transformer = split_pipeline(model)
+        vae_scale_factor = int(getattr(pipe, "vae_scale_factor", 8))
+        text_len = get_adapter(transformer).text_len(pipe)
+    adapter = get_adapter(transformer)
     batch, calls = adapter.transformer_batch(pipe, 1, guidance_scale=setting.guidance_scale, true_cfg=true_cfg)
-    table = cost_table(pipe, height=setting.height, width=setting.width, batch_size=batch,
-                       text_len=adapter.text_len(pipe))
-    return table, calls
+    table = cost_table(transformer, height=setting.height, width=setting.width, batch_size=batch,
+                       text_len=text_len, vae_scale_factor=vae_scale_factor)
+    return table, calls, adapter.layout(transformer)
 
 
-def image_macs(pipe: Any, setting: Setting, schedule: CacheSchedule | None = None, *,
+def image_macs(model: Any, setting: Setting, schedule: CacheSchedule | None = None, *,
                true_cfg: bool = False) -> int:
-    """Transformer MACs of one image generated through `pipe` at `setting` under `schedule`.
+    """Transformer MACs of one image generated at `setting` under `schedule`: THE recipe.
 
-    The one recipe for "what does an image cost": the adapter says how many transformer calls a
-    step makes and how large their batch is for one image (PixArt with CFG: one call of batch 2),
-    and how long the padded prompt is. `schedule=None` is no caching.
+    `model`: a pipeline, or a full-size `Architecture` (no weights). The adapter says how many
+    transformer calls a step makes and how large their batch is for one image (PixArt with CFG: one
+    call of batch 2), and how long the padded prompt is; every action is costed (`schedule_macs`).
+    `schedule=None` is no caching.
     """
-    adapter = get_adapter(pipe)
+    table, calls, layout = _image_call(model, setting, true_cfg)
     if schedule is None:
-        schedule = CacheSchedule.full(adapter.layout(split_pipeline(pipe)[1]), setting.num_inference_steps)
-    batch, calls = adapter.transformer_batch(pipe, 1, guidance_scale=setting.guidance_scale, true_cfg=true_cfg)
-    return schedule_macs(schedule, pipe, height=setting.height, width=setting.width, batch_size=batch,
-                         text_len=adapter.text_len(pipe), calls_per_step=calls)
+        schedule = CacheSchedule.full(layout, setting.num_inference_steps)
+    return _schedule_macs(schedule, table, calls)
 
 
 def macs_speedup(pipe: Any, setting: Setting, schedule: CacheSchedule, *, true_cfg: bool = False) -> float:
     """MACs of an uncached image / MACs of an image under `schedule`."""
     return (image_macs(pipe, setting, None, true_cfg=true_cfg)
             / image_macs(pipe, setting, schedule, true_cfg=true_cfg))
-
-
-def measure_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1) -> dict[str, list[float]]:
-    """Time each function `repeats` times, interleaved, after `warmup` untimed rounds.
-
-    Round r runs the functions in an order rotated by r (A B C, B C A, C A B, ...): interleaving
-    spreads slow drifts of a shared machine over the variants, and rotating cancels the effect of
-    a fixed position in the round (e.g. always running right after a heavier variant). Returns
-    seconds per run for each name; compare with `median_ratio`.
-    """
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            fn = fns[name]
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def median_ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
-    """median(times[numerator]) / median(times[denominator])."""
-    return statistics.median(times[numerator]) / statistics.median(times[denominator])
 
 
 # -- a fitted, per-hardware cost ------------------------------------------------------------------
@@ -284,9 +270,9 @@ def fit_cost(features: Sequence[dict[str, float]], seconds: Sequence[float], har
 def schedule_cost_features(pipe: Any, setting: Setting, schedule: CacheSchedule | None = None, *,
                            true_cfg: bool = False) -> dict[str, float]:
     """`cost_features` of one image through `pipe` at `setting` (`schedule=None`: no caching)."""
-    table, calls = _image_table(pipe, setting, true_cfg)
+    table, calls, layout = _image_call(pipe, setting, true_cfg)
     if schedule is None:
-        schedule = CacheSchedule.full(get_adapter(pipe).layout(split_pipeline(pipe)[1]), setting.num_inference_steps)
+        schedule = CacheSchedule.full(layout, setting.num_inference_steps)
     return cost_features(schedule, table, calls)
 
 
@@ -294,3 +280,17 @@ def predicted_speedup(model: FittedCost, pipe: Any, setting: Setting) -> Callabl
     """schedule -> the speedup over no-cache that ``model`` predicts for one image through ``pipe`` at ``setting``."""
     no_cache = schedule_cost_features(pipe, setting)
     return lambda schedule: model.speedup(schedule_cost_features(pipe, setting, schedule), no_cache)
+
+
+def out_of_fold_speedups(features: Sequence[dict[str, float]], speedups: Sequence[float],
+                         no_cache: dict[str, float], *, folds: int = 2, seed: int = 0) -> np.ndarray:
+    """Each schedule's speedup as predicted by a fit that did not see it (k-fold, shuffled):
+    the honest check of a fitted cost on the schedules it will rank."""
+    from sklearn.model_selection import KFold
+
+    speedups = np.asarray(speedups, dtype=float)
+    predicted = np.zeros(len(features))
+    for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(features):
+        model = fit_cost([features[i] for i in train], [1.0 / speedups[i] for i in train])
+        predicted[test] = [model.speedup(features[i], no_cache) for i in test]
+    return predicted

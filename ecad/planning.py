@@ -26,6 +26,7 @@ Two policies, both pure functions of (waiting requests, clock, bank predictions)
     The server re-plans whenever the pipeline frees up and whenever a request arrives; only the
     first request's choice is acted on, the rest is the forecast used for admission.
 
+Every time is in ms on one monotonic clock (``ecad.deadline.monotonic_ms`` on the server).
 Predictions come from the bank's hardware profile, scaled to the request's shape (tokens x steps x
 images), times a tail factor per entry (``LatencyQuantiles``: a high quantile of actual/predicted).
 """
@@ -55,7 +56,7 @@ class RequestShape:
 
 
 @dataclass(frozen=True)
-class Candidate:
+class PredictedEntry:
     """A bank entry with its predicted latency for one request."""
 
     id: str
@@ -82,25 +83,25 @@ def scale_latency(measured_ms: float, profiled: RequestShape, requested: Request
     return measured_ms * requested.work / profiled.work
 
 
-def predict_candidates(
+def predict_entries(
     entries: Sequence[tuple[str, float, float]],
     profiled: RequestShape,
     requested: RequestShape,
     factors: Mapping[str, float] | None = None,
-) -> list[Candidate]:
+) -> list[PredictedEntry]:
     """``entries`` are (id, quality, measured_ms at ``profiled``) triples."""
     factors = factors or {}
     return [
-        Candidate(entry_id, quality, scale_latency(ms, profiled, requested) * factors.get(entry_id, 1.0))
+        PredictedEntry(entry_id, quality, scale_latency(ms, profiled, requested) * factors.get(entry_id, 1.0))
         for entry_id, quality, ms in entries
     ]
 
 
-def select_schedule(candidates: Sequence[Candidate], budget_ms: float | None) -> Choice:
+def select_schedule(entries: Sequence[PredictedEntry], budget_ms: float | None) -> Choice:
     """Best quality that fits ``budget_ms``; ties go to the faster entry."""
-    if not candidates:
-        raise ValueError("no candidates to select from")
-    by_quality = sorted(candidates, key=lambda c: (-c.quality, c.predicted_ms, c.id))
+    if not entries:
+        raise ValueError("no entries to select from")
+    by_quality = sorted(entries, key=lambda c: (-c.quality, c.predicted_ms, c.id))
     if budget_ms is None:
         best = by_quality[0]
         return Choice(best.id, best.predicted_ms, best.quality, None, True, "no budget: best quality")
@@ -108,20 +109,13 @@ def select_schedule(candidates: Sequence[Candidate], budget_ms: float | None) ->
         if candidate.predicted_ms <= budget_ms:
             return Choice(candidate.id, candidate.predicted_ms, candidate.quality, budget_ms, True,
                           "best quality within budget")
-    fastest = _fastest(candidates)
+    fastest = _fastest(entries)
     return Choice(fastest.id, fastest.predicted_ms, fastest.quality, budget_ms, False,
                   "budget below the fastest schedule: serving the fastest")
 
 
-def remaining_budget(latency_ms: float | None, waited_ms: float) -> float | None:
-    """Time already spent queueing counts against the request's budget."""
-    if latency_ms is None:
-        return None
-    return latency_ms - max(0.0, waited_ms)
-
-
-def _fastest(candidates: Sequence[Candidate]) -> Candidate:
-    return min(candidates, key=lambda c: (c.predicted_ms, -c.quality, c.id))
+def _fastest(entries: Sequence[PredictedEntry]) -> PredictedEntry:
+    return min(entries, key=lambda c: (c.predicted_ms, -c.quality, c.id))
 
 
 # -- the queue ------------------------------------------------------------------------------------
@@ -134,7 +128,7 @@ class Waiting:
     key: Hashable
     arrival_ms: float
     deadline_ms: float | None  # arrival + budget; None: no budget
-    candidates: tuple[Candidate, ...]  # a pinned request has exactly one
+    entries: tuple[PredictedEntry, ...]  # what it may run: a pinned request has exactly one
 
 
 @dataclass(frozen=True)
@@ -159,7 +153,7 @@ def plan_queue(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | No
     """
     start = max(now_ms, free_at_ms if free_at_ms is not None else now_ms)
     by_deadline = sorted(waiting, key=lambda w: (w.deadline_ms is None, w.deadline_ms or 0.0, w.arrival_ms))
-    fastest = {w.key: _fastest(w.candidates) for w in waiting}
+    fastest = {w.key: _fastest(w.entries) for w in waiting}
 
     # Moore-Hodgson on the fastest entries: the largest set that can all be on time.
     kept: list[Waiting] = []
@@ -183,7 +177,7 @@ def plan_queue(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | No
         best_rank, best = None, None
         for i, w in enumerate(kept):
             current = chosen[w.key]
-            for c in w.candidates:
+            for c in w.entries:
                 added = c.predicted_ms - current.predicted_ms
                 gain = c.quality - current.quality
                 if gain <= 0 or added > slack_after[i] or c.predicted_ms > share[w.key]:
@@ -205,12 +199,12 @@ def plan_queue(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | No
     for w in sorted(late, key=lambda w: (w.deadline_ms or 0.0, w.arrival_ms)):
         c = fastest[w.key]
         plan.append(Assignment(w.key, c.id, c.quality, c.predicted_ms, clock, clock + c.predicted_ms, False,
-                               "budget cannot be met behind the queue: serving the fastest"))
+                               "no schedule finishes in time behind the queue: serving the fastest"))
         clock += c.predicted_ms
     return plan
 
 
-def _slack_after(kept: Sequence[Waiting], chosen: Mapping[Hashable, Candidate], start: float) -> list[float]:
+def _slack_after(kept: Sequence[Waiting], chosen: Mapping[Hashable, PredictedEntry], start: float) -> list[float]:
     """For each position, the least slack (deadline - finish) of it and every request after it."""
     finish = []
     clock = start
@@ -235,7 +229,7 @@ def plan_greedy(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | N
     plan = []
     for w in sorted(waiting, key=lambda w: w.arrival_ms):
         budget = None if w.deadline_ms is None else w.deadline_ms - clock
-        choice = select_schedule(w.candidates, budget)
+        choice = select_schedule(w.entries, budget)
         plan.append(Assignment(w.key, choice.entry_id, choice.quality, choice.predicted_ms, clock,
                                clock + choice.predicted_ms, choice.budget_met, choice.reason))
         clock += choice.predicted_ms
@@ -243,6 +237,13 @@ def plan_greedy(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | N
 
 
 PLANNERS = {"planner": plan_queue, "greedy": plan_greedy}
+
+
+def missed_budget_note(a: Assignment, budget_ms: float, wait_ms: float) -> str:
+    """The one wording of "this request misses its budget": the 429's error, the response's
+    notes and ``/select``'s. ``wait_ms``: the time queued before it starts (predicted or actual)."""
+    return (f"budget {budget_ms:.0f} ms cannot be met: {a.reason} ({a.entry_id} predicted "
+            f"{a.predicted_ms:.0f} ms after {wait_ms:.0f} ms queued)")
 
 
 # -- the latency tail -----------------------------------------------------------------------------

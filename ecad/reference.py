@@ -29,6 +29,7 @@ import numpy as np
 
 from ecad.bank import BankEntry, Provenance, ScheduleBank
 from ecad.configs import Architecture, get_architecture
+from ecad.cost import image_macs
 from ecad.schedule import BlockGroup, BlockLayout, CacheSchedule
 from ecad.setting import Setting
 
@@ -235,13 +236,6 @@ def reference_macs(architecture: Architecture, setting: Setting, schedule: Cache
     return [int(v) for v in per_step]
 
 
-def image_macs(architecture: Architecture, setting: Setting, schedule: CacheSchedule) -> int:
-    """Our MACs of one image under `schedule`: the recipe of `ecad.cost.image_macs` (attention
-    matmuls included, the pipeline's default padded prompt length) without loading a pipeline."""
-    component, other = architecture.step_macs(setting.height, setting.width, setting.guidance_scale)
-    return int((schedule.mask * component[None]).sum()) + schedule.num_steps * int(other)
-
-
 def entry_id(path: str | os.PathLike) -> str:
     """A bank entry id from a file name: ``recompute_all_every_003`` -> ``fora-3``,
     ``default*`` -> ``no-cache``, ``ours_fast`` -> ``ours-fast``."""
@@ -362,53 +356,3 @@ def import_reference_bank(
                           "provenance, not as our measurements."),
     )
     return bank, report
-
-
-# -- filling in what an import cannot know: measured quality and latency ----------------------
-
-def rescore_bank(pipe: Any, bank: ScheduleBank, scorer: Any, prompts: Sequence[str], seeds: Sequence[int], *,
-                 batch_size: int = 4, hash_weights: bool = True, progress: bool = False) -> ScheduleBank:
-    """A copy of `bank` whose entries carry quality measured with `scorer` on `pipe`.
-
-    Every entry renders the same prompts x seeds at the bank's setting; a scorer that needs
-    references gets the no-cache images. `quality` becomes ``{scorer.name: mean score}`` (plus each
-    of the scorer's `metrics()` where it has them), `quality_measured` True, MACs are recounted on
-    the loaded pipeline, and the weights' sha256 is recorded so that a fine-tune is told apart later.
-    Provenance is kept. Raises `BankError` for a pipeline of another architecture.
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    from ecad.bank import weights_fingerprint
-    from ecad.cost import image_macs as pipeline_image_macs
-    from ecad.generate import generate
-
-    bank.check_transformer(dict(pipe.transformer.config), source=f"bank for {bank.model}")
-    grid_prompts = [p for p in prompts for _ in seeds]
-    grid_seeds = [int(s) for _ in prompts for s in seeds]
-    if not grid_prompts:
-        raise ValueError("rescoring needs at least one prompt and one seed")
-
-    def render(schedule: CacheSchedule) -> torch.Tensor:
-        chunks = [generate(pipe, grid_prompts[i:i + batch_size], grid_seeds[i:i + batch_size], bank.setting, schedule)
-                  for i in range(0, len(grid_prompts), batch_size)]
-        return torch.cat(chunks)
-
-    references = render(bank.no_cache_entry().cache_schedule()) if scorer.needs_reference else None
-    entries = []
-    for entry in tqdm(bank.entries, desc="rescoring", disable=not progress):
-        schedule = entry.cache_schedule()
-        images = render(schedule)
-        quality = {scorer.name: float(scorer.score(images, grid_prompts, references).mean())}
-        if hasattr(scorer, "metrics"):
-            quality.update({k: float(v.mean()) for k, v in scorer.metrics(images, grid_prompts, references).items()})
-        entries.append(entry.model_copy(update={
-            "quality": quality, "quality_measured": True,
-            "macs": pipeline_image_macs(pipe, bank.setting, schedule)}))
-    calibration = {**bank.calibration, "rescored": {"prompts": list(prompts), "seeds": [int(s) for s in seeds],
-                                                     "scorer": scorer.name}}
-    calibration.pop("quality_rule", None)
-    return bank.model_copy(update={
-        "entries": entries, "scorer": scorer.name, "quality_metric": scorer.name, "calibration": calibration,
-        "weights_sha256": weights_fingerprint(pipe.transformer) if hash_weights else bank.weights_sha256,
-    })

@@ -4,7 +4,7 @@
 Same search budget for each variant and search seed (issue #12 "Must show"): ecad-calibrate on
 the bundled model with ``--objectives psnr --cost macs`` (PSNR to the uncached image), then every
 front entry of every run timed by wall clock, interleaved with no-cache in rotated rounds
-(``ecad.cost.measure_interleaved``, batch 1, one thread), and the fronts compared in PSNR vs
+(``ecad.profile.time_schedules``, batch 1, one thread), and the fronts compared in PSNR vs
 wall-clock speedup.
 
     python scripts/bench_actions.py                 # search (resumable), time, report
@@ -12,6 +12,9 @@ wall-clock speedup.
     python scripts/bench_actions.py --stage fit     # the fitted cost (issue #11 item 4)
     python scripts/bench_actions.py --stage check --bank BANK  # the stored fit vs BANK's entries
     python scripts/bench_actions.py --stage crossfit --bank BANK  # fit and test on BANK's own entries
+
+The cost model of a bank's own entries is a package command: ``ecad-fit-cost BANK --out FILE``
+(what ``ecad-calibrate --cost fitted --cost-model FILE`` reads); this script keeps the experiments.
 
 Writes <out>/<variant>-s<seed>/ (run folder + bank), <out>/timing.json, and
 <docs>/actions.json + <docs>/actions.png.
@@ -23,7 +26,7 @@ for each, beside realized / MACs speedup; writes <docs>/cost-fit.json (the Fitte
 "model": what ``ecad-calibrate --cost fitted --cost-model`` reads) and <out>/bank-timing.json.
 
 ``--stage crossfit`` times every entry of ``--bank`` (no-cache between every 4 entries of a
-shuffled round, each entry against the no-cache runs around it: `time_schedules_local`), then
+shuffled round, each entry against the no-cache runs around it: `ecad.profile.time_schedules`), then
 fits the cost on half of them and predicts the other half, both ways (2-fold, seed 0): every
 entry's realized / predicted is out of sample. Beside it, each entry's timing spread (max−min
 over median of its per-round speedups): the noise floor a 5% agreement has to clear. Writes
@@ -72,7 +75,7 @@ def run_name(variant: str, seed: int) -> str:
 
 def calibrate_args(args, variant: str, seed: int) -> list[str]:
     run = Path(args.out) / run_name(variant, seed)
-    return ["--model", args.model, "--actions", VARIANTS[variant], "--seed", str(seed),
+    return ["--model", args.model, "--actions", VARIANTS[variant], "--search-seed", str(seed),
             "--population", str(args.population), "--generations", str(args.generations),
             "--num-prompts", str(args.num_prompts), "--seeds", "0", "--objectives", "psnr", "--cost", "macs",
             "--run-dir", str(run), "--out", str(run / "bank.json"), "--no-progress", "--no-plot"]
@@ -125,25 +128,20 @@ def time_fronts(args, fronts: dict[str, list[dict]]) -> dict:
 
 
 def time_schedules(args, schedules: dict) -> dict:
-    from ecad.cost import measure_interleaved
-    from ecad.generate import generate
+    """Every schedule's wall-clock speedup over no-cache (`ecad.profile.time_schedules`: shuffled
+    rounds, no-cache between every 4 schedules, 2 images per timing, batch 1)."""
+    from ecad.profile import time_schedules as time_against_no_cache
     from ecad.quality.prompts import prompt_set
 
     pipe, setting = load_pipe_and_setting(args)
     prompt = prompt_set(args.model, 1)[0]
-    # three no-cache copies per round: the speedups' denominator is the mean of many timings
-    fns = {f"no-cache-{i}": (lambda: generate(pipe, [prompt], [0], setting, None)) for i in range(3)}
-    for key, schedule in schedules.items():
-        fns[key] = (lambda s=schedule: generate(pipe, [prompt], [0], setting, s))
     logging.info("timing %d schedules x %d rounds", len(schedules), args.repeats)
-    times = measure_interleaved(fns, repeats=args.repeats, warmup=1)
-    baseline = [statistics.mean(times[f"no-cache-{i}"][r] for i in range(3)) for r in range(args.repeats)]
-    timing = {"prompt": prompt, "repeats": args.repeats, "no_cache_seconds": baseline, "speedup": {}}
-    for key in schedules:
-        per_round = [b / t for b, t in zip(baseline, times[key])]
-        timing["speedup"][key] = {"median": statistics.median(per_round), "min": min(per_round),
-                                  "max": max(per_round)}
-    return timing
+    timings = time_against_no_cache(pipe, setting, schedules, rounds=args.repeats, prompt=prompt)
+    return {"prompt": prompt, "repeats": args.repeats,
+            "protocol": "ecad.timing: shuffled rounds, no-cache between every 4, 2 images per timing",
+            "no_cache_seconds": timings.reference_wall_s,
+            "speedup": {k: {"median": timings.speedup(k), "min": timings.spread(k)[0], "max": timings.spread(k)[1],
+                            "ratios": timings.ratios[k]} for k in schedules}}
 
 
 def attainable_psnr(points: list[tuple[float, float]], speedup: float) -> float | None:
@@ -233,52 +231,6 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def time_schedules_local(args, schedules: dict, every: int = 4, calls: int = 2) -> dict:
-    """Like `time_schedules`, for many schedules: each round runs them in a shuffled order with
-    no-cache before, after and between every ``every`` of them, and a schedule's ratio is the mean
-    of the no-cache runs just before and after it over its own time. A round of 400 schedules
-    lasts minutes; a baseline timed once per round would carry the machine's drift over them.
-    A timing is the mean of ``calls`` images in a row (one ~0.1 s image varies by tens of %)."""
-    import random
-    import time
-
-    from ecad.generate import generate
-    from ecad.quality.prompts import prompt_set
-
-    pipe, setting = load_pipe_and_setting(args)
-    prompt = prompt_set(args.model, 1)[0]
-
-    def seconds(schedule) -> float:
-        start = time.perf_counter()
-        for _ in range(calls):
-            generate(pipe, [prompt], [0], setting, schedule)
-        return (time.perf_counter() - start) / calls
-
-    keys = list(schedules)
-    for key in keys:  # warm-up: every schedule once, untimed
-        seconds(schedules[key])
-    ratios: dict[str, list[float]] = {k: [] for k in keys}
-    baselines = []
-    for r in range(args.repeats):
-        order = keys[:]
-        random.Random(r).shuffle(order)
-        before = seconds(None)
-        baselines.append(before)
-        for i in range(0, len(order), every):
-            group = [(k, seconds(schedules[k])) for k in order[i:i + every]]
-            after = seconds(None)
-            baselines.append(after)
-            for k, t in group:
-                ratios[k].append((before + after) / 2 / t)
-            before = after
-        logging.info("round %d/%d done", r + 1, args.repeats)
-    return {"prompt": prompt, "repeats": args.repeats,
-            "protocol": f"shuffled rounds, no-cache between every {every}, {calls} images per timing",
-            "no_cache_seconds": baselines,
-            "speedup": {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "ratios": v}
-                        for k, v in ratios.items()}}
-
-
 def fit(args, seeds: list[int], fronts: dict[str, list[dict]], timing: dict) -> dict:
     """Fit the cost on the timed fronts; realized / predicted on the committed bank's entries."""
     import platform
@@ -359,11 +311,9 @@ def crossfit(args) -> dict:
     """Out-of-sample realized / predicted for every entry of --bank: 2-fold fits on its own timings."""
     import platform
 
-    from sklearn.model_selection import KFold
-
     from ecad.atomic import atomic_write_bytes
     from ecad.bank import ScheduleBank
-    from ecad.cost import fit_cost, schedule_cost_features
+    from ecad.cost import fit_cost, out_of_fold_speedups, schedule_cost_features
 
     bank = ScheduleBank.load(args.bank)
     name = Path(args.bank).stem
@@ -371,17 +321,14 @@ def crossfit(args) -> dict:
     timing_path = Path(args.out) / f"bank-timing-{name}-local-r{args.repeats}.json"
     if not timing_path.exists():
         timing_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(timing_path, (json.dumps(time_schedules_local(
+        atomic_write_bytes(timing_path, (json.dumps(time_schedules(
             args, {e.id: e.cache_schedule() for e in bank.entries}), indent=1) + "\n").encode())
     timing = json.loads(timing_path.read_text())["speedup"]
     entries = [e for e in bank.entries if e.id in timing]
     features = [schedule_cost_features(pipe, setting, e.cache_schedule()) for e in entries]
     no_cache = schedule_cost_features(pipe, setting)
     realized = np.array([timing[e.id]["median"] for e in entries])
-    predicted = np.zeros(len(entries))
-    for train, test in KFold(n_splits=2, shuffle=True, random_state=0).split(entries):
-        model = fit_cost([features[i] for i in train], [1.0 / realized[i] for i in train])
-        predicted[test] = [model.speedup(features[i], no_cache) for i in test]
+    predicted = out_of_fold_speedups(features, realized, no_cache, folds=2, seed=0)
     full_macs = bank.no_cache_entry().macs
     macs = np.array([full_macs / e.macs for e in entries])
     spread = np.array([(timing[e.id]["max"] - timing[e.id]["min"]) / timing[e.id]["median"] for e in entries])

@@ -63,13 +63,13 @@ def default_model(out: Path) -> str:
 
 
 def front_hv(points: np.ndarray, lower, upper) -> float:
-    from ecad.search.engine.hypervolume import hypervolume
+    from ecad.search.optimizer.hypervolume import hypervolume
 
     return hypervolume(points, lower, upper) if len(points) else 0.0
 
 
 def F_of(records, values=None):
-    from ecad.search.engine.hypervolume import objectives
+    from ecad.search.optimizer.hypervolume import objectives
 
     if values is None:
         return objectives([r.result.quality for r in records], [r.result.cost for r in records])
@@ -89,11 +89,12 @@ def main(argv=None):
 
     from ecad.generate import native_resolution
     from ecad.quality.prompts import prompt_set
-    from ecad.search.engine.hypervolume import normalization_from
-    from ecad.search.engine.loop import archive_front, run_search
-    from ecad.search.engine.nsga import GeneticSettings
+    from ecad.search.optimizer.hypervolume import normalization_from
+    from ecad.search.optimizer.loop import archive_front, run_search
+    from ecad.search.optimizer.nsga import GeneticSettings
     from ecad.search.executors import LocalExecutor
-    from ecad.search.render import RenderRecipe, build_model_task
+    from ecad.search.evaluator import RenderRecipe
+    from ecad.search.task import build_model_task
     from ecad.setting import Setting
 
     out = Path(args.out)
@@ -117,7 +118,7 @@ def main(argv=None):
                        settings=settings, seed=args.seed, progress=False)
     local_wall = time.perf_counter() - started
     history = local.state.history
-    heuristics = local.seeds
+    heuristics = local.seed_records
     lower, upper = local.state.normalization
     heuristic_hv = front_hv(F_of(heuristics), lower, upper)
 
@@ -262,12 +263,12 @@ def efficiency(args, shape=(10, 4, 3), num_samples=8, noise=0.05, generations=40
     """
     import tempfile
 
-    from ecad.search.engine.hypervolume import hypervolume
-    from ecad.search.engine.loop import archive_front, run_search
-    from ecad.search.engine.noise import RacingSettings
-    from ecad.search.engine.nsga import GeneticSettings
-    from ecad.search.engine.surrogate import SurrogateSettings
-    from ecad.search.engine.synthetic import SyntheticRecipe, synthetic_task
+    from ecad.search.optimizer.hypervolume import hypervolume
+    from ecad.search.optimizer.loop import archive_front, run_search
+    from ecad.search.optimizer.noise import RacingSettings
+    from ecad.search.optimizer.nsga import GeneticSettings
+    from ecad.search.optimizer.surrogate import SurrogateSettings
+    from ecad.search.optimizer.synthetic import SyntheticRecipe, synthetic_task
     from ecad.search.executors import LocalExecutor
 
     logging.getLogger("ecad.search").setLevel(logging.WARNING)

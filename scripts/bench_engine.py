@@ -100,18 +100,19 @@ def resolve_variant(name: str, layout, num_steps: int, bank_path: str | None):
 
 def bench(name: str, path: str, args, size: int | None = None) -> list[dict]:
     from ecad.adapters import get_adapter
-    from ecad.cost import macs_speedup, measure_interleaved
-    from ecad.generate import generate, load_pipeline
+    from ecad.cost import macs_speedup
+    from ecad.generate import generate, load_pipeline, native_resolution
     from ecad.heuristics import no_cache
     from ecad.hooks import cache_schedule
     from ecad.setting import Setting
+    from ecad.timing import time_rounds
 
     pipe = load_pipeline(path)
     adapter = get_adapter(pipe)
     layout = adapter.layout(pipe.transformer)
-    sample = pipe.transformer.config.get("sample_size") or getattr(pipe, "default_sample_size", 64)
-    height = args.height or size or int(sample) * pipe.vae_scale_factor
-    width = args.width or size or int(sample) * pipe.vae_scale_factor
+    native_height, native_width = native_resolution(pipe)
+    height = args.height or size or native_height
+    width = args.width or size or native_width
     setting = Setting(height, width, args.steps, args.guidance_scale)
     prompts = ["a red house on a green field"] * args.batch_size
     seeds = list(range(args.batch_size))
@@ -134,8 +135,8 @@ def bench(name: str, path: str, args, size: int | None = None) -> list[dict]:
             with cache_schedule(pipe, schedule) as handle:
                 generate(pipe, prompts, seeds, setting)
                 peak[key] = handle.peak_bytes_held
-    call_times = measure_interleaved({k: runner(k, s) for k, s in variants.items()},
-                                     repeats=args.repeats, warmup=args.warmup)
+    call_times = time_rounds({k: runner(k, s) for k, s in variants.items()},
+                             rounds=args.repeats, warmup=args.warmup).wall_s
     timer.remove()
     med = {k: statistics.median(v[args.warmup:]) for k, v in transformer_times.items()}
     rows = []

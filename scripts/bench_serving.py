@@ -33,9 +33,11 @@ from pathlib import Path
 
 import requests
 
-from ecad.testing import running_server
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the server launcher the tests use (a checkout's script, like them)
+
+from serving_helpers import running_server  # noqa: E402
+
 PROMPT = "a red circle at the top left and a green square at the bottom right"
 
 

@@ -30,10 +30,11 @@ import torch
 
 from ecad.bank import ScheduleBank
 from ecad.configs import get_architecture
-from ecad.cost import measure_interleaved
+from ecad.cost import image_macs
 from ecad.hooks import cache_schedule
 from ecad.paths import SCHEDULES_DIR
 from ecad.schedule import CacheSchedule
+from ecad.timing import time_rounds
 
 MODELS = {"PixArt-XL-2-256x256": "256x256-20steps.json", "FLUX.1-dev": "256x256-20steps.json"}
 
@@ -104,9 +105,8 @@ def check_model(name: str, args) -> dict:
     schedules = {e.id: e.cache_schedule().resample(args.steps) for e in entries}
     macs_full = {e.id: e.macs for e in entries}
     if args.steps != bank.num_inference_steps:  # MACs of the resampled schedules, by the same count
-        arch = get_architecture(name)
-        comp, other = arch.step_macs(bank.height, bank.width, bank.guidance_scale)
-        macs_full = {k: int((s.mask * comp[None]).sum()) + s.num_steps * other for k, s in schedules.items()}
+        setting = bank.setting.with_changes(num_inference_steps=args.steps)
+        macs_full = {k: image_macs(get_architecture(name), setting, s) for k, s in schedules.items()}
 
     def run(schedule: CacheSchedule | None, steps: int = args.steps):
         def call():
@@ -120,7 +120,7 @@ def check_model(name: str, args) -> dict:
     identical = bool(torch.equal(run(None, 2)(), run(schedules["no-cache"], 2)()))
     fns = {"unhooked": run(None), **{k: run(s) for k, s in schedules.items()}}
     started = time.perf_counter()
-    times = measure_interleaved(fns, repeats=args.repeats, warmup=args.warmup)
+    times = time_rounds(fns, rounds=args.repeats, warmup=args.warmup).wall_s
     elapsed = time.perf_counter() - started
     base = statistics.median(times["unhooked"])
     rows = []

@@ -3,17 +3,16 @@
     python scripts/eval_bundled.py [--model models/ecad-scenes] [--out models/ecad-scenes/metrics.json]
                                    [--grid docs/images/samples.png]
 
-Everything runs on one CPU thread with fixed seeds. Prints markdown tables and writes the numbers
-as JSON. Caching uses ecad's engine (`ecad.hooks.apply_cache_schedule`) when it is importable,
-otherwise a few lines of forward-replacing hooks below that do the same thing for step-wise
-schedules: at a recompute step attn1/attn2/ff run and keep their output, at a reuse step they
-return the kept output.
+Everything runs on one CPU thread with fixed seeds (image i of a set from its own seed, as
+`ecad.generate.generate` does). Images are made and scored through the package's one path
+(`ecad.evaluate`: `ecad.generate` + the scorer registry); the cached schedules are
+`ecad.heuristics` FORA and step masks from mild to brutal, applied by ecad's hooks. Prints
+markdown tables and writes the numbers as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
@@ -26,104 +25,44 @@ import torch
 torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from diffusers import PixArtAlphaPipeline  # noqa: E402
-
+from ecad.adapters import get_adapter  # noqa: E402
+from ecad.evaluate import Scoring, render  # noqa: E402
+from ecad.generate import load_pipeline  # noqa: E402
+from ecad.heuristics import fora  # noqa: E402
+from ecad.quality.fidelity import FidelityScorer  # noqa: E402
 from ecad.quality.scenes_reward import ScenesReward, scenes_fid  # noqa: E402
+from ecad.schedule import CacheSchedule  # noqa: E402
+from ecad.setting import Setting  # noqa: E402
+from ecad.timing import time_rounds  # noqa: E402
 from ecad.zoo import scenes  # noqa: E402
 
 STEPS = 20
 GUIDANCE = 4.5
-CALL = dict(num_inference_steps=STEPS, guidance_scale=GUIDANCE, height=scenes.IMAGE_SIZE, width=scenes.IMAGE_SIZE,
-            output_type="pt", use_resolution_binning=False, clean_caption=False,
-            max_sequence_length=scenes.MAX_SEQUENCE_LENGTH)
+SETTING = Setting(scenes.IMAGE_SIZE, scenes.IMAGE_SIZE, STEPS, GUIDANCE)
+LATENCY_PROMPT = "a red circle at the top left and a blue square at the bottom right"
+MAX_PSNR = 100.0  # identical images
 
 
-def schedules(steps: int = STEPS) -> dict[str, np.ndarray]:
-    """Step masks (True = recompute) from mild to brutal."""
-    out = {"no cache": np.ones(steps, bool)}
+def schedules(layout, steps: int = STEPS) -> dict[str, CacheSchedule | None]:
+    """From mild to brutal: FORA every n steps, and every component reused after step k."""
+    out: dict[str, CacheSchedule | None] = {"no cache": None}
     for n in (2, 3, 4, 5, 6):
-        out[f"FORA n={n}"] = np.arange(steps) % n == 0
+        out[f"FORA n={n}"] = fora(layout, steps, n)
     for k in (16, 12, 10, 8, 6, 4):
-        out[f"reuse after step {k}"] = np.arange(steps) < k
+        out[f"reuse after step {k}"] = CacheSchedule.from_step_mask(layout, np.arange(steps) < k)
     return out
 
 
-@contextlib.contextmanager
-def simple_step_cache(pipe, step_mask: np.ndarray):
-    """Reuse attn1/attn2/ff outputs at the steps where step_mask is False (one transformer call per step)."""
-    tr = pipe.transformer
-    state = {"step": -1}
-    cache: dict[int, torch.Tensor] = {}
-    originals = []
-
-    def count_step(module, args, kwargs):
-        state["step"] += 1
-
-    def wrap(key, module):
-        original = module.forward
-
-        def forward(*args, **kwargs):
-            if step_mask[state["step"]] or key not in cache:
-                cache[key] = original(*args, **kwargs)
-            return cache[key]
-
-        module.forward = forward
-        originals.append((module, original))
-
-    handle = tr.register_forward_pre_hook(count_step, with_kwargs=True)
-    for b, block in enumerate(tr.transformer_blocks):
-        for c, name in enumerate(("attn1", "attn2", "ff")):
-            wrap((b, c), getattr(block, name))
-    try:
-        yield
-    finally:
-        handle.remove()
-        for module, original in originals:
-            module.forward = original
+def generate(pipe, prompts, seed, schedule=None, batch=64):
+    """Image i from seed ``seed + i``."""
+    return render(pipe, SETTING, schedule, [(p, seed + i) for i, p in enumerate(prompts)], batch_size=batch)
 
 
-ENGINE = "auto"  # set from --engine
-
-
-def cache_context(pipe, step_mask):
-    if ENGINE == "simple":
-        return simple_step_cache(pipe, step_mask), "eval_bundled.simple_step_cache"
-    try:
-        from ecad.adapters import get_adapter
-        from ecad.hooks import cache_schedule
-        from ecad.schedule import CacheSchedule
-
-        layout = get_adapter(pipe.transformer).layout(pipe.transformer)
-        return cache_schedule(pipe, CacheSchedule.from_step_mask(layout, step_mask)), "ecad.hooks"
-    except ImportError:
-        if ENGINE == "ecad":
-            raise
-        return simple_step_cache(pipe, step_mask), "eval_bundled.simple_step_cache"
-
-
-def generate(pipe, prompts, seed, batch=64, step_mask=None):
-    images, engine = [], None
-    for start in range(0, len(prompts), batch):
-        ctx, engine = cache_context(pipe, step_mask) if step_mask is not None else (contextlib.nullcontext(), None)
-        with ctx:
-            gen = torch.Generator().manual_seed(seed + start)
-            images.append(pipe(prompts[start:start + batch], generator=gen, **CALL).images)
-    return torch.cat(images), engine
-
-
-def psnr(a, b):
-    mse = ((a - b) ** 2).flatten(1).mean(1).clamp(min=1e-10)
-    return (10 * torch.log10(1 / mse)).mean().item()
-
-
-def latency(pipe, batch, repeats=5):
-    prompts = ["a red circle at the top left and a blue square at the bottom right"] * batch
-    times = []
-    for r in range(repeats + 1):
-        t = time.perf_counter()
-        pipe(prompts, generator=torch.Generator().manual_seed(r), **CALL)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times[1:])  # first call warms up
+def latency(pipe, batches=(1, 8), repeats=5) -> dict[int, float]:
+    """Median seconds of one call per batch size (`ecad.timing`: interleaved rounds after a warm-up)."""
+    calls = {b: (lambda b=b: generate(pipe, [LATENCY_PROMPT] * b, 0)) for b in batches}
+    timings = time_rounds(calls, rounds=repeats, warmup=1)
+    return {b: timings.median_s(b) for b in batches}
 
 
 def step_breakdown(pipe, repeats=5):
@@ -143,12 +82,11 @@ def step_breakdown(pipe, repeats=5):
                tr.register_forward_pre_hook(pre("transformer")), tr.register_forward_hook(post("transformer"))]
     totals = []
     try:
-        latency(pipe, 1, repeats=1)  # warm-up
+        generate(pipe, [LATENCY_PROMPT], 0)  # warm-up
         for r in range(repeats):
             clock.update(blocks=0.0, transformer=0.0)
             t = time.perf_counter()
-            pipe(["a red circle at the top left and a blue square at the bottom right"],
-                 generator=torch.Generator().manual_seed(r), **CALL)
+            generate(pipe, [LATENCY_PROMPT], r)
             totals.append((time.perf_counter() - t, clock["blocks"], clock["transformer"]))
     finally:
         for h in handles:
@@ -193,17 +131,13 @@ def main():
     p.add_argument("--num-prompts", type=int, default=256)
     p.add_argument("--num-cache-prompts", type=int, default=128)
     p.add_argument("--skip-latency", action="store_true")
-    p.add_argument("--engine", choices=("auto", "ecad", "simple"), default="auto",
-                   help="caching implementation: ecad.hooks, the simple hooks here, or ecad.hooks if importable")
     args = p.parse_args()
-    global ENGINE
-    ENGINE = args.engine
     out = args.out or args.model / "metrics.json"
     results: dict = {}
 
-    pipe = PixArtAlphaPipeline.from_pretrained(args.model)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(args.model)
     reward = ScenesReward(args.model)
+    scoring = Scoring({"scenes-reward": reward, "fidelity": FidelityScorer(max_psnr=MAX_PSNR)})
 
     # --- size on disk
     files = [f for f in args.model.rglob("*") if f.is_file() and f.name != "metrics.json"]
@@ -222,8 +156,8 @@ def main():
     real_held = scenes.render_batch([scenes.parse_prompt(q) for q in held_prompts], np.random.default_rng(2))
     real_fid_pool = scenes.random_batch(2048, np.random.default_rng(3))[1]
     t = time.time()
-    gen, _ = generate(pipe, prompts, seed=0)
-    gen_held, _ = generate(pipe, held_prompts, seed=1)
+    gen = generate(pipe, prompts, seed=0)
+    gen_held = generate(pipe, held_prompts, seed=10_000)
     results["generation_seconds_eval_set"] = time.time() - t
     q = {}
     for name, imgs, ps in (("real renders", real, prompts), ("generated (20 steps, no cache)", gen, prompts),
@@ -247,39 +181,39 @@ def main():
     progress("caching")
     # --- caching: reward drop vs PSNR drop over schedules mild -> brutal
     cache_prompts = prompts[: args.num_cache_prompts]
-    rows, engine_used = [], None
+    rows = []
     baseline = None
     cached_images = {}
-    for name, mask in schedules().items():
-        imgs, engine = generate(pipe, cache_prompts, seed=0, step_mask=None if name == "no cache" else mask)
-        engine_used = engine or engine_used
+    for name, schedule in schedules(get_adapter(pipe).layout(pipe.transformer)).items():
+        imgs = generate(pipe, cache_prompts, seed=0, schedule=schedule)
         if baseline is None:
             baseline = imgs
         cached_images[name] = imgs
         progress(f"  {name}")
-        rows.append({"schedule": name, "recompute_fraction": float(mask.mean()),
-                     "reward": reward.score(imgs, cache_prompts).mean().item(),
+        per_image = scoring.per_image(imgs, cache_prompts, baseline)
+        rows.append({"schedule": name, "recompute_fraction": 1.0 if schedule is None else schedule.recompute_fraction,
+                     "reward": per_image["scenes-reward"].mean().item(),
                      "accuracy": reward.accuracy(imgs, cache_prompts).mean().item(),
-                     "psnr_vs_no_cache": psnr(imgs, baseline) if name != "no cache" else float("inf")})
+                     "psnr_vs_no_cache": per_image["psnr"].mean().item() if schedule is not None else float("inf")})
     r0 = rows[0]["reward"]
     cached = rows[1:]
     reward_drop = [r0 - r["reward"] for r in cached]
     psnr_drop = [-r["psnr_vs_no_cache"] for r in cached]  # lower PSNR = more damage
-    results["caching"] = {"engine": engine_used, "rows": rows,
+    results["caching"] = {"engine": "ecad.hooks", "rows": rows,
                           "spearman_reward_drop_vs_psnr_drop": spearman(reward_drop, psnr_drop)}
 
     progress("latency")
     # --- latency on one thread
     if not args.skip_latency:
+        seconds = latency(pipe)
         results["latency"] = {"breakdown_batch1": step_breakdown(pipe),
-                              "image_seconds_batch1": latency(pipe, 1),
-                              "image_seconds_batch8": latency(pipe, 8)}
+                              "image_seconds_batch1": seconds[1], "image_seconds_batch8": seconds[8]}
         results["latency"]["per_image_seconds_batch8"] = results["latency"]["image_seconds_batch8"] / 8
 
     progress("grid")
     # --- sample grid: rows = prompts; columns = real, no cache (3 seeds), FORA 3, FORA 6, reuse after 8
     grid_prompts = prompts[:6] + held_prompts[:2]
-    seeds = [generate(pipe, grid_prompts, seed=s)[0] for s in (100, 200, 300)]
+    seeds = [generate(pipe, grid_prompts, seed=s) for s in (100, 200, 300)]
     grid_rows = []
     for i, gp in enumerate(grid_prompts):
         row = [scenes.render_batch([scenes.parse_prompt(gp)], np.random.default_rng(i))[0]] + [s[i] for s in seeds]
@@ -289,7 +223,7 @@ def main():
         grid_rows.append(row)
     save_grid(grid_rows, args.grid)
     results["grid"] = {"path": str(args.grid), "prompts": grid_prompts,
-                       "columns": ["real render", "seed 100", "seed 200", "seed 300", "FORA n=3 (seed 0)",
+                       "columns": ["real render", "seed 100+i", "seed 200+i", "seed 300+i", "FORA n=3 (seed 0)",
                                    "FORA n=6 (seed 0)", "reuse after step 8 (seed 0)"]}
 
     out.write_text(json.dumps(results, indent=2) + "\n")

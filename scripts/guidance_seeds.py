@@ -54,18 +54,18 @@ def report(run_dir: Path) -> None:
     from collections import defaultdict
 
     from ecad.schedule import BlockLayout
-    from ecad.search.engine.run_folder import read_memo
-    from ecad.search.render import search_space
+    from ecad.search.optimizer.run_folder import read_memo
+    from ecad.search.genome import Genome
 
     config = json.loads((run_dir / "config.json").read_text())
     steps = int(config["evaluator"]["setting"]["num_inference_steps"])
-    genes, space = search_space(BlockLayout.from_dict(config["task"]["layout"]), steps, tuple(config["evaluator"]["actions"]))
-    records = read_memo(run_dir / "memo.jsonl", space)[0]
+    genome = Genome(BlockLayout.from_dict(config["task"]["layout"]), steps, tuple(config["evaluator"]["actions"]))
+    records = read_memo(run_dir / "memo.jsonl", genome.space)[0]
     by_key = {r.key: r for r in records}
     by_step = defaultdict(list)
     for record in records:
         match = re.search(r"-g(\d+|late)$", record.label or "")
-        parent = by_key.get(genes.from_genes(record.bits).without_guidance_reuse().hash) if match else None
+        parent = by_key.get(genome.decode(record.bits).without_guidance_reuse().hash) if match else None
         psnr = (record.result.metrics or {}).get("psnr")
         if parent is None or psnr is None or (parent.result.metrics or {}).get("psnr") is None:
             continue

@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,23 +52,19 @@ def machine_load(before: list[int] | None, after: list[int] | None) -> dict | No
 
 
 def measure(render, rounds: int, log=print) -> dict:
-    """Per-round speedups of ``render(cached: bool)`` by both clocks, cached timed between two no-cache runs."""
-    def timed(cached: bool) -> tuple[float, float]:
-        wall, cpu = time.perf_counter(), time.thread_time()
-        render(cached)
-        return time.perf_counter() - wall, time.thread_time() - cpu
+    """Per-round speedups of ``render(cached: bool)`` by both clocks, cached timed between two
+    no-cache runs (`ecad.timing`'s protocol with no-cache as the reference)."""
+    from ecad.timing import Timings, time_rounds
 
-    timed(False), timed(True)  # warm-up: first-call allocations are not the schedule's cost
-    seconds = {c: {"no-cache": [], "entry": []} for c in CLOCKS}
-    ratios = {c: [] for c in CLOCKS}
-    for r in range(rounds):
-        before, entry, after = timed(False), timed(True), timed(False)
-        for i, clock in enumerate(CLOCKS):
-            seconds[clock]["no-cache"] += [before[i], after[i]]
-            seconds[clock]["entry"].append(entry[i])
-            ratios[clock].append((before[i] + after[i]) / 2 / entry[i])
-        log(f"round {r + 1}/{rounds}: wall {ratios['wall'][-1]:.3f}x ({entry[0]:.3f} s), "
-            f"cpu {ratios['cpu'][-1]:.3f}x ({entry[1]:.3f} s)")
+    timings = Timings(["no-cache", "entry"], "no-cache")
+    for r in range(rounds):  # one round at a time, to log each; warm-up first (first-call allocations)
+        time_rounds({"no-cache": lambda: render(False), "entry": lambda: render(True)}, rounds=1,
+                    warmup=1 if r == 0 else 0, reference="no-cache", timings=timings)
+        log(f"round {r + 1}/{rounds}: wall {timings.ratios['entry'][-1]:.3f}x ({timings.wall_s['entry'][-1]:.3f} s), "
+            f"cpu {timings.cpu_ratios['entry'][-1]:.3f}x ({timings.cpu_s['entry'][-1]:.3f} s)")
+    ratios = {"wall": timings.ratios["entry"], "cpu": timings.cpu_ratios["entry"]}
+    seconds = {"wall": {"entry": timings.wall_s["entry"], "no-cache": timings.reference_wall_s},
+               "cpu": {"entry": timings.cpu_s["entry"], "no-cache": timings.reference_cpu_s}}
     return {clock: {"speedup": summary(ratios[clock]), "ratios": ratios[clock],
                     "entry_seconds": summary(seconds[clock]["entry"]) | {"values": seconds[clock]["entry"]},
                     "no_cache_seconds": summary(seconds[clock]["no-cache"]) | {"values": seconds[clock]["no-cache"]}}

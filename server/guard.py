@@ -1,10 +1,11 @@
-"""ASGI middleware in front of the generation routes: malformed bodies get a 400 that names the
-problem (before the framework's parser can answer 500), and a client that leaves is noticed.
+"""ASGI middleware in front of the generation routes: a malformed or invalid body gets a 400
+that names the problem and the field, and a client that leaves is noticed.
 
 The body is read whole (bounded), checked (content type, UTF-8, JSON, an object, not too deep),
-then replayed to the application. While the request runs, the next ``receive()`` is watched: an
-``http.disconnect`` sets the request's ``CLIENT_GONE`` event, which the serving core checks while
-queued and between denoising steps.
+validated by the route's request model (the model BentoML then parses it with, so BentoML's own
+error shape never reaches a client), then replayed to the application. While the request runs,
+the next ``receive()`` is watched: an ``http.disconnect`` sets the request's ``CLIENT_GONE``
+event, which the serving core checks while queued and between denoising steps.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import contextvars
 import json
 import threading
+from typing import Mapping
 
 import anyio
+from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
 MAX_BODY_BYTES = 256 * 1024
@@ -55,13 +58,29 @@ def check_body(content_type: str, body: bytes) -> None:
     _depth(value, MAX_DEPTH)
 
 
+def error_response(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
+    """Every refusal's shape: ``{"error": message, "field": name}`` (``field`` when one is to blame)."""
+    body = {"error": message} if field is None else {"error": message, "field": field}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def validation_error_response(err: ValidationError) -> JSONResponse:
+    """A pydantic error as a 400: every field with its problem, the first one as ``field``."""
+    details = [
+        {"field": ".".join(str(p) for p in e["loc"]), "error": e["msg"]}
+        for e in err.errors(include_context=False, include_input=False)
+    ]
+    message = "; ".join(f"{d['field']}: {d['error']}" for d in details)
+    return JSONResponse({"error": message, "field": details[0]["field"], "detail": details}, status_code=400)
+
+
 class RequestGuard:
-    def __init__(self, app, paths: tuple[str, ...] = ()) -> None:
+    def __init__(self, app, models: Mapping[str, type[BaseModel]]) -> None:
         self.app = app
-        self.paths = frozenset(paths)
+        self.models = dict(models)  # route path -> the request model of its body
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.models:
             await self.app(scope, receive, send)
             return
         chunks, size = [], 0
@@ -81,8 +100,12 @@ class RequestGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
             check_body(headers.get("content-type", ""), body)
+            self.models[scope["path"]].model_validate_json(body)
         except BodyError as err:
             await self._refuse(scope, receive, send, str(err), 400)
+            return
+        except ValidationError as err:
+            await validation_error_response(err)(scope, receive, send)
             return
 
         gone = threading.Event()
@@ -111,7 +134,7 @@ class RequestGuard:
 
     @staticmethod
     async def _refuse(scope, receive, send, message: str, status: int) -> None:
-        await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
+        await error_response(status, message)(scope, receive, send)
 
 
 def route_template(path: str, routes: tuple[str, ...]) -> str:

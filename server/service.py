@@ -1,10 +1,12 @@
-"""BentoML service: one pipeline + its schedule bank; per request, the best schedule that fits.
+"""BentoML service: one pipeline + its schedule banks; per request, the best schedule that fits.
 
     bentoml serve                      # from the repo root: the bundled model and its bank
     ECAD_MODEL=... ECAD_BANK=... bentoml serve
 
-Routes: POST /generate (JSON envelope, base64 PNGs), POST /generate/png (one PNG, metadata in
-X-ECAD-* headers), GET /schedules, GET /select?latency_ms=..., /readyz, /livez, /metrics.
+Routes: POST /generate (JSON: base64 PNGs and how they were served), POST /generate/png (the PNG,
+how it was served in X-ECAD-* headers), GET /schedules, GET /select?latency_ms=..., /readyz,
+/livez, /metrics. Both POST routes take the fields of ``ecad.serving.GenerateRequest`` (the schema
+/docs shows), so ``bentoml.SyncHTTPClient(url).generate(prompt=..., latency_ms=300)`` works.
 All the logic lives in ``ecad.serving``; this file only speaks HTTP.
 """
 
@@ -16,51 +18,55 @@ import logging
 import math
 import os
 import tempfile
-import time
+from typing import Any
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+from ecad.serving.config import ServingConfig  # noqa: E402
+
+CONFIG = ServingConfig.from_env()
 # Per-server Prometheus files: `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir at
 # start, so a second server with the same home would wipe the first one's counters. The serve
-# process makes a folder of its own (``preflight``), and its worker writes there instead; set
-# before any metric value exists (prometheus_client reads the variable when it opens its files).
+# process makes a folder of its own (``preflight``) and hands it to its worker in this variable;
+# set before any metric value exists (prometheus_client reads it when it opens its files).
 METRICS_DIR_VAR = "ECAD_METRICS_DIR"
-if os.environ.get(METRICS_DIR_VAR):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[METRICS_DIR_VAR]
+if CONFIG.metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = CONFIG.metrics_dir
 
 import anyio  # noqa: E402
 import bentoml  # noqa: E402
+from PIL import Image  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
-from starlette.responses import JSONResponse, Response  # noqa: E402
-from starlette.responses import RedirectResponse  # noqa: E402
+from starlette.responses import JSONResponse, RedirectResponse, Response  # noqa: E402
 from starlette.routing import Mount, Route  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
 from ecad.bank import BankError  # noqa: E402
-from ecad.deadline import DeadlineExceeded, RequestCancelled  # noqa: E402
+from ecad.deadline import DeadlineExceeded, RequestCancelled, monotonic_ms  # noqa: E402
 from ecad.serving import (  # noqa: E402
+    GeneratePngRequest,
     GenerateRequest,
+    GenerateResponse,
+    GenerationReport,
     GenerationResult,
     Infeasible,
     Overloaded,
     RequestError,
     ScheduleServer,
-    ServingConfig,
     load_banks,
+    tensor_to_image,
 )
-from server.guard import CLIENT_GONE, RequestGuard, RouteMetrics  # noqa: E402
+from server.guard import CLIENT_GONE, RequestGuard, RouteMetrics, error_response, validation_error_response  # noqa: E402
 
 logger = logging.getLogger("ecad.server")
 
-CONFIG = ServingConfig.from_env()
-TIMEOUT_S = CONFIG.timeout_s
-MAX_CONCURRENCY = int(os.environ.get("ECAD_MAX_CONCURRENCY", "16"))
+TIMEOUT_MS = CONFIG.timeout_s * 1000.0
 # Our own deadline fires a little before BentoML's traffic timeout, so the client gets our clear
 # 504 and the pipeline stops between steps instead of running on behind the client's back.
-DEADLINE_MARGIN_S = min(1.0, TIMEOUT_S * 0.1)
+DEADLINE_MARGIN_MS = min(1000.0, TIMEOUT_MS * 0.1)
 # BentoML's traffic timeout must not fire before ours.
-TRAFFIC_TIMEOUT_S = TIMEOUT_S + 5.0
+TRAFFIC_TIMEOUT_S = CONFIG.timeout_s + 5.0
 
 REQUESTS = bentoml.metrics.Counter(
     name="ecad_requests", documentation="Generation requests by chosen schedule and outcome",
@@ -83,34 +89,19 @@ BUDGET = bentoml.metrics.Counter(
 )
 
 
-def _error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
-    body = {"error": message} if field is None else {"error": message, "field": field}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _validation_error(err: ValidationError) -> JSONResponse:
-    details = [
-        {"field": ".".join(str(p) for p in e["loc"]), "error": e["msg"]}
-        for e in err.errors(include_context=False, include_input=False)
-    ]
-    message = "; ".join(f"{d['field']}: {d['error']}" for d in details)
-    return JSONResponse({"error": message, "detail": details}, status_code=400)
-
-
-def _headers(result: GenerationResult) -> dict[str, str]:
-    s = result.summary()
+def _headers(report: GenerationReport) -> dict[str, str]:
     headers = {
-        "X-ECAD-Schedule-Id": s["schedule_id"],
-        "X-ECAD-Bank": s["bank"],
-        "X-ECAD-Predicted-Ms": f"{s['predicted_ms']:.1f}",
-        "X-ECAD-Actual-Ms": f"{s['actual_ms']:.1f}",
-        "X-ECAD-Queue-Ms": f"{s['queue_ms']:.1f}",
-        "X-ECAD-Seed": str(s["seed"]),
+        "X-ECAD-Schedule-Id": report.schedule_id,
+        "X-ECAD-Bank": report.bank,
+        "X-ECAD-Predicted-Ms": f"{report.predicted_ms:.1f}",
+        "X-ECAD-Actual-Ms": f"{report.actual_ms:.1f}",
+        "X-ECAD-Queue-Ms": f"{report.queue_ms:.1f}",
+        "X-ECAD-Seed": str(report.seed),
     }
-    if s["budget_met"] is not None:
-        headers["X-ECAD-Budget-Met"] = "true" if s["budget_met"] else "false"
-    if s["notes"]:
-        headers["X-ECAD-Notes"] = " | ".join(s["notes"])
+    if report.budget_met is not None:
+        headers["X-ECAD-Budget-Met"] = "true" if report.budget_met else "false"
+    if report.notes:
+        headers["X-ECAD-Notes"] = " | ".join(report.notes)
     return headers
 
 
@@ -134,7 +125,8 @@ async def select_route(request: Request) -> Response:
     params = dict(request.query_params)
     unknown = sorted(set(params) - set(SELECT_PARAMS))
     if unknown:
-        return _error(400, f"unknown query parameter(s) {unknown}; allowed: {sorted(SELECT_PARAMS)}", unknown[0])
+        return error_response(400, f"unknown query parameter(s) {unknown}; allowed: {sorted(SELECT_PARAMS)}",
+                              unknown[0])
     try:
         # Query values are strings: parsed by the same types as the JSON body, then checked by the
         # same limits (no prompt needed to ask about a shape).
@@ -142,9 +134,9 @@ async def select_route(request: Request) -> Response:
         latency = fields.pop("latency_ms", None)
         return JSONResponse(_server().select_view(latency, **fields))
     except ValidationError as err:
-        return _validation_error(err)
+        return validation_error_response(err)
     except RequestError as err:
-        return _error(400, str(err), err.field)
+        return error_response(400, str(err), err.field)
 
 
 UI_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ui")
@@ -192,7 +184,7 @@ def transformer_config(model: str) -> dict:
 @bentoml.service(
     name="ecad",
     workers=1,
-    traffic={"timeout": TRAFFIC_TIMEOUT_S, "max_concurrency": MAX_CONCURRENCY},
+    traffic={"timeout": TRAFFIC_TIMEOUT_S, "max_concurrency": CONFIG.max_concurrency},
     # BentoML's HTTP metrics label requests by raw path (every random 404 URL a new series);
     # ours (server/guard.py RouteMetrics) label by route template and /metrics is served below.
     metrics={"enabled": False},
@@ -208,8 +200,8 @@ class ECAD:
         except BankError as err:
             logger.error("cannot serve: %s", err)
             raise SystemExit(f"ecad: cannot serve: {err}") from None
-        logger.info("bank(s) valid for %s: %s", CONFIG.model, ", ".join(str(c.path) for c in banks))
-        if not os.environ.get(METRICS_DIR_VAR):
+        logger.info("bank(s) valid for %s: %s", CONFIG.model, ", ".join(str(path) for path in banks))
+        if not CONFIG.metrics_dir:
             parent = os.path.join(os.environ.get("BENTOML_HOME") or os.path.expanduser("~/bentoml"), "ecad-metrics")
             os.makedirs(parent, exist_ok=True)
             os.environ[METRICS_DIR_VAR] = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)
@@ -217,42 +209,46 @@ class ECAD:
     def __init__(self) -> None:
         logging.basicConfig(level=logging.INFO)
         self.server = ScheduleServer(CONFIG)
-        for served in self.server.banks:
-            logger.info("serving %s with bank %s (%d schedules, profile %s)", self.server.config.model,
-                        served.path, len(served.schedules), served.profile.key)
+        for served in self.server.banks.values():
+            logger.info("serving %s with bank %s (%d schedules, profile %s)", CONFIG.model, served.path,
+                        len(served.schedules), served.profile.key)
 
-    async def _run(self, body: object) -> GenerationResult | Response:
-        arrival = time.monotonic()
-        if not isinstance(body, dict):
-            return _error(400, "the body must be a JSON object with at least a 'prompt'")
+    async def _run(self, ctx: bentoml.Context, body: GenerateRequest) -> GenerationResult | Response:
+        """Resolve, queue and run one request; a refusal is the JSON error response (its status
+        set on ``ctx``, which BentoML applies to whatever an API returns)."""
+        arrival_ms = monotonic_ms()
+
+        def refuse(status: int, message: str, field: str | None = None, headers: dict | None = None) -> Response:
+            ctx.response.status_code = status
+            return error_response(status, message, field, headers)
+
         try:
-            request = self.server.resolve(GenerateRequest.model_validate(body))
-        except ValidationError as err:
-            return _validation_error(err)
+            request = self.server.resolve(body)
         except RequestError as err:
-            return _error(400, str(err), err.field)
-        deadline = arrival + TIMEOUT_S - DEADLINE_MARGIN_S
-        call = functools.partial(self.server.generate, request, arrival=arrival, deadline=deadline,
+            return refuse(400, str(err), err.field)
+        call = functools.partial(self.server.generate, request, arrival_ms=arrival_ms,
+                                 deadline_ms=arrival_ms + TIMEOUT_MS - DEADLINE_MARGIN_MS,
                                  cancelled=CLIENT_GONE.get(None))
         try:
             result = await anyio.to_thread.run_sync(call)
         except RequestError as err:  # refused by admission: predicted over the timeout
             REQUESTS.labels(schedule="none", outcome="too_large").inc()
-            return _error(400, str(err), err.field)
+            return refuse(400, str(err), err.field)
         except Infeasible as err:
             REQUESTS.labels(schedule="none", outcome="infeasible").inc()
-            retry = max(1, math.ceil(err.predicted_wait_ms / 1000.0))
+            ctx.response.status_code = 429
+            retry_s = max(1, math.ceil(err.predicted_wait_ms / 1000.0))
             return JSONResponse({"error": str(err), "predicted_wait_ms": round(err.predicted_wait_ms, 1)},
-                                status_code=429, headers={"Retry-After": str(retry)})
+                                status_code=429, headers={"Retry-After": str(retry_s)})
         except Overloaded as err:
             REQUESTS.labels(schedule="none", outcome="overloaded").inc()
-            return _error(503, f"server busy: {err}", headers={"Retry-After": "1"})
+            return refuse(503, f"server busy: {err}", headers={"Retry-After": "1"})
         except RequestCancelled as err:
             REQUESTS.labels(schedule="none", outcome="cancelled").inc()
-            return _error(499, f"request cancelled: {err}")
+            return refuse(499, f"request cancelled: {err}")
         except DeadlineExceeded as err:
             REQUESTS.labels(schedule="none", outcome="timeout").inc()
-            return _error(504, f"request exceeded its deadline: {err}")
+            return refuse(504, f"request exceeded its deadline: {err}")
         except Exception:
             REQUESTS.labels(schedule="none", outcome="error").inc()
             raise
@@ -260,34 +256,30 @@ class ECAD:
         GENERATION_SECONDS.labels(schedule=result.schedule_id).observe(result.actual_ms / 1000.0)
         if result.budget_met is not None:
             BUDGET.labels(met=str(result.budget_met).lower()).inc()
+        ctx.response.headers.update(_headers(result.report()))
         return result
 
-    # The body is taken whole (positional-only parameter) and validated by GenerateRequest here, so
-    # errors name the field in our format rather than BentoML's generic one.
-    @bentoml.api(route="/generate")
-    async def generate(self, body: dict, /) -> dict:
-        """Generate images; JSON envelope with base64 PNGs and the schedule decision.
-
-        Body: GenerateRequest (prompt, latency_ms, seed, negative_prompt, num_images, width, height,
-        num_inference_steps, guidance_scale, schedule_id, on_infeasible)."""
-        result = await self._run(body)
+    # The body was validated by RequestGuard with the same model (errors in our format), and
+    # BentoML hands its fields over as keyword arguments.
+    @bentoml.api(route="/generate", input_spec=GenerateRequest)
+    async def generate(self, ctx: bentoml.Context, **fields: Any) -> GenerateResponse:
+        """Generate images: base64 PNGs, the schedule that ran and its times (also in X-ECAD-* headers)."""
+        result = await self._run(ctx, GenerateRequest.model_construct(**fields))
         if isinstance(result, Response):
             return result
-        body = {**result.summary(), "images": [base64.b64encode(p).decode() for p in result.png_bytes()]}
-        return JSONResponse(body, headers=_headers(result))
+        images = [base64.b64encode(png).decode() for png in result.png_bytes()]
+        return GenerateResponse(**result.report().model_dump(), images=images)
 
-    @bentoml.api(route="/generate/png")
-    async def generate_png(self, body: dict, /) -> dict:
-        """Generate one image; the PNG is the body and the decision is in X-ECAD-* headers."""
-        if isinstance(body, dict) and body.get("num_images", 1) != 1 and type(body.get("num_images")) is int:
-            return _error(400, "num_images must be 1 for /generate/png; use /generate for several", "num_images")
-        result = await self._run(body)
+    @bentoml.api(route="/generate/png", input_spec=GeneratePngRequest)
+    async def generate_png(self, ctx: bentoml.Context, **fields: Any) -> Image.Image:
+        """Generate one image: the PNG; the schedule that ran and its times are in X-ECAD-* headers."""
+        result = await self._run(ctx, GeneratePngRequest.model_construct(**fields))
         if isinstance(result, Response):
             return result
-        return Response(result.png_bytes()[0], media_type="image/png", headers=_headers(result))
+        return tensor_to_image(result.images[0])
 
 
-# Malformed bodies are answered 400 before BentoML parses them; the client leaving cancels.
-# Every answer, 5xx included, is counted by route template.
-ECAD.add_asgi_middleware(RequestGuard, paths=("/generate", "/generate/png"))
+# Malformed or invalid bodies are answered 400 before BentoML parses them; the client leaving
+# cancels. Every answer, 5xx included, is counted by route template.
+ECAD.add_asgi_middleware(RequestGuard, models={"/generate": GenerateRequest, "/generate/png": GeneratePngRequest})
 ECAD.add_asgi_middleware(RouteMetrics, counter=HTTP_REQUESTS, routes=ROUTES)

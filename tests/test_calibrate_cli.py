@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -37,6 +39,34 @@ def test_help_explains_the_command(capsys):
     text = capsys.readouterr().out
     for word in ("Pareto", "--generations", "--ray", "--cost", "resume", "--scorer"):
         assert word in text
+
+
+def test_the_search_seed_is_named_apart_from_the_image_seeds_and_seed_still_works():
+    parser = build_parser()
+    assert parser.parse_args([]).search_seed == 0
+    assert parser.parse_args(["--seed", "3"]).search_seed == 3, "the old spelling, hidden"
+    args = parser.parse_args(["--search-seed", "4", "--seeds", "5,6"])
+    assert (args.search_seed, args.image_seeds) == (4, "5,6")
+    text = parser.format_help()
+    assert "--search-seed" in text and not re.search(r"--seed\b(?!-)", text)
+
+
+def test_each_genome_decodes_each_gene_vector_once(tiny_model, tmp_path, monkeypatch):
+    from ecad.search.genome import GeneSpace
+
+    decoded = Counter()
+    from_genes = GeneSpace.from_genes
+
+    def counting(self, genes):
+        decoded[id(self), np.asarray(genes).tobytes()] += 1
+        return from_genes(self, genes)
+
+    monkeypatch.setattr(GeneSpace, "from_genes", counting)
+    assert main(common(tiny_model, tmp_path, "--generations", "2", "--no-plot", "--scorer-arg", "max_psnr=150")) == 0
+    assert decoded and max(decoded.values()) == 1
+    # in process, two genomes: the driver's (memo keys, bank) and the evaluator's (render and cost)
+    per_genome = sorted(Counter(genome for genome, _ in decoded).values())
+    assert len(per_genome) == 2 and per_genome[0] == len(memo_records(tmp_path / "run"))
 
 
 def test_calibration_writes_a_valid_bank_and_extends_without_reevaluating(tiny_model, tmp_path):
@@ -113,7 +143,7 @@ def test_three_objective_calibration_writes_a_valid_bank(tiny_model, tmp_path):
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert {len(p["F"]) for p in state["population"]} == {3}, "(-psnr, -ssim, cost)"
     points = np.array([[-e.quality["psnr"], -e.quality["ssim"], e.macs] for e in bank.entries])
-    from ecad.search.engine.hypervolume import nondominated_mask
+    from ecad.search.optimizer.hypervolume import nondominated_mask
 
     on_front = nondominated_mask(points)
     # the searched entries are the 3-objective front; a heuristic may sit behind it within its noise
@@ -161,9 +191,9 @@ def test_actions_search_seeds_real_v2_heuristics_writes_a_servable_v2_bank_and_r
     from ecad.generate import generate, load_pipeline
     from ecad.heuristics import heuristic_suite
     from ecad.schedule import FORECAST
-    from ecad.search import render
+    from ecad.search import genome
 
-    assert ACTIONS == render.ACTIONS
+    assert ACTIONS == genome.ACTIONS
     args = ["--actions", "reuse,forecast,skip", "--no-plot", "--scorer-arg", "max_psnr=150"]
     assert main(common(tiny_model, tmp_path / "a", "--generations", "1", *args)) == 0
     assert main(common(tiny_model, tmp_path / "a", "--generations", "2", *args)) == 0  # resumed, extended
@@ -302,17 +332,17 @@ def test_renders_from_another_run_give_the_records_rendering_would_under_the_new
     # a run that searches one more action (guidance reuse) starts from the source's renders, re-encoded
     # in its wider gene space; a run searching fewer actions than the source is refused
     from ecad.schedule import BlockLayout
-    from ecad.search.render import search_space
+    from ecad.search.genome import Genome
 
     wider = ("reuse", "forecast", "skip", "guidance")
     assert run("guided", "--generations", "0", "--actions", ",".join(wider), "--renders-from", str(tmp_path / "macs")) == 0
     guided = {r["key"]: r for r in memo_records(tmp_path / "guided")}
     assert set(source) <= set(guided)
     config = json.loads((tmp_path / "guided" / "config.json").read_text())
-    genes, space = search_space(BlockLayout.from_dict(config["task"]["layout"]), 4, wider)
+    genome = Genome(BlockLayout.from_dict(config["task"]["layout"]), 4, wider)
     for key, record in source.items():
         assert guided[key]["images"] == 0 and guided[key]["metrics"] == record["metrics"]
-        schedule = genes.from_genes(space.unpack(guided[key]["bits"]))
+        schedule = genome.decode(genome.space.unpack(guided[key]["bits"]))
         assert schedule.hash == key and not schedule.guidance_reuse.any()
     capsys.readouterr()
     assert run("narrow", "--generations", "0", "--actions", "reuse", "--renders-from", str(tmp_path / "guided")) == 2
@@ -378,7 +408,7 @@ def test_bank_metadata_writes_the_model_folder_relative_to_the_bank(tmp_path):
 
 
 def test_merging_two_runs_writes_the_front_over_both_with_their_validation(tiny_model, tmp_path, capsys):
-    from ecad.search.engine.hypervolume import nondominated_mask
+    from ecad.search.optimizer.hypervolume import nondominated_mask
     from ecad.search.merge import main as merge
 
     def calibrate(name, *extra):

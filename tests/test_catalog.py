@@ -16,36 +16,36 @@ SIGMA = "PixArt-alpha/PixArt-Sigma-XL-2-256x256"
 
 
 def names(banks):
-    return [f"{c.path.parent.name}/{c.path.name}" for c in banks]
+    return [f"{path.parent.name}/{path.name}" for path in banks]
+
+
+def settings(banks):
+    return {path.name: bank.setting for path, bank in banks.items()}
 
 
 def test_finds_every_bank_of_a_model_by_hub_id_or_folder():
     assert names(find_banks(FLUX)) == ["FLUX.1-dev/1024x1024-20steps.json", "FLUX.1-dev/256x256-20steps.json"]
     assert names(find_banks("/data/weights/FLUX.1-dev/")) == names(find_banks(FLUX))
     assert names(find_banks("PixArt-alpha/PixArt-XL-2-256x256")) == ["PixArt-XL-2-256x256/256x256-20steps.json"]
-    assert find_banks("org/unknown-model") == []
+    assert find_banks("org/unknown-model") == {}
 
 
-def test_exact_setting_is_chosen_without_resampling():
-    choice = choose_bank(find_banks(FLUX), Setting(1024, 1024, 20, 5.0))
-    assert choice.exact and choice.path.name == "1024x1024-20steps.json"
-    assert choice.schedule("fora-2") == choice.bank.entry("fora-2").cache_schedule()
-    assert "bank made for 1024x1024-20steps" in choice.reason
+def test_exact_setting_is_chosen_without_a_note():
+    assert choose_bank(settings(find_banks(FLUX)), Setting(1024, 1024, 20, 5.0)) == ("1024x1024-20steps.json", None)
 
 
-def test_no_match_takes_the_nearest_and_says_it_resamples():
-    banks = find_banks(FLUX)
-    choice = choose_bank(banks, Setting(1024, 1024, 28, 3.5))
-    assert not choice.exact and choice.path.name == "1024x1024-20steps.json"  # same resolution beats the rest
-    assert choice.schedule("fast-256-to-1024").num_steps == 28
-    assert choice.schedule("fast-256-to-1024").mask[0].all()
-    assert "no bank for 1024x1024-28steps at guidance 3.5" in choice.reason
-    assert "num_inference_steps 20 -> 28" in choice.reason and "resampled from 20 to 28 steps" in choice.reason
-    near = choose_bank(banks, Setting(512, 512, 20, 5.0))
-    assert near.path.name == "256x256-20steps.json"  # 256² is nearer 512² than 1024² is
-    assert "resampled" not in near.reason and "height 256 -> 512" in near.reason
-    guidance_only = choose_bank(banks, Setting(256, 256, 20, 3.5))
-    assert not guidance_only.exact and guidance_only.schedule("ours-fast").num_steps == 20
+def test_no_match_takes_the_nearest_and_says_it_moves_the_schedules():
+    banks = settings(find_banks(FLUX))
+    name, note = choose_bank(banks, Setting(1024, 1024, 28, 3.5))
+    assert name == "1024x1024-20steps.json"  # same resolution beats the rest
+    assert note.startswith("no bank for 1024x1024-28steps at guidance 3.5 among 1024x1024-20steps.json, "
+                           "256x256-20steps.json; using 1024x1024-20steps.json")
+    assert "num_inference_steps 20 -> 28" in note and "moved by noise level from 20 to 28 steps" in note
+    name, note = choose_bank(banks, Setting(512, 512, 20, 5.0))
+    assert name == "256x256-20steps.json"  # 256² is nearer 512² than 1024² is
+    assert "moved" not in note and "height 256 -> 512" in note
+    name, note = choose_bank(banks, Setting(256, 256, 20, 3.5))
+    assert name == "256x256-20steps.json" and note.endswith("(guidance_scale 5.0 -> 3.5)")
 
 
 def test_config_fingerprint_finds_a_copy_under_another_name_and_refuses_other_configs(tmp_path, caplog):
@@ -61,10 +61,10 @@ def test_config_fingerprint_finds_a_copy_under_another_name_and_refuses_other_co
     with caplog.at_level(logging.WARNING, logger="ecad.bank_catalog"):
         found = find_banks(FLUX, transformer_config=flux_config, folders=[tmp_path, SCHEDULES_DIR])
     assert names(found) == ["FLUX.1-dev/1024x1024-20steps.json", "FLUX.1-dev/256x256-20steps.json"]
-    assert all(str(c.path).startswith(str(SCHEDULES_DIR)) for c in found)
+    assert all(str(path).startswith(str(SCHEDULES_DIR)) for path in found)
     assert "made for another transformer config" in caplog.text and "broken.json: not valid JSON" in caplog.text
 
 
 def test_nothing_to_choose_from():
     with pytest.raises(BankError, match="no schedule bank to choose from"):
-        choose_bank([], Setting(256, 256, 20, 4.5))
+        choose_bank({}, Setting(256, 256, 20, 4.5))

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine_helpers import run, tiny_pipe  # noqa: F401
 from ecad.adapters import get_adapter
-from ecad.cost import cost_table, image_macs, macs_speedup, macs_table, measure_interleaved, median_ratio, schedule_macs
+from ecad.cost import cost_table, image_macs, macs_speedup, macs_table, schedule_macs
 from ecad.setting import Setting
 from ecad.heuristics import fora
 from ecad.schedule import FORECAST, REUSE, CacheSchedule
@@ -96,11 +96,3 @@ def test_forecast_and_skip_costs(tiny_pipe):
     reuse = ones.copy()
     reuse[[2, 3, 5], 1] = REUSE
     assert got < schedule_macs(CacheSchedule.from_actions(reuse, lay), pipe, **shape)
-
-
-def test_measure_interleaved_order_and_counts():
-    order = []
-    times = measure_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=1)
-    assert order == ["a", "b"] + ["a", "b", "b", "a", "a", "b"]  # warm-up, then rotated rounds
-    assert [len(v) for v in times.values()] == [3, 3]
-    assert median_ratio({"a": [3.0, 1.0, 2.0], "b": [4.0, 8.0, 6.0]}, "b", "a") == 3.0  # 6 / 2

@@ -78,3 +78,38 @@ def test_a_fit_for_another_layout_is_refused(pipe):
         cost_features(CacheSchedule.full(layout, 6), type(table)(table.component[:1], table.block_other[:1],
                                                                  table.other, table.component_elements[:1],
                                                                  table.block_elements[:1]))
+
+
+def test_ecad_fit_cost_times_a_bank_and_writes_a_model_calibration_reads(pipe, tmp_path):
+    """The CLI end to end on a tiny bank: timings kept beside the report, an out-of-fold check per
+    entry, and a "model" that `FittedCost.from_report` (what --cost-model reads) accepts."""
+    from ecad.adapters import get_adapter
+    from ecad.bank import BankEntry, ScheduleBank, fingerprint
+    from ecad.cli.fit_cost import main
+    from ecad.heuristics import heuristic_suite
+
+    layout = get_adapter(pipe).layout(pipe.transformer)
+    suite = heuristic_suite(layout, SETTING.num_inference_steps)
+    names = ["no-cache", "fora-2", "fora-3", "block-skip-2-e2-all", "taylorseer-2"]
+    names = [n for n in names if n in suite]
+    bank = ScheduleBank(
+        model=str(tmp_path_of(pipe)), model_fingerprint=fingerprint(dict(pipe.transformer.config)), **SETTING.to_dict(),
+        scorer="none (test bank)", quality_metric="recompute_fraction",
+        entries=[BankEntry(id=n, schedule=suite[n].to_dict(), macs=image_macs(pipe, SETTING, suite[n]),
+                           quality={"recompute_fraction": suite[n].recompute_fraction},
+                           source="no-cache" if suite[n].mask.all() else "heuristic") for n in names])
+    bank_path = bank.save(tmp_path / "bank.json")
+    out = tmp_path / "cost.json"
+    assert main([str(bank_path), "--out", str(out), "--rounds", "1", "--calls", "1", "--folds", "2"]) == 0
+    report = json.loads(out.read_text())
+    assert {e["id"] for e in report["bank_entries"]} == set(names) - {"no-cache"}
+    assert all(e["predicted_out_of_fold"] > 0 for e in report["bank_entries"])
+    model = FittedCost.from_report(report)
+    assert all(c >= 0 for c in model.coefficients)
+    timing = json.loads(out.with_suffix(".timing.json").read_text())
+    assert set(timing["speedup"]) == set(names) - {"no-cache"}
+    assert main([str(bank_path), "--out", str(out), "--folds", "9"]) == 2  # too few schedules for 9 folds
+
+
+def tmp_path_of(pipe):
+    return pipe.config._name_or_path

@@ -9,8 +9,8 @@ from ecad.adapters import get_adapter
 from ecad.cost import image_macs
 from ecad.generate import generate, load_pipeline
 from ecad.hooks import apply_cache_schedule, cache_schedule
-from ecad.schedule import FORECAST, RECOMPUTE, REUSE, CacheSchedule, GeneSpace, ScheduleError
-from ecad.search.render import search_space
+from ecad.schedule import FORECAST, RECOMPUTE, REUSE, CacheSchedule, ScheduleError
+from ecad.search.genome import GeneSpace, Genome
 from ecad.setting import Setting
 
 GUIDANCE = np.array([0, 1, 0, 1, 1, 0], bool)  # steps 1, 3, 4: conditional rows only
@@ -118,7 +118,8 @@ def test_schedule_format_v3_round_trip_and_validation(pipe):
 
 def test_gene_space_with_guidance_genes(pipe):
     lay = layout(pipe)
-    genes, space = search_space(lay, STEPS, ("reuse", "forecast", "skip", "guidance"))
+    genome = Genome(lay, STEPS, ("reuse", "forecast", "skip", "guidance"))
+    genes, space = genome.genes, genome.space
     assert genes == GeneSpace(lay, STEPS, guidance_reuse=True)
     assert space.n_var == genes.num_genes == genes.num_action_genes + genes.num_skip_genes + STEPS - 1
     schedule = schedule_with_guidance(pipe, "mixed")

@@ -5,24 +5,24 @@ import random
 import pytest
 
 from ecad.planning import (
-    Candidate,
     LatencyQuantiles,
+    PredictedEntry,
     RequestShape,
     Waiting,
+    missed_budget_note,
     plan_greedy,
     plan_queue,
-    predict_candidates,
-    remaining_budget,
+    predict_entries,
     scale_latency,
     select_schedule,
 )
 from ecad.setting import Setting
 
 BANK = [
-    Candidate("no-cache", quality=0.90, predicted_ms=1000.0),
-    Candidate("ecad-a", quality=0.88, predicted_ms=600.0),
-    Candidate("ecad-b", quality=0.80, predicted_ms=400.0),
-    Candidate("ecad-c", quality=0.60, predicted_ms=250.0),
+    PredictedEntry("no-cache", quality=0.90, predicted_ms=1000.0),
+    PredictedEntry("ecad-a", quality=0.88, predicted_ms=600.0),
+    PredictedEntry("ecad-b", quality=0.80, predicted_ms=400.0),
+    PredictedEntry("ecad-c", quality=0.60, predicted_ms=250.0),
 ]
 
 
@@ -49,13 +49,13 @@ def test_select_table(budget, expected_id, met):
 
 
 def test_quality_ties_go_to_the_faster_entry():
-    tied = [Candidate("slow", 0.5, 900.0), Candidate("fast", 0.5, 300.0)]
+    tied = [PredictedEntry("slow", 0.5, 900.0), PredictedEntry("fast", 0.5, 300.0)]
     assert select_schedule(tied, None).entry_id == "fast"
     assert select_schedule(tied, 1000.0).entry_id == "fast"
 
 
 def test_a_worse_and_slower_entry_is_never_chosen():
-    dominated = [*BANK, Candidate("dominated", 0.5, 900.0)]
+    dominated = [*BANK, PredictedEntry("dominated", 0.5, 900.0)]
     for budget in (None, 100.0, 260.0, 450.0, 700.0, 950.0, 2000.0):
         assert select_schedule(dominated, budget).entry_id != "dominated"
 
@@ -74,15 +74,9 @@ def test_scale_latency_by_tokens_steps_and_batch():
     assert scale_latency(100.0, base, RequestShape(setting, 4)) == 400.0
 
 
-def test_remaining_budget_subtracts_queue_wait():
-    assert remaining_budget(None, 50.0) is None
-    assert remaining_budget(500.0, 120.0) == 380.0
-    assert remaining_budget(500.0, -3.0) == 500.0
-
-
 def test_predictions_apply_factors():
     shape = RequestShape(Setting(32, 32, 20, 4.5), 1)
-    cands = predict_candidates([("a", 0.9, 100.0), ("b", 0.8, 50.0)], shape, shape, {"a": 2.0})
+    cands = predict_entries([("a", 0.9, 100.0), ("b", 0.8, 50.0)], shape, shape, {"a": 2.0})
     assert [(c.id, c.predicted_ms) for c in cands] == [("a", 200.0), ("b", 50.0)]
 
 
@@ -115,14 +109,14 @@ def test_quantiles_ignore_garbage_and_can_be_turned_off():
 # -- the queue planner ------------------------------------------------------------------------
 
 ENTRIES = (
-    Candidate("best", 0.90, 400.0),
-    Candidate("mid", 0.80, 200.0),
-    Candidate("fast", 0.60, 100.0),
+    PredictedEntry("best", 0.90, 400.0),
+    PredictedEntry("mid", 0.80, 200.0),
+    PredictedEntry("fast", 0.60, 100.0),
 )
 
 
-def waiting(key, budget, arrival=0.0, candidates=ENTRIES):
-    return Waiting(key, arrival, None if budget is None else arrival + budget, tuple(candidates))
+def waiting(key, budget, arrival=0.0, entries=ENTRIES):
+    return Waiting(key, arrival, None if budget is None else arrival + budget, tuple(entries))
 
 
 def summary(plan):
@@ -149,7 +143,7 @@ def summary(plan):
         ([waiting(k, 150, i) for i, k in enumerate("abcd")], None,
          [("a", "fast", True), ("b", "fast", False), ("c", "fast", False), ("d", "fast", False)]),
         # Giving up the longest job (a pinned 500 ms) saves the two short ones behind it.
-        ([waiting("pinned", 600, 0, [Candidate("best", 0.9, 500.0)]), waiting("s1", 550, 1), waiting("s2", 600, 2)],
+        ([waiting("pinned", 600, 0, [PredictedEntry("best", 0.9, 500.0)]), waiting("s1", 550, 1), waiting("s2", 600, 2)],
          None, [("s1", "best", True), ("s2", "mid", True), ("pinned", "best", False)]),
     ],
 )
@@ -198,3 +192,11 @@ def test_planner_keeps_at_least_as_many_on_time_as_greedy_and_greedy_quality_whe
         assert sum(a.on_time for a in planned) >= sum(a.on_time for a in greedy)
         if len(queue) == 1:  # alone, the plan is the greedy choice
             assert summary(planned) == summary(greedy)
+
+
+def test_the_missed_budget_note_names_the_budget_the_entry_and_the_wait():
+    (late,) = plan_queue([waiting("a", 50)], 0.0)
+    assert not late.on_time
+    assert missed_budget_note(late, 50, 12.4) == (
+        "budget 50 ms cannot be met: no schedule finishes in time behind the queue: serving the fastest "
+        "(fast predicted 100 ms after 12 ms queued)")

@@ -198,7 +198,7 @@ def test_resample_keeps_actions_and_skip():
 
 # -- genes for the search ---------------------------------------------------------------------
 
-from ecad.schedule import GeneSpace  # noqa: E402
+from ecad.search.genome import GeneSpace  # noqa: E402
 
 
 @pytest.mark.parametrize("layout", [PIXART, FLUX])

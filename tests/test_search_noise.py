@@ -10,13 +10,13 @@ import pytest
 from ecad.bank import BankEntry, outranks, quality_for_ranking
 from ecad.paths import DEFAULT_MODEL
 from ecad.quality.prompts import assert_disjoint, prompt_set, validation_prompts
-from ecad.search.engine.loop import archive_front, first_stage_key, run_search
-from ecad.search.engine.noise import (
+from ecad.search.optimizer.loop import archive_front, first_stage_key, run_search
+from ecad.search.optimizer.noise import (
     RacingSettings, bootstrap_interval, could_be_nondominated, first_samples, optimistic_point,
 )
-from ecad.search.engine.nsga import GeneticSettings
-from ecad.search.engine.surrogate import SurrogateSettings, rank_and_crowding_order
-from ecad.search.engine.synthetic import synthetic_task
+from ecad.search.optimizer.nsga import GeneticSettings
+from ecad.search.optimizer.surrogate import SurrogateSettings, rank_and_crowding_order
+from ecad.search.optimizer.synthetic import synthetic_task
 from ecad.search.executors import LocalExecutor
 
 SMALL = GeneticSettings(population=12)
@@ -138,12 +138,12 @@ def test_surrogate_is_deterministic_and_renders_only_the_population(tmp_path):
 
 
 def test_bank_keeps_heuristics_the_front_does_not_beat_beyond_noise():
-    from ecad.search.engine.evaluation import CandidateResult
-    from ecad.search.engine.loop import SearchResult
-    from ecad.search.engine.run_folder import MemoRecord
-    from ecad.search.engine.space import BitSpace
-    from ecad.search.engine.task import SearchTask
-    from ecad.search.render import bank_records
+    from ecad.search.optimizer.evaluation import CandidateResult
+    from ecad.search.optimizer.loop import SearchResult
+    from ecad.search.optimizer.run_folder import MemoRecord
+    from ecad.search.optimizer.space import BitSpace
+    from ecad.search.optimizer.task import SearchTask
+    from ecad.search.to_bank import bank_records
 
     space = BitSpace((4, 1, 1))  # three searched bits
     task = SearchTask(space=space, recipe=None, objectives=("psnr", "reward"), quality_metric="psnr")
@@ -159,7 +159,7 @@ def test_bank_keeps_heuristics_the_front_does_not_beat_beyond_noise():
     close = record("fora-2", [0, 1, 1], 29.8, 0.79, 0.55, 2.0)  # behind the front by less than its noise
     beaten = record("fora-9", [1, 0, 0], 20.0, 0.50, 0.6, 0.1)  # far behind, little noise
     earlier = record("bank:ecad-g1-x", [0, 0, 1], 29.8, 0.79, 0.55, 2.0)  # an earlier front's: not a heuristic
-    result = SearchResult(state=None, front=[searched], seeds=[no_cache, close, beaten, earlier],
+    result = SearchResult(state=None, front=[searched], seed_records=[no_cache, close, beaten, earlier],
                           memo={no_cache.key: no_cache})
     labels = [r.label for r in bank_records(task, result)]
     assert sorted(labels, key=str) == [None, "fora-2", "no-cache"]
@@ -171,8 +171,8 @@ def test_quality_floor_spends_the_population_above_it_and_keeps_the_front(tmp_pa
     keeps cheap, poor schedules), the run is deterministic and records the floor, racing renders
     in full only candidates whose optimistic bound could clear it, and the archive front (the
     bank) still holds the cheap schedules found below it."""
-    from ecad.search.engine.noise import could_clear_floors
-    from ecad.search.engine.task import QualityFloor
+    from ecad.search.optimizer.noise import could_clear_floors
+    from ecad.search.optimizer.task import QualityFloor
 
     floor = QualityFloor("weighted", 0.6)
     racing = RacingSettings(first_fraction=0.25)
@@ -205,7 +205,7 @@ def test_quality_floor_spends_the_population_above_it_and_keeps_the_front(tmp_pa
 
 def test_quality_floor_parses_and_names_its_option():
     from ecad.cli.calibrate import parse_floors
-    from ecad.search.engine.task import QualityFloor
+    from ecad.search.optimizer.task import QualityFloor
 
     assert parse_floors(["psnr=29", "reward=0.3"], ("psnr", "scenes-reward")) == (
         QualityFloor("psnr", 29.0), QualityFloor("scenes-reward", 0.3))
@@ -221,8 +221,8 @@ def test_step_plane_mutation_moves_whole_steps_and_is_deterministic(tmp_path):
     recorded without it keep their config (resume)."""
     from pymoo.core.population import Population
 
-    from ecad.search.engine.nsga import GeneProblem, ResampleMutation, StepPlaneMutation
-    from ecad.search.engine.space import IntegerSpace
+    from ecad.search.optimizer.nsga import GeneProblem, ResampleMutation, StepPlaneMutation
+    from ecad.search.optimizer.space import IntegerSpace
 
     planes, blocks, components = 4, 3, 2
     space = IntegerSpace(((planes * blocks * components, 0, 2, 1), (planes * blocks, 0, 1, 0)))
@@ -260,8 +260,8 @@ def test_step_plane_mutation_moves_whole_steps_and_is_deterministic(tmp_path):
 
 def test_surrogate_renders_the_offspring_it_predicts_feasible_first(tmp_path):
     """With a floor, the pre-screen keeps predicted-feasible offspring before any predicted below it."""
-    from ecad.search.engine.surrogate import predict_constraints, prescreen
-    from ecad.search.engine.task import QualityFloor
+    from ecad.search.optimizer.surrogate import predict_constraints, prescreen
+    from ecad.search.optimizer.task import QualityFloor
 
     task, result = search(tmp_path, "fit", generations=2)
     evaluated = result.memo.evaluated()

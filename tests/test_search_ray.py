@@ -10,10 +10,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from ecad.search.engine.loop import run_search  # noqa: E402
-from ecad.search.engine.nsga import GeneticSettings  # noqa: E402
-from ecad.search.engine.space import pack_bits  # noqa: E402
-from ecad.search.engine.synthetic import synthetic_task  # noqa: E402
+from ecad.search.optimizer.loop import run_search  # noqa: E402
+from ecad.search.optimizer.nsga import GeneticSettings  # noqa: E402
+from ecad.search.optimizer.space import pack_bits  # noqa: E402
+from ecad.search.optimizer.synthetic import synthetic_task  # noqa: E402
 from ecad.search.executors import LocalExecutor  # noqa: E402
 from ecad.search.executors.ray_actors import RayExecutor  # noqa: E402
 
@@ -66,7 +66,8 @@ def test_a_dead_actor_is_replaced_and_its_candidate_retried(ray_cluster, tmp_pat
 
 
 def test_real_pipeline_on_ray_matches_in_process(ray_cluster, tmp_path_factory, tmp_path):
-    from ecad.search.render import RenderRecipe, build_model_task
+    from ecad.search.evaluator import RenderRecipe
+    from ecad.search.task import build_model_task
     from ecad.setting import Setting
     from ecad.tiny import build_tiny_pipeline
 

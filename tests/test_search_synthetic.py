@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecad.search.engine.evaluation import CandidateResult, Recipe
-from ecad.search.engine.hypervolume import hypervolume, nondominated_mask
-from ecad.search.engine.loop import archive_front, run_search, scorer_spread_warning
-from ecad.search.engine.nsga import GeneticSettings
-from ecad.search.engine.run_folder import Memo, RunFolderError
-from ecad.search.engine.space import BitSpace, IntegerSpace, pack_bits, unpack_bits
-from ecad.search.engine.synthetic import synthetic_task, true_front
+from ecad.search.optimizer.evaluation import CandidateResult, Recipe
+from ecad.search.optimizer.hypervolume import hypervolume, nondominated_mask
+from ecad.search.optimizer.loop import archive_front, run_search, scorer_spread_warning
+from ecad.search.optimizer.nsga import GeneticSettings
+from ecad.search.optimizer.run_folder import Memo, RunFolderError
+from ecad.search.optimizer.space import BitSpace, IntegerSpace, pack_bits, unpack_bits
+from ecad.search.optimizer.synthetic import synthetic_task, true_front
 from ecad.search.executors import LocalExecutor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def test_integer_space_packs_portably_and_mutates_within_each_segment():
 
     from pymoo.core.population import Population
 
-    from ecad.search.engine.nsga import GeneProblem, ResampleMutation
+    from ecad.search.optimizer.nsga import GeneProblem, ResampleMutation
 
     problem = GeneProblem(space)
     X = space.random(50, seed=4)
@@ -120,6 +120,17 @@ def test_nondominated_and_hypervolume():
     F = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.5, 0.5]])
     assert nondominated_mask(F).tolist() == [True, True, False, True]
     assert hypervolume(F[[0, 1]], [0, 0], [1, 1], reference=2.0) == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("objectives", [2, 3, 4])
+def test_nondominated_mask_is_the_definition_with_ties_and_duplicates_kept(objectives):
+    rng = np.random.default_rng(objectives)
+    for _ in range(200):
+        F = rng.integers(0, 4, size=(int(rng.integers(0, 30)), objectives)).astype(float)  # many ties
+        if len(F):
+            F[rng.integers(len(F))] = np.inf
+        dominated = [(np.all(F <= f, axis=1) & np.any(F < f, axis=1)).any() for f in F]
+        assert nondominated_mask(F).tolist() == [not d for d in dominated]
 
 
 def test_found_front_reaches_the_true_front(tmp_path):
@@ -167,7 +178,7 @@ def test_memo_ignores_a_torn_last_line(tmp_path):
     path = tmp_path / "memo.jsonl"
     space = BitSpace((2, 2, 2))  # 4 searched bits
     memo = Memo(path, space)
-    from ecad.search.engine.run_folder import MemoRecord, read_memo
+    from ecad.search.optimizer.run_folder import MemoRecord, read_memo
 
     memo.add(MemoRecord("k1", np.array([1, 0, 1, 0], bool), CandidateResult(0.5, 0.5), 0))
     with open(path, "a") as handle:
@@ -182,7 +193,7 @@ def test_memo_ignores_a_torn_last_line(tmp_path):
 
 
 def test_blind_scorer_is_reported():
-    from ecad.search.engine.run_folder import MemoRecord
+    from ecad.search.optimizer.run_folder import MemoRecord
 
     def record(label, quality):
         return MemoRecord(label, np.zeros(2, bool), CandidateResult(quality, 0.5), 0, label)
@@ -195,11 +206,11 @@ def test_blind_scorer_is_reported():
 RUNNER = textwrap.dedent(
     """
     import sys
-    from ecad.search.engine.loop import run_search
-    from ecad.search.engine.noise import RacingSettings
-    from ecad.search.engine.nsga import GeneticSettings
-    from ecad.search.engine.surrogate import SurrogateSettings
-    from ecad.search.engine.synthetic import synthetic_task
+    from ecad.search.optimizer.loop import run_search
+    from ecad.search.optimizer.noise import RacingSettings
+    from ecad.search.optimizer.nsga import GeneticSettings
+    from ecad.search.optimizer.surrogate import SurrogateSettings
+    from ecad.search.optimizer.synthetic import synthetic_task
     from ecad.search.executors import LocalExecutor
 
     features = {}
@@ -247,7 +258,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path, features):
 
 def test_recipes_travel_as_json_with_their_kind():
     from ecad.search.recipes import recipe_from_json, recipe_to_json
-    from ecad.search.render import RenderRecipe
+    from ecad.search.evaluator import RenderRecipe
     from ecad.setting import Setting
 
     render = RenderRecipe(model="m", setting=Setting(32, 32, 4, 4.5), scorer="fidelity", prompts=["a", "b"],

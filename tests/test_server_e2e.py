@@ -10,13 +10,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import requests
 from PIL import Image
 
 from ecad.generate import load_pipeline
 from ecad.setting import Setting
-from ecad.testing import heuristic_bank, running_server, synthetic_profile
+from serving_helpers import heuristic_bank, running_server, synthetic_profile
 from ecad.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
 
 SIZE = TINY_IMAGE_SIZE
@@ -74,20 +75,53 @@ def test_budget_is_respected_and_reported(served):
 
 
 def test_png_route(served):
+    # 100 s is far beyond what any entry needs here (predicted ~1 s at most): planned on time with
+    # the best entry, and met.
     r = post(served, {"prompt": "a", "seed": 2, "latency_ms": 1e5}, path="/generate/png")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(r.content)).size == (SIZE, SIZE)
-    assert r.headers["X-ECAD-Budget-Met"] in ("true", "false")
+    assert r.headers["X-ECAD-Schedule-Id"] == "no-cache" and r.headers["X-ECAD-Seed"] == "2"
+    assert r.headers["X-ECAD-Budget-Met"] == "true"
+    assert float(r.headers["X-ECAD-Queue-Ms"]) + float(r.headers["X-ECAD-Actual-Ms"]) <= 1e5
     several = post(served, {"prompt": "a", "num_images": 2}, path="/generate/png")
     assert several.status_code == 400 and several.json()["field"] == "num_images"
+    assert "less than or equal to 1" in several.json()["error"]
 
 
-def test_bentoml_client(served):
+def test_bentoml_client_with_keyword_arguments_on_both_routes(served):
     import bentoml
 
+    pinned = dict(prompt="a blue dog", seed=5, latency_ms=1e5, schedule_id="fora-2")
     with bentoml.SyncHTTPClient(served) as client:
-        body = client.generate({"prompt": "a blue dog", "seed": 5})
-    assert body["schedule_id"] == "no-cache" and len(body["images"]) == 1
+        body = client.generate(**pinned)
+        image = client.generate_png(**pinned)
+        refused = None
+        try:
+            client.generate(prompt="a", width=SIZE + 1)
+        except bentoml.exceptions.BentoMLException as err:
+            refused = err
+    assert body["schedule_id"] == "fora-2" and body["bank"] == "bank.json" and body["seed"] == 5
+    assert body["latency_ms"] == 1e5 and body["budget_met"] is True and body["num_images"] == 1
+    assert (body["width"], body["height"], body["num_inference_steps"]) == (SIZE, SIZE, STEPS)
+    (png,) = [base64.b64decode(b) for b in body["images"]]
+    assert isinstance(image, Image.Image) and image.format == "PNG" and image.size == (SIZE, SIZE)
+    # The same prompt, seed and schedule: the same pixels on both routes, and the same PNG bytes.
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(io.BytesIO(png))))
+    assert post(served, pinned, path="/generate/png").content == png
+    assert refused is not None and refused.error_code == 400 and "width: must be a multiple of 8" in str(refused)
+
+
+def test_docs_show_the_request_and_response_schemas(served):
+    spec = requests.get(served + "/docs.json", timeout=10).json()
+    generate = spec["paths"]["/generate"]["post"]
+    request_schema = generate["requestBody"]["content"]["application/json"]["schema"]
+    fields = {"prompt", "latency_ms", "seed", "num_images", "width", "height", "schedule_id", "on_infeasible"}
+    assert fields <= set(request_schema["properties"]) and request_schema["required"] == ["prompt"]
+    response_schema = generate["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"schedule_id", "bank", "predicted_ms", "budget_met", "images"} <= set(response_schema["properties"])
+    png = spec["paths"]["/generate/png"]["post"]
+    assert list(png["responses"]["200"]["content"]) == ["image/*"]
+    assert png["requestBody"]["content"]["application/json"]["schema"]["properties"]["num_images"]["maximum"] == 1
 
 
 JSON = "application/json"
@@ -192,7 +226,7 @@ def test_oversized_request_is_refused_at_once(served):
             "schedule_id": "no-cache"}
     started = time.monotonic()
     r = post(served, body)
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 10  # at once: the run itself would take minutes
     assert r.status_code == 400
     refusal = r"predicted 3\d{5} ms with the fastest schedule, over this server's 300 s limit"
     assert re.search(refusal, r.json()["error"])
@@ -205,9 +239,17 @@ def test_reject_policy_answers_429_with_retry_after(served):
     assert "cannot be met" in r.json()["error"]
 
 
+def cancelled_count(url) -> float:
+    metrics = requests.get(url + "/metrics", timeout=10).text
+    found = re.search(r'^ecad_requests_total\{outcome="cancelled",schedule="none"\} ([0-9.]+)$', metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_request_behind_a_disconnected_client_starts_within_a_step(served):
+    # 100 steps of 8 images at 96x96: about 9 s here (a step about 0.1 s); the client leaves after 1.5 s.
     slow = {"prompt": "slow", "seed": 1, "num_images": 8, "num_inference_steps": 100, "width": SIZE * 3,
             "height": SIZE * 3, "schedule_id": "no-cache"}
+    cancelled_before = cancelled_count(served)
     left_at = {}
 
     def leave_early():
@@ -223,10 +265,11 @@ def test_request_behind_a_disconnected_client_starts_within_a_step(served):
     r = post(served, {"prompt": "next", "seed": 2, "num_inference_steps": 2, "schedule_id": "no-cache"})
     leaver.join()
     assert r.status_code == 200 and "t" in left_at, left_at
+    assert cancelled_count(served) == cancelled_before + 1  # stopped, not run to its end
     started = sent + r.json()["queue_ms"] / 1000.0
-    # The slow request alone takes several seconds (100 steps of 8 images); the next one starts
-    # within a step of the disconnect (a step of that batch takes well under 0.3 s here).
-    assert started - left_at["t"] < 0.3, (started - left_at["t"])
+    # The next one starts once the slow one stops between steps: after the client left, and long
+    # before the ~7 s the slow one still needed (generous for a loaded box).
+    assert left_at["t"] < started < left_at["t"] + 3.0, (started - left_at["t"])
 
 
 def test_same_prompt_seed_schedule_gives_identical_bytes_alone_and_under_load(served):

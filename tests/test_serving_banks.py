@@ -1,6 +1,8 @@
 """A server with several banks of one model: each request is served from the bank made for its
-setting (bit-exact with the library), the nearest one (resampled, and noted) when none is."""
+setting (bit-exact with the library), the nearest one (its schedules moved by noise level, its
+quality estimated, and noted) when none is."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,8 +10,9 @@ from ecad.bank import ScheduleBank
 from ecad.generate import generate, load_pipeline
 from ecad.serving import GenerateRequest, RequestError, ScheduleServer, ServingConfig
 from ecad.setting import Setting
-from ecad.testing import heuristic_bank, synthetic_profile
+from serving_helpers import heuristic_bank, synthetic_profile
 from ecad.tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
+from ecad.transfer import transfer_to_setting
 
 NATIVE = Setting(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 6, 4.5)  # the tiny pipeline's own resolution
 SMALL = Setting(24, 24, 5, 4.5)  # its file name sorts first: the default bank is the native one anyway
@@ -35,15 +38,17 @@ def server(tiny):
 
 
 def expected_images(pipe, bank_path, entry_id, prompt, seed, setting):
-    schedule = ScheduleBank.load(bank_path).entry(entry_id).cache_schedule().resample(setting.num_inference_steps)
+    bank = ScheduleBank.load(bank_path)
+    schedule = transfer_to_setting(bank.entry(entry_id).cache_schedule(), pipe, bank.setting, setting)
     return generate(pipe, [prompt], [seed], setting, schedule)
 
 
 def test_the_default_bank_is_the_one_at_the_models_native_resolution(server):
-    assert [b.id for b in server.banks] == [f"{NATIVE.name}.json", f"{SMALL.name}.json"]
-    assert server.bank.setting == NATIVE and server.limits.setting == NATIVE
+    assert list(server.banks) == [f"{NATIVE.name}.json", f"{SMALL.name}.json"]
+    assert server.default_bank is server.banks[f"{NATIVE.name}.json"]
+    assert server.default_bank.bank.setting == NATIVE and server.limits.setting == NATIVE
     result = server.generate(server.resolve(GenerateRequest(prompt="a", seed=1, schedule_id="fora-2")))
-    assert result.bank == f"{NATIVE.name}.json" and result.notes == []
+    assert result.request.served.id == f"{NATIVE.name}.json" and result.notes == []
 
 
 @pytest.mark.parametrize("setting", [NATIVE, SMALL], ids=lambda s: s.name)
@@ -53,29 +58,60 @@ def test_each_setting_is_served_from_its_own_bank_bit_exact(server, tiny, settin
     body = dict(prompt="a red cat", seed=11, width=setting.width, height=setting.height,
                 num_inference_steps=setting.num_inference_steps, schedule_id=entry_id)
     result = server.generate(server.resolve(GenerateRequest(**body)))
-    assert result.bank == f"{setting.name}.json"
+    assert result.request.served.id == f"{setting.name}.json"
     assert result.notes == []  # made for it: no resampling, no scaling
     assert result.schedule_id == entry_id or (entry_id is None and result.schedule_id == "no-cache")
-    bank_path = bank_dir / "tiny-pixart" / result.bank
+    bank_path = bank_dir / "tiny-pixart" / result.request.served.id
     assert torch.equal(result.images, expected_images(pipe, bank_path, result.schedule_id, "a red cat", 11, setting))
 
 
-def test_a_setting_without_a_bank_gets_the_nearest_resampled_and_noted(server, tiny):
+def test_a_setting_without_a_bank_gets_the_nearest_moved_by_noise_level_and_noted(server, tiny):
     _, bank_dir, pipe = tiny
     wanted = NATIVE.with_changes(num_inference_steps=5)  # the native resolution, the small bank's steps
     request = server.resolve(GenerateRequest(prompt="a", seed=5, num_inference_steps=5, schedule_id="fora-2"))
-    assert request.bank == f"{NATIVE.name}.json"  # same resolution beats same steps
+    assert request.served is server.default_bank  # same resolution beats same steps
     result = server.generate(request)
-    assert result.bank == f"{NATIVE.name}.json"
-    assert any(n.startswith(f"no bank for {wanted.name}") and "resampled from 6 to 5 steps" in n
+    assert result.request.served.id == f"{NATIVE.name}.json"
+    assert any(n.startswith(f"no bank for {wanted.name}") and "moved by noise level from 6 to 5 steps" in n
                for n in result.notes), result.notes
-    bank_path = bank_dir / "tiny-pixart" / result.bank
+    assert any("quality is not measured at this setting" in n for n in result.notes), result.notes
+    bank_path = bank_dir / "tiny-pixart" / result.request.served.id
     assert torch.equal(result.images, expected_images(pipe, bank_path, "fora-2", "a", 5, wanted))
+
+
+@pytest.mark.parametrize("steps, guidance", [(6, 4.5), (9, 4.5), (4, 4.5), (6, 1.0), (9, 1.0)])
+def test_schedule_for_is_the_entry_moved_by_noise_level_without_guidance_reuse_at_guidance_1(
+        server, tiny, steps, guidance):
+    from ecad.planning import LatencyQuantiles
+    from ecad.schedule import CacheSchedule
+    from ecad.serving import ServedBank
+    from ecad.transfer import noise_levels, transfer_schedule
+
+    pipe = tiny[2]
+    default = server.default_bank
+    fora3 = default.schedules["fora-3"]
+    guided = CacheSchedule.from_actions(fora3.actions, fora3.layout, fora3.skip, np.arange(fora3.num_steps) % 2 == 1)
+    entry = default.bank.entry("fora-3").model_copy(update={"id": "guided", "schedule": guided.to_dict()})
+    bank = default.bank.model_copy(update={"entries": [*default.bank.entries, entry]})
+    served = ServedBank("b.json", default.path, bank, default.profile, LatencyQuantiles(),
+                        noise_levels=lambda setting: noise_levels(pipe, setting))
+    setting = NATIVE.with_changes(num_inference_steps=steps, guidance_scale=guidance)
+    for entry_id, schedule in (("fora-3", fora3), ("guided", guided)):
+        prepared = served.schedule_for(entry_id, setting)
+        expected = schedule if steps == NATIVE.num_inference_steps else transfer_schedule(
+            schedule, noise_levels(pipe, NATIVE), noise_levels(pipe, setting))
+        if guidance <= 1:
+            expected = expected.without_guidance_reuse()
+        assert prepared.num_steps == steps and prepared == expected
+        prepared.validate(num_steps=steps)
+        assert served.schedule_for(entry_id, setting) is prepared  # prepared once
+    assert served.schedule_for("guided", setting).guidance_reuse.any() == (guidance > 1) or steps < 6
+    assert served.schedule_for("fora-3", NATIVE) == fora3  # the bank's own setting: its own schedule
 
 
 def test_budgets_are_planned_with_the_chosen_banks_profile(server, tiny):
     _, bank_dir, pipe = tiny
-    small = server.loaded.served(f"{SMALL.name}.json")
+    small = server.banks[f"{SMALL.name}.json"]
     fastest = min(small.profile.latency_ms, key=small.profile.latency_ms.get)
     budget = small.profile.latency_ms[fastest] * 1.0001
     fields = dict(prompt="b", seed=2, width=SMALL.width, height=SMALL.height, latency_ms=budget,
@@ -85,7 +121,7 @@ def test_budgets_are_planned_with_the_chosen_banks_profile(server, tiny):
     assert plan.entry_id == fastest and plan.on_time
     assert plan.predicted_ms == pytest.approx(small.profile.latency_ms[fastest])  # that bank's, not the default's
     result = server.generate(request)
-    assert torch.equal(result.images, expected_images(pipe, bank_dir / "tiny-pixart" / result.bank, fastest,
+    assert torch.equal(result.images, expected_images(pipe, bank_dir / "tiny-pixart" / result.request.served.id, fastest,
                                                       "b", 2, SMALL))
 
 
@@ -127,10 +163,59 @@ def test_each_bank_learns_its_own_latency_and_gets_its_share_of_the_profiling_bu
     learning = ScheduleServer(ServingConfig(model=str(model), bank_dirs=(str(unprofiled.parent),), profile_repeats=1,
                                             profile_time_budget_s=30, latency_window=8), pipe=pipe)
     assert budgets == [15, 15]
-    assert all(set(b.profile.latency_ms) == set(b.schedules) for b in learning.banks)
+    assert all(set(b.profile.latency_ms) == set(b.schedules) for b in learning.banks.values())
     request = learning.resolve(GenerateRequest(prompt="a", seed=1, schedule_id="no-cache"))
     for _ in range(4):
         learning.generate(request)
-    native, small = (learning.queue.latency[b.id] for b in learning.banks)
+    native, small = (b.latency for b in learning.banks.values())
     assert native.factors(["no-cache"]) != {"no-cache": 1.1}  # observed
     assert small.factors(["no-cache"]) == {"no-cache": 1.1}  # still the cold margin: another bank's entry
+
+
+def test_an_invalid_transfer_is_never_served(server, tiny):
+    """A forecast right after the first recompute is valid where calibrated and invalid after
+    nearest-index resampling to fewer steps: whatever the requested steps, what runs is valid."""
+    from ecad.planning import LatencyQuantiles
+    from ecad.schedule import FORECAST, RECOMPUTE, REUSE, CacheSchedule
+    from ecad.serving import ServedBank
+    from ecad.transfer import noise_levels
+
+    pipe = tiny[2]
+    default = server.default_bank
+    layout = default.schedules["no-cache"].layout
+    actions = np.full((NATIVE.num_inference_steps, layout.num_blocks, layout.num_components), REUSE, np.int8)
+    actions[0] = actions[1] = RECOMPUTE
+    actions[2:, 0, 0] = FORECAST
+    risky = CacheSchedule.from_actions(actions, layout)
+    risky.validate()
+    with pytest.raises(ValueError, match="forecast"):
+        risky.resample(4).validate()  # what nearest-index resampling would have served
+    entry = default.bank.entry("fora-3").model_copy(update={"id": "risky", "schedule": risky.to_dict()})
+    bank = default.bank.model_copy(update={"entries": [*default.bank.entries, entry]})
+    for levels in (lambda setting: noise_levels(pipe, setting), None):  # by noise level, or by index where unknown
+        served = ServedBank("b.json", default.path, bank, default.profile, LatencyQuantiles(), noise_levels=levels)
+        for steps in range(2, 13):
+            served.schedule_for("risky", NATIVE.with_changes(num_inference_steps=steps)).validate(num_steps=steps)
+
+
+def test_quality_away_from_the_banks_setting_is_an_estimate_that_says_so(server):
+    from ecad.planning import LatencyQuantiles
+    from ecad.serving import ServedBank
+    from ecad.transfer import MetricFit, TransferQualityModel
+
+    default = server.default_bank
+    metric = default.bank.quality_metric
+    own = default.quality_at(NATIVE)
+    assert own == default.quality and not any(q.estimated for q in own.values())
+    unmeasured = default.quality_at(NATIVE.with_changes(num_inference_steps=9))
+    assert unmeasured["fora-2"].estimated and unmeasured["fora-2"].basis == "not measured at this setting"
+    assert unmeasured["no-cache"] == own["no-cache"]  # the reference itself at every step count
+    # a transfer model that says each doubling of the steps costs 5 units of quality, +-1
+    model = TransferQualityModel(default.bank.model, NATIVE.num_inference_steps,
+                                 {metric: MetricFit((0.0, 1.0, -5.0, 0.0, 0.0, 0.0), (-1.0, 1.0))}, (3, 12))
+    served = ServedBank("b.json", default.path, default.bank, default.profile, LatencyQuantiles(), transfer_quality=model)
+    at12 = served.quality_at(NATIVE.with_changes(num_inference_steps=12))["fora-2"]
+    assert at12.estimated and at12.basis == "transfer model"
+    assert at12.value == pytest.approx(own["fora-2"].value - 5.0)
+    assert (at12.low, at12.high) == (pytest.approx(at12.value - 1.0), pytest.approx(at12.value + 1.0))
+    assert "estimated" in at12.label(metric) and "transfer model" in at12.label(metric)

@@ -49,7 +49,7 @@ def build_bank(model_dir: Path, bank_path: Path) -> Path:
     from ecad.generate import load_pipeline
     from ecad.schedule import CacheSchedule
     from ecad.setting import Setting
-    from ecad.testing import heuristic_bank, synthetic_profile
+    from serving_helpers import heuristic_bank, synthetic_profile
     from ecad.tiny import TINY_IMAGE_SIZE
 
     pipe = load_pipeline(model_dir)
@@ -99,7 +99,7 @@ def browser_ready():
 
 @pytest.fixture(scope="module")
 def server(browser_ready, tmp_path_factory):
-    from ecad.testing import running_server
+    from serving_helpers import running_server
     from ecad.tiny import build_tiny_pipeline
 
     root = tmp_path_factory.mktemp("ui-e2e")
@@ -211,7 +211,7 @@ def test_playground_end_to_end(server, tmp_path):
             expect(error).to_contain_text("HTTP 400")
             page.click("#errors .error-close")
             page.fill("#prompt", "a red circle at the top left")
-            # ... and so is a negative seed (by BentoML's own input validation: another error shape).
+            # ... and so is a negative seed (by the request model's bounds: the error lists the field).
             page.fill("#seed", "-1")
             page.click("#generate")
             expect(error).to_contain_text("seed", timeout=10_000)

@@ -23,8 +23,8 @@ from ecad.configs import get_architecture
 print(json.dumps({
     "package": ecad.__file__, "schedules": str(p.SCHEDULES_DIR), "model": str(p.DEFAULT_MODEL),
     "model_index": (p.DEFAULT_MODEL / "model_index.json").is_file(),
-    "flux_banks": [c.path.name for c in find_banks("black-forest-labs/FLUX.1-dev")],
-    "scenes_banks": [c.path.name for c in find_banks(p.DEFAULT_MODEL)],
+    "flux_banks": [path.name for path in find_banks("black-forest-labs/FLUX.1-dev")],
+    "scenes_banks": [path.name for path in find_banks(p.DEFAULT_MODEL)],
     "flux_hub_id": get_architecture("FLUX.1-dev").hub_id,
 }))
 """

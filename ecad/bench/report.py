@@ -23,7 +23,7 @@ import numpy as np
 from ecad.bench.competitors import KIND_ORDER
 from ecad.bench.runner import Experiment, Point, batch_split
 from ecad.bench.tuning import Bar
-from ecad.search.engine.hypervolume import hypervolume
+from ecad.search.optimizer.hypervolume import hypervolume
 
 PSNR_REF = 20.0
 SPEEDUP_REF = 1.0

@@ -28,7 +28,6 @@ A point that raises is kept, with its error, and left out of curves.
 
 from __future__ import annotations
 
-import random
 import statistics
 import time
 import traceback
@@ -40,9 +39,11 @@ import torch
 
 from ecad.bench.competitors import DiffusersCache, MacsCounter, MemorySampler, Method
 from ecad.bench.tuning import Bar, bisection_knobs, default_bars, finalists
-from ecad.generate import generate
-from ecad.quality.fidelity import psnr_per_image, ssim_per_image
+from ecad.evaluate import Scoring, render
+from ecad.quality.fidelity import FidelityScorer
 from ecad.setting import Setting
+from ecad.stats import bootstrap_interval
+from ecad.timing import TimedCall, time_rounds
 
 MAX_PSNR = 100.0  # identical images; caps the infinite PSNR so JSON and means stay finite
 BOOTSTRAP_SAMPLES = 2000
@@ -158,11 +159,8 @@ def _batches(items: list[tuple[str, int]], size: int) -> list[list[tuple[str, in
 def relative_reward_interval(rewards: torch.Tensor, reference: torch.Tensor, *, samples: int = BOOTSTRAP_SAMPLES,
                              level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Bootstrap interval of mean(rewards) / mean(reference) over images (paired resampling)."""
-    a, b = np.asarray(rewards, dtype=float), np.asarray(reference, dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(a), size=(samples, len(a)))
-    ratios = a[idx].mean(1) / np.maximum(b[idx].mean(1), 1e-12)
-    lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    return bootstrap_interval(rewards, reference, level=level, resamples=samples, seed=seed,
+                              statistic=lambda a, b: a.mean(1) / np.maximum(b.mean(1), 1e-12))
 
 
 def run_experiment(
@@ -204,13 +202,17 @@ def run_experiment(
     calib = list(calibration_items or items[:1])[:2]
     bar = _progress(progress, f"bench {name}")
 
+    # quality through the scorer registry: PSNR/SSIM to the no-cache image (PSNR capped at
+    # MAX_PSNR, the benchmark's cap for identical images) and the reward, when there is one
+    scoring = Scoring({"fidelity": FidelityScorer(max_psnr=MAX_PSNR), **({reward.name: reward} if reward else {})})
+
     def run(batch):
-        return generate(pipe, [it[0] for it in batch], [it[1] for it in batch], setting)
+        return render(pipe, setting, None, batch)
 
     # 1. prepare
     for m in methods:
         try:
-            m.prepare(pipe, setting, lambda: generate(pipe, [c[0] for c in calib], [c[1] for c in calib], setting))
+            m.prepare(pipe, setting, lambda: render(pipe, setting, None, calib))
         except Exception as err:  # noqa: BLE001
             _safe_disable(m, pipe)
             for p in points:
@@ -273,7 +275,7 @@ def run_experiment(
             time_reference()
         else:
             p.changes_output = bool(any((a - b).abs().max() > 0 for a, b in zip(p.images[tuning.name], ref.images[tuning.name])))
-        _score(p, ref, tuning, reward, fid_fn)
+        _score(p, ref, tuning, scoring, reward, fid_fn)
         if len(screen_index) % 25 == 0:
             log(f"ecad-bench {name}: {len(screen_index)} points tuned ({time.perf_counter() - start:.0f} s)")
 
@@ -317,7 +319,7 @@ def run_experiment(
                 return
             finally:
                 _safe_disable(p.method, pipe)
-            _score(p, ref, small, reward, None)
+            _score(p, ref, small, scoring, reward, None)
 
         score_small(ref)
         for m in dependent:
@@ -361,7 +363,7 @@ def run_experiment(
                 continue
             finally:
                 _safe_disable(p.method, pipe)
-            _score(p, ref, split, reward, None)
+            _score(p, ref, split, scoring, reward, None)
     if as_shipped:
         tried_shipped: set[int] = set()
         for p in points:
@@ -372,11 +374,11 @@ def run_experiment(
 
     # 4. timed rounds of the deciding points, reference interleaved
     timed = [p for p in deciding.values() if p is not ref and p.status == "ok"]
-    rng = random.Random(seed)
     for r in range(rounds):
-        for size in sizes:
+        for i, size in enumerate(sizes):
             repeats = 1 if size >= batch_size else SMALL_BATCH_REPEATS
-            _timed_round(timed, ref, items[:size], repeats, reference_every, rng, run, pipe, bar, f"round {r}")
+            _timed_round(timed, ref, items[:size], repeats, reference_every, seed * 10_007 + r * 101 + i, run, pipe,
+                         bar, f"round {r}")
         log(f"ecad-bench {name}: timed round {r + 1}/{rounds} of {len(timed)} deciding points")
     bar.close()
     main_size = sizes[0]
@@ -394,15 +396,16 @@ def run_experiment(
                       bars=bars, timing_batch_sizes=sizes, reference_reproducible=reproducible)
 
 
-def _score(p: Point, ref: Point, split: Split, reward: Any, fid_fn) -> None:
+def _score(p: Point, ref: Point, split: Split, scoring: Scoring, reward: Any, fid_fn) -> None:
     """Quality of one point on one split against the no-cache images (reward relative to no-cache)."""
     imgs, refs = torch.stack(p.images[split.name]), torch.stack(ref.images[split.name])
     prompts = [it[0] for it in split.items()]
-    psnr, ssim = psnr_per_image(imgs, refs, MAX_PSNR), ssim_per_image(imgs, refs)
+    per_image = scoring.per_image(imgs, prompts, refs)
+    psnr, ssim = per_image["psnr"], per_image["ssim"]
     q: dict[str, Any] = {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "images": len(imgs)}
     per = {"psnr": psnr.tolist(), "ssim": ssim.tolist()}
     if reward is not None:
-        rw = reward.score(imgs, prompts)
+        rw = per_image[reward.name]
         q["reward"] = float(rw.mean())
         per["reward"] = rw.tolist()
         if hasattr(reward, "accuracy"):
@@ -435,41 +438,29 @@ def _screen_speeds(points: list[Point], ref: Point, reference_times: list[tuple[
 
 
 def _timed_round(points: list[Point], ref: Point, items, repeats: int, reference_every: int,
-                 rng: random.Random, run, pipe, bar, stage: str) -> None:
-    """One round at one batch size: shuffled points, no-cache re-timed around every few of them."""
+                 seed: int, run, pipe, bar, stage: str) -> None:
+    """One round at one batch size (`ecad.timing`'s protocol): shuffled points, no-cache re-timed
+    around every few of them; a method is enabled before its timing and disabled after, untimed."""
     size = len(items)
+    live = [p for p in points if p.status == "ok"]
 
-    def timed(p: Point) -> float | None:
-        try:
-            p.method.enable(pipe, p.knob)
-            t0 = time.perf_counter()
-            for _ in range(repeats):
-                run(items)
-            return time.perf_counter() - t0
-        except Exception as err:  # noqa: BLE001
-            p.fail(stage, err)
-            return None
-        finally:
-            _safe_disable(p.method, pipe)
+    def call(p: Point) -> TimedCall:
+        return TimedCall(run=lambda: run(items), enter=lambda: p.method.enable(pipe, p.knob),
+                         exit=lambda: _safe_disable(p.method, pipe), repeats=repeats)
 
-    order = [p for p in points if p.status == "ok"]
-    rng.shuffle(order)
+    keys = {f"point-{i}": p for i, p in enumerate(live)}  # labels may repeat across methods
+    timings = time_rounds({"reference": call(ref), **{k: call(p) for k, p in keys.items()}}, rounds=1, warmup=0,
+                          reference="reference", reference_every=reference_every, order="shuffle", seed=seed,
+                          on_error=lambda key, err: keys[key].fail(stage, err), progress=bar.update)
     ref_times = ref.timing.setdefault(size, {"times_s": [], "ratios": []})
-    before = timed(ref)
-    ref_times["times_s"].append(before)
-    for start in range(0, len(order), reference_every):
-        chunk = [(p, timed(p)) for p in order[start:start + reference_every]]
-        after = timed(ref)
-        ref_times["times_s"].append(after)
-        for p, seconds in chunk:
-            bar.update(1)
-            if seconds is None:
-                continue
-            entry = p.timing.setdefault(size, {"times_s": [], "ratios": []})
-            entry["times_s"].append(seconds)
-            entry["ratios"].append((before + after) / 2 / seconds)
-        before = after
+    ref_times["times_s"] += [t * repeats for t in timings.reference_wall_s]
     ref_times["ratios"].append(1.0)
+    for key, p in keys.items():
+        if key in timings.failed or not timings.ratios[key]:
+            continue
+        entry = p.timing.setdefault(size, {"times_s": [], "ratios": []})
+        entry["times_s"].append(timings.wall_s[key][0] * repeats)
+        entry["ratios"].append(timings.ratios[key][0])
 
 
 def _safe_disable(method: Method, pipe: Any) -> None:

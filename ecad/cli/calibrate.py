@@ -1,7 +1,11 @@
 """ecad-calibrate: search the Pareto front of cache schedules for a model and write a bank.
 
 Thin shell over ecad.search: parse arguments, build the recipe, task and executor (in-process or
-Ray: the choice is made here), run the engine, write the bank.
+Ray: the choice is made here), run the optimizer, write the bank.
+
+Three kinds of seed, three names: *seed schedules* start the search's population (the heuristics,
+``--seed-bank``); *image seeds* (``--seeds``) are the RNG seeds of the images every candidate is
+rendered with; the *search seed* (``--search-seed``) drives the genetic search.
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ import logging
 import sys
 from pathlib import Path
 
+from ecad.cli.options import DTYPES
 from ecad.paths import DEFAULT_MODEL, SCHEDULES_DIR
+from ecad.search.genome import ACTIONS
 
-#: the engine's actions a search may use (ecad.search.render.ACTIONS; repeated so --help needs no torch)
-ACTIONS = ("reuse", "forecast", "skip", "guidance")
 #: searched by default: every action but guidance reuse, which needs classifier-free guidance run
 #: as one batch (PixArt at guidance > 1) and is opt-in, so earlier run folders resume unchanged
 DEFAULT_ACTIONS = ("reuse", "forecast", "skip")
@@ -66,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--height", type=int, help="image height (default: the model's native size)")
     m.add_argument("--width", type=int, help="image width (default: the model's native size)")
     m.add_argument("--device", default="cpu", help="torch device for evaluation (default %(default)s)")
-    m.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    m.add_argument("--dtype", default="float32", choices=DTYPES)
     q = p.add_argument_group("quality objective")
     q.add_argument(
         "--scorer", default="auto",
@@ -88,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-score the final front on N validation prompts the search never saw (disjoint from "
                    "the calibration and the benchmark's held-out prompts); entries then store validation means "
                    "and bootstrap intervals (default 0: off)")
-    q.add_argument("--seeds", default="0,1", help="image seeds shared by every candidate (default %(default)s)")
+    q.add_argument("--seeds", dest="image_seeds", default="0,1",
+                   help="image seeds shared by every candidate (default %(default)s)")
     q.add_argument("--batch-size", type=int, help="images per pipeline call (default: all prompts x seeds)")
     c = p.add_argument_group("cost objective")
     c.add_argument("--cost", choices=["macs", "latency", "fitted"], default="macs",
@@ -113,10 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chance an offspring also gets one step-aligned move: one step's skip or action plane "
                    "filled with one value (e.g. every block skipped) or copied from the step before or after "
                    "(default 0: off; e.g. 0.3)")
-    s.add_argument("--seed", type=int, default=0, help="search seed (default %(default)s)")
+    s.add_argument("--search-seed", type=int, default=0,
+                   help="seed of the genetic search (default %(default)s); the image seeds are --seeds")
+    s.add_argument("--seed", type=int, dest="search_seed", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     s.add_argument("--seed-bank", action="append", default=[], metavar="BANK",
-                   help="warm start: add this bank's entries (same model layout and steps) to the heuristic seeds "
-                   "of the initial population, e.g. the front of an earlier run; repeatable")
+                   help="warm start: add this bank's entries (same model layout and steps) to the heuristic seed "
+                   "schedules of the initial population, e.g. the front of an earlier run; repeatable")
     s.add_argument("--renders-from", action="append", default=[], metavar="RUN_DIR",
                    help="reuse the renders of another run folder that differs from this run only in its cost "
                    "(e.g. the same search under --cost macs): its candidates enter this run's memo with their "
@@ -139,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else one per CPU)")
     r.add_argument("--threads", type=int, default=1, help="torch threads per evaluator (default %(default)s)")
     o = p.add_argument_group("output")
-    o.add_argument("--run-dir", help="run folder (default runs/calibrate/<model>/<setting>-<scorer>-s<seed>)")
+    o.add_argument("--run-dir", help="run folder (default runs/calibrate/<model>/<setting>-<scorer>-s<search seed>)")
     o.add_argument("--out", help="bank file (default schedules/<model>/<setting>.json)")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
     o.add_argument("--no-plot", action="store_true", help="do not write pareto.png")
@@ -173,7 +180,7 @@ def parse_objectives(text: str | None, model: str) -> tuple[str, ...]:
 
 def parse_floors(texts: list[str], objectives: tuple[str, ...]) -> tuple:
     """``--quality-floor psnr=29`` → QualityFloor tuple; a floor applies to a searched objective."""
-    from ecad.search.engine.task import QualityFloor
+    from ecad.search.optimizer.task import QualityFloor
 
     floors = []
     for text in texts:
@@ -230,19 +237,19 @@ class RenderReuse:
     """``--renders-from``: another run's records into this run's memos (`ecad.search.reuse`), their
     cost recomputed by an evaluator of this run's recipe, built (the pipeline loaded) on first need."""
 
-    def __init__(self, recipe, sources: list[Path], log):
-        self.recipe, self.sources, self.log = recipe, sources, log
+    def __init__(self, task, sources: list[Path], log):
+        self.recipe, self.genome, self.sources, self.log = task.recipe, task.genome, sources, log
         self._evaluator = None
 
-    def _cost_of(self, bits):
+    def _cost_of(self, genes):
         if self._evaluator is None:
             self._evaluator = self.recipe.build()
-        return self._evaluator.cost(bits)
+        return self._evaluator.cost(genes)
 
     def search(self, memo, config) -> None:
         from ecad.search.reuse import import_renders
 
-        copied = import_renders(memo, config, self.sources, self._cost_of)
+        copied = import_renders(memo, config, self.sources, self._cost_of, self.genome)
         self.log.info("reused %d rendered candidates of %s", copied, ", ".join(map(str, self.sources)))
 
     def validation(self, run_dir: Path, folder_name: str):
@@ -255,7 +262,7 @@ class RenderReuse:
             for source in self.sources:
                 check_same_renders(run_config, source)
             sources = [s / folder_name for s in self.sources if (s / folder_name / "config.json").is_file()]
-            copied = import_renders(memo, config, sources, self._cost_of, layout=run_config["task"]["layout"])
+            copied = import_renders(memo, config, sources, self._cost_of, self.genome)
             self.log.info("reused %d validation scores of %s", copied, ", ".join(map(str, sources)) or "no run")
         return prefill
 
@@ -274,15 +281,17 @@ def main(argv: list[str] | None = None) -> int:
     from dataclasses import replace
 
     from ecad.quality.prompts import validation_prompts
-    from ecad.search.engine.loop import rescore, run_search
-    from ecad.search.engine.run_folder import RunFolderError
+    from ecad.search.optimizer.loop import rescore, run_search
+    from ecad.search.optimizer.run_folder import RunFolderError
     from ecad.search.reuse import ReuseError
-    from ecad.search.engine.noise import RacingSettings
-    from ecad.search.engine.nsga import GeneticSettings
-    from ecad.search.engine.surrogate import SurrogateSettings
+    from ecad.search.optimizer.noise import RacingSettings
+    from ecad.search.optimizer.nsga import GeneticSettings
+    from ecad.search.optimizer.surrogate import SurrogateSettings
     from ecad.bank import BankError, ScheduleBank, portable_paths
-    from ecad.search.render import (REUSE_ONLY, RenderRecipe, bank_records, bank_seeds, build_model_task,
-                                    parse_actions, write_bank)
+    from ecad.search.evaluator import RenderRecipe
+    from ecad.search.genome import REUSE_ONLY, parse_actions
+    from ecad.search.task import build_model_task
+    from ecad.search.to_bank import bank_records, write_bank
     from ecad.cost import FittedCost
     from ecad.setting import Setting
 
@@ -298,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         native = native_resolution(args.model)
     setting = Setting(args.height or native[0], args.width or native[1], args.steps, args.guidance)
     prompts = read_prompt_file(args.prompts) if args.prompts else prompt_set(args.model, args.num_prompts)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    image_seeds = [int(s) for s in args.image_seeds.split(",") if s.strip()]
     try:
         objectives = parse_objectives(args.objectives, args.model)
         floors = parse_floors(args.quality_floor, objectives)
@@ -321,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--renders-from: {', '.join(missing)} is not a calibration run folder (no config.json)")
         racing = None if args.racing is None else RacingSettings(first_fraction=args.racing)
         surrogate = None if args.surrogate is None else SurrogateSettings(pool_factor=args.surrogate)
-        if racing and len(prompts) * len(seeds) < 2:
+        if racing and len(prompts) * len(image_seeds) < 2:
             raise ValueError("--racing needs at least 2 prompts x seeds to race on")
         # checked now (disjoint from calibration and held-out prompts), used after the search
         held_back = validation_prompts(args.model, args.validation_prompts, prompts) if args.validation_prompts else []
@@ -331,37 +340,35 @@ def main(argv: list[str] | None = None) -> int:
     scorer, scorer_kwargs, extra_scorers = resolve_scorer(args, objectives)
     recipe = RenderRecipe(
         model=str(args.model), setting=setting, scorer=scorer, scorer_kwargs=scorer_kwargs,
-        extra_scorers=extra_scorers, prompts=prompts, seeds=seeds, cost=args.cost, device=args.device,
+        extra_scorers=extra_scorers, prompts=prompts, seeds=image_seeds, cost=args.cost, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, num_threads=args.threads, actions=actions,
         cost_model=cost_model,
     )
-    task = build_model_task(recipe, objectives)
-    task.floors = floors
     try:
-        for path in args.seed_bank:
-            task.seeds += bank_seeds(task, ScheduleBank.load(path))
-    except (BankError, ValueError) as err:
+        seed_banks = [ScheduleBank.load(path) for path in args.seed_bank]
+        task = build_model_task(recipe, objectives, floors=floors, seed_banks=seed_banks)
+    except BankError as err:
         print(f"ecad-calibrate: --seed-bank: {err}", file=sys.stderr)
         return 2
     searched = "+".join(objectives) or scorer
     # reuse-only runs keep the v1 folder name, so they resume where they always were
     searched += "" if actions == REUSE_ONLY else "-" + "+".join(actions)
     run_dir = Path(args.run_dir or Path("runs") / "calibrate" / model_name(args.model)
-                   / f"{setting.name}-{searched}-s{args.seed}")
+                   / f"{setting.name}-{searched}-s{args.search_seed}")
     out = Path(args.out or SCHEDULES_DIR / model_name(args.model) / f"{setting.name}.json")
     settings = GeneticSettings(
         population=args.population, crossover_points=args.crossover_points, crossover_prob=args.crossover_prob,
         mutation_prob=args.mutation_prob, mutation_bit_prob=args.mutation_bit_prob,
         step_mutation_prob=args.step_mutation, step_planes=setting.num_inference_steps - 1,
     )
-    log.info("calibrating %s at %s: %d genes (recompute, %s), %d heuristic seeds, scorer %s, %d prompts x %d seeds, "
-             "run folder %s", args.model, setting.name, task.space.n_var, ", ".join(actions), len(task.seeds), scorer,
-             len(prompts), len(seeds), run_dir)
-    reuse = RenderReuse(recipe, [Path(d) for d in args.renders_from], log) if args.renders_from else None
+    log.info("calibrating %s at %s: %d genes (recompute, %s), %d seed schedules, scorer %s, %d prompts x %d image "
+             "seeds, run folder %s", args.model, setting.name, task.space.n_var, ", ".join(actions),
+             len(task.seed_schedules), scorer, len(prompts), len(image_seeds), run_dir)
+    reuse = RenderReuse(task, [Path(d) for d in args.renders_from], log) if args.renders_from else None
     try:
         with make_executor(recipe, args) as executor:
             result = run_search(
-                task, run_dir, executor, generations=args.generations, settings=settings, seed=args.seed,
+                task, run_dir, executor, generations=args.generations, settings=settings, seed=args.search_seed,
                 progress=not args.no_progress, plot=not args.no_plot,
                 racing=racing, surrogate=surrogate,
                 extra_config={"execution": {"ray": args.ray, "workers": args.workers},
@@ -385,13 +392,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ecad-calibrate: {err}", file=sys.stderr)
             return 2
     calibration = {
-        "prompts": prompts, "seeds": seeds, "scorer_kwargs": portable_paths(scorer_kwargs, args.model, out.parent),
+        "prompts": prompts, "seeds": image_seeds, "scorer_kwargs": portable_paths(scorer_kwargs, args.model, out.parent),
         "cost": args.cost,
         **({"cost_model": cost_model} if cost_model else {}),  # the fitted cost it searched under
         "actions": ["recompute", *actions],
         **({"objectives": list(objectives)} if objectives else {}),
         **({"quality_floors": [f.to_dict() for f in floors]} if floors else {}),
-        "generations": result.state.generation, "population": args.population, "search_seed": args.seed,
+        "generations": result.state.generation, "population": args.population, "search_seed": args.search_seed,
         "evaluations": len(result.memo.evaluated()), "images": result.state.history[-1].get("images_total"),
         "hypervolume": result.state.history[-1]["hypervolume"],
         **({"validation_prompts": held_back} if held_back else {}),

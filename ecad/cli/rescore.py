@@ -1,7 +1,9 @@
 """ecad-rescore: measure the quality (and optionally latency) of every entry of a bank on this machine.
 
 For banks whose quality is unmeasured (imported from the ECAD paper) on a machine that has the
-model's weights; also re-judges any bank with another scorer.
+model's weights; also re-judges any bank with another scorer. ``--validation`` scores every entry
+on validation prompts x seeds instead (means, their bootstrap intervals and single-image spreads:
+what the server ranks and labels by), keeping the calibration quality.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts", type=int, default=8, help="calibration prompts (default 8)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per prompt (default 2)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per pipeline call (default 4)")
+    parser.add_argument("--validation", action="store_true",
+                        help="score on --prompts validation prompts (disjoint from the calibration prompts) x "
+                             "--seeds seeds with the bank's own scorers; write validation means, intervals and "
+                             "single-image spreads, keep the calibration quality")
     parser.add_argument("--profile", action="store_true", help="also measure latency (ecad-profile's method)")
     parser.add_argument("--output", help="write the rescored bank here instead of in place")
     return parser
@@ -39,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from ecad.bank import BankError
     from ecad.quality import build_scorer
-    from ecad.reference import rescore_bank
-    from ecad.quality.prompts import prompt_set
+    from ecad.quality.prompts import prompt_set, validation_prompts
+    from ecad.rescore import rescore_bank, scoring_for, validate_bank
 
     problem = positive_options_error("ecad-rescore", args, ("prompts", "seeds", "batch_size", "threads"))
     if problem:
@@ -49,9 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bank, pipe = load_bank_and_pipeline(args)
         model = args.model or bank.model
-        scorer = build_scorer(args.scorer, device=args.device)
-        bank = rescore_bank(pipe, bank, scorer, prompt_set(model, args.prompts), list(range(args.seeds)),
-                            batch_size=args.batch_size, progress=True)
+        if args.validation:
+            prompts = validation_prompts(model, args.prompts, list(bank.calibration.get("prompts") or []))
+            bank = validate_bank(pipe, bank, scoring_for(bank, args.device), prompts, list(range(args.seeds)),
+                                 batch_size=args.batch_size, progress=True)
+        else:
+            scorer = build_scorer(args.scorer, device=args.device)
+            bank = rescore_bank(pipe, bank, scorer, prompt_set(model, args.prompts), list(range(args.seeds)),
+                                batch_size=args.batch_size, progress=True)
     except (BankError, OSError, ValueError) as err:
         print(f"ecad-rescore: {err}", file=sys.stderr)
         return 1
@@ -60,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
 
         bank = bank.with_profile(profile_bank(pipe, bank))
     out = bank.save(args.output or args.bank)
-    print(f"{len(bank.entries)} entries scored with {bank.scorer} -> {out}")
-    for entry in sorted(bank.entries, key=lambda e: -e.quality[bank.quality_metric]):
-        print(f"  {entry.id:<40} {entry.quality[bank.quality_metric]:8.3f}")
+    what = "validated" if args.validation else "scored"
+    print(f"{len(bank.entries)} entries {what} with {bank.scorer} -> {out}")
+    metric = bank.quality_metric
+    for entry in sorted(bank.entries, key=lambda e: -e.score(metric)):
+        print(f"  {entry.id:<40} {entry.score(metric):8.3f}")
     return 0
 
 

@@ -52,6 +52,10 @@ class Architecture:
         with torch.device("meta"):
             return getattr(diffusers, self.transformer_class)(**self.config)
 
+    def shared_meta_transformer(self) -> nn.Module:
+        """One read-only meta-device instance per architecture, for MACs and fingerprints (never hook it)."""
+        return _shared_meta_transformer(self.name)
+
     def fingerprint(self) -> str:
         """`ecad.bank.fingerprint` of the config the instantiated transformer reports (defaults filled
         in), which is what a user's `pipe.transformer.config` from the hub gives too."""

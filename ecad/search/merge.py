@@ -4,7 +4,7 @@ settings run side by side on two machines).
 Runs of one task share what an evaluation means — model, setting, calibration prompts and seeds,
 scorers, cost, actions, objectives — so their memos are records of one population: the merged
 bank is the front over every candidate any of them fully evaluated, plus what
-``render.bank_records`` keeps beside it (heuristics within noise, no-cache). Every record of
+``to_bank.bank_records`` keeps beside it (heuristics within noise, no-cache). Every record of
 that bank must have been re-scored on the validation prompts in one of the runs (each run
 validates its own bank, and the merged front is a subset of the union of theirs); nothing is
 rendered here. The runs are read, never written: merge finished runs only (a memo being
@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ecad.bank import portable_paths
-from ecad.search.engine.loop import SearchResult, archive_front
-from ecad.search.engine.run_folder import Memo, RunFolder, read_memo, renamed, scoring_differences
+from ecad.search.optimizer.loop import SearchResult, archive_front
+from ecad.search.optimizer.run_folder import Memo, RunFolder, read_memo, renamed, scoring_differences
 from ecad.search.recipes import recipe_from_json
+from ecad.search.task import ModelTask, build_model_task
+from ecad.search.to_bank import bank_records, write_bank
 
 class MergeError(ValueError):
     pass
@@ -42,15 +44,13 @@ def _same_task(first: dict, other: dict, name: str) -> None:
 
 
 def merge_runs(runs: list[str | Path], bank_folder: Path, model: str | None = None, validation: str | None = None
-               ) -> tuple[Any, SearchResult, dict[str, Any], dict[str, Any]]:
+               ) -> tuple[ModelTask, SearchResult, dict[str, Any], dict[str, Any]]:
     """(task, merged SearchResult, validation results by key, calibration metadata) of ``runs``.
 
     ``bank_folder``: where the bank will lie (its metadata names the model relative to it);
     ``model``: the model folder the bank names (default the first run's); ``validation``: the
     validation folder name inside each run (default: the one folder named ``validation-*``).
     """
-    from ecad.search.render import build_model_task
-
     runs = [Path(r) for r in runs]
     if len(runs) < 2:
         raise MergeError("merging needs at least two run folders")
@@ -61,7 +61,7 @@ def merge_runs(runs: list[str | Path], bank_folder: Path, model: str | None = No
     if model is not None:
         recipe = replace(recipe, model=str(model))
     task = build_model_task(recipe, tuple(configs[0].get("objectives", ())))
-    if task.description["model_fingerprint"] != configs[0]["task"]["model_fingerprint"]:
+    if task.description.model_fingerprint != configs[0]["task"]["model_fingerprint"]:
         raise MergeError(f"{recipe.model} is not the model the runs searched (fingerprint differs)")
 
     memo = Memo(Path("/nonexistent/merged.jsonl"), task.space)  # in memory: never added to
@@ -85,8 +85,9 @@ def merge_runs(runs: list[str | Path], bank_folder: Path, model: str | None = No
 
     # each candidate once: runs may share records (a generation 0 started from one copy)
     images = sum(task.num_samples if r.images is None else r.images for r in memo.records.values())
-    seeds = [r for r in memo.records.values() if r.label and r.stage is None]
-    result = SearchResult(state=None, front=archive_front(memo, objectives=task.objectives), seeds=seeds, memo=memo)
+    seed_records = [r for r in memo.records.values() if r.label and r.stage is None]
+    result = SearchResult(state=None, front=archive_front(memo, objectives=task.objectives), seed_records=seed_records,
+                          memo=memo)
     first = configs[0]["evaluator"]
     calibration = {
         "prompts": first["prompts"], "seeds": first["seeds"],
@@ -108,8 +109,6 @@ def merge_runs(runs: list[str | Path], bank_folder: Path, model: str | None = No
 def write_merged_bank(runs: list[str | Path], out: str | Path, model: str | None = None,
                       plot: str | Path | None = None) -> Path:
     """Merge ``runs`` (see `merge_runs`) and write the bank to ``out`` (and its Pareto plot to ``plot``)."""
-    from ecad.search.render import bank_records, write_bank
-
     task, result, validated, calibration = merge_runs(runs, Path(out).parent, model)
     missing = [r.key[:12] for r in bank_records(task, result) if r.key not in validated]
     if missing:
@@ -117,12 +116,12 @@ def write_merged_bank(runs: list[str | Path], out: str | Path, model: str | None
                          f"(e.g. {missing[:3]}): finish every run's last pass (it validates its bank), then merge")
     path = write_bank(task, result, out, calibration=calibration, validation=validated)
     if plot:
-        from ecad.search.engine.plot import plot_pareto
+        from ecad.search.optimizer.plot import plot_search_front
 
-        plot_pareto(Path(plot), front=result.front, seeds=result.seeds, evaluated=result.memo.evaluated(),
-                    title=f"{task.description['name']} — {len(runs)} runs merged",
-                    cost_label=task.description["cost_label"], quality_label=task.description["quality_label"],
-                    objectives=task.objectives)
+        plot_search_front(Path(plot), front=result.front, seed_records=result.seed_records,
+                          evaluated=result.memo.evaluated(), title=f"{task.description.name} — {len(runs)} runs merged",
+                          cost_label=task.description.cost_label, quality_label=task.description.quality_label,
+                          objectives=task.objectives)
     return path
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ecad.search.engine.evaluation import Recipe
-from ecad.search.engine.synthetic import SyntheticRecipe
-from ecad.search.render import RenderRecipe
+from ecad.search.optimizer.evaluation import Recipe
+from ecad.search.optimizer.synthetic import SyntheticRecipe
+from ecad.search.evaluator import RenderRecipe
 
 RECIPES: dict[str, type] = {cls.kind: cls for cls in (RenderRecipe, SyntheticRecipe)}
 

@@ -11,7 +11,7 @@ fitted model; a measured latency cannot be recomputed). A copied record counts 0
 The searched actions may differ too, if the other run's are a subset of this run's (a run that
 adds an action, e.g. guidance reuse, starts from everything the runs without it rendered): a
 schedule renders the same whichever space it was found in, and its memo key is its schedule's
-hash; its genes are re-encoded in this run's space.
+hash; its genes are decoded in the source's genome and encoded in this run's.
 
 `ecad-calibrate --renders-from RUN_DIR` uses it for the search's memo and, with the same rule, for
 the validation re-scoring's (`validation-N/` of both runs).
@@ -26,7 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ecad.search.engine.run_folder import Memo, MemoRecord, read_memo, scoring_differences
+from ecad.search.genome import REUSE_ONLY, Genome
+from ecad.search.optimizer.run_folder import Memo, MemoRecord, read_memo, scoring_differences
 
 #: config entries that may differ between runs whose renders are interchangeable: the cost (its
 #: label and model with it), the objectives the search maximises, and the searched actions with
@@ -35,8 +36,6 @@ IGNORED = ("cost", "cost_model", "cost_label", "objectives", "actions", "space")
 
 
 def _actions(config: dict[str, Any]) -> tuple[str, ...]:
-    from ecad.search.render import REUSE_ONLY
-
     return tuple(config.get("evaluator", {}).get("actions", REUSE_ONLY))  # absent: a v1 run
 
 
@@ -60,27 +59,19 @@ def check_same_renders(config: dict[str, Any], source: Path) -> None:
                          "are not in this run's gene space")
 
 
-def gene_translation(config: dict[str, Any], source_config: dict[str, Any], layout: dict[str, Any]):
-    """(the source run's gene space, source genes -> this run's genes); ``layout`` the model's
-    block layout (``BlockLayout.to_dict()``, as a run's config records it under "task")."""
-    from ecad.schedule import BlockLayout
-    from ecad.search.render import search_space
-
-    layout = BlockLayout.from_dict(layout)
-    steps = int(config["evaluator"]["setting"]["num_inference_steps"])
-    source_genes, source_space = search_space(layout, steps, _actions(source_config))
-    if _actions(source_config) == _actions(config):
-        return source_space, lambda bits: bits
-    genes, space = search_space(layout, steps, _actions(config))
-    return source_space, lambda bits: space.coerce(genes.to_genes(source_genes.from_genes(source_space.coerce(bits))))
+def gene_translation(genome: Genome, source_config: dict[str, Any]):
+    """(the source run's genome, source genes -> genes of ``genome``, this run's)."""
+    source = genome.with_actions(_actions(source_config))
+    if source == genome:
+        return source, lambda genes: genes
+    return source, lambda genes: genome.encode(source.decode(genes))
 
 
 def import_renders(memo: Memo, config: dict[str, Any], sources: list[Path],
-                   cost_of: Callable[[np.ndarray], tuple[float, int]], layout: dict[str, Any] | None = None) -> int:
-    """Copy into ``memo`` (a run bound to ``config``) every record of the ``sources`` run folders
-    that it lacks, with ``cost_of(bits) -> (cost, MACs)`` as their cost. Returns how many were copied.
-    ``layout``: the model's block layout, default ``config["task"]["layout"]`` (a validation
-    folder's config has no task: its run's is passed).
+                   cost_of: Callable[[np.ndarray], tuple[float, int]], genome: Genome) -> int:
+    """Copy into ``memo`` (a run bound to ``config``, searching ``genome``) every record of the
+    ``sources`` run folders that it lacks, with ``cost_of(genes) -> (cost, MACs)`` as their cost.
+    Returns how many were copied.
 
     Records keep their label and racing stage; they count as generation 0 with 0 images rendered,
     and a searched one keeps the bank id it has in its source run (`MemoRecord.origin`).
@@ -92,13 +83,13 @@ def import_renders(memo: Memo, config: dict[str, Any], sources: list[Path],
     for source in sources:
         memo_path = Path(source) / "memo.jsonl"
         source_config = json.loads((Path(source) / "config.json").read_text())
-        source_space, translate = gene_translation(config, source_config, layout or config["task"]["layout"])
-        for record in read_memo(memo_path, source_space)[0] if memo_path.exists() else []:
+        source_genome, translate = gene_translation(genome, source_config)
+        for record in read_memo(memo_path, source_genome.space)[0] if memo_path.exists() else []:
             if record.key in memo:
                 continue
-            bits = translate(record.bits)
-            cost, macs = cost_of(bits)
-            memo.add(MemoRecord(key=record.key, bits=bits, generation=0, label=record.label,
+            genes = translate(record.bits)
+            cost, macs = cost_of(genes)
+            memo.add(MemoRecord(key=record.key, bits=genes, generation=0, label=record.label,
                                 stage=record.stage, images=0, origin=None if record.label else record.searched_id(),
                                 result=replace(record.result, cost=float(cost), macs=int(macs))))
             copied += 1

@@ -1,19 +1,25 @@
 """Serving core, independent of BentoML.
 
-- ``config``: the server's knobs (``ServingConfig``) and where its banks come from
-- ``request``: the request body, the server's limits (defined once), the resolved request
+- ``config``: the server's knobs (``ServingConfig``, every ``ECAD_*`` variable) and where its banks come from
+- ``banks``: ``ServedBank``, a bank as served (schedules per setting, profile, latency tail)
+- ``request``: the request body, the server's limits (defined once), the resolved request, the report
 - ``startup``: load pipeline and banks, learn the model's limits, profile, warm up (once)
-- ``executor``: the queue in front of the pipeline, admission, cancellation, running a request
+- ``queue``: the queue in front of the pipeline, admission, cancellation, running a request
 - ``server``: ``ScheduleServer``, which ties them together and answers the read-only views
 The policy itself (which schedule for which request) is ``ecad.planning``, a pure module.
 """
 
+from ecad.serving.banks import ServedBank
 from ecad.serving.config import ServingConfig, load_banks
-from ecad.serving.executor import GenerationResult, Infeasible, Overloaded, tensor_to_png
-from ecad.serving.request import MAX_SEED, GenerateRequest, RequestError, RequestLimits, ResolvedRequest
+from ecad.serving.queue import GenerationResult, Infeasible, Overloaded, tensor_to_image, tensor_to_png
+from ecad.serving.request import (
+    MAX_SEED, GeneratePngRequest, GenerateRequest, GenerateResponse, GenerationReport, RequestError, RequestLimits,
+    ResolvedRequest,
+)
 from ecad.serving.server import ScheduleServer
 
 __all__ = [
-    "GenerateRequest", "GenerationResult", "Infeasible", "MAX_SEED", "Overloaded", "RequestError", "RequestLimits",
-    "ResolvedRequest", "ScheduleServer", "ServingConfig", "load_banks", "tensor_to_png",
+    "GeneratePngRequest", "GenerateRequest", "GenerateResponse", "GenerationReport", "GenerationResult", "Infeasible",
+    "MAX_SEED", "Overloaded", "RequestError", "RequestLimits", "ResolvedRequest", "ScheduleServer", "ServedBank",
+    "ServingConfig", "load_banks", "tensor_to_image", "tensor_to_png",
 ]

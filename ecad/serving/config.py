@@ -1,17 +1,26 @@
-"""The server's knobs (one dataclass, read from ECAD_* variables) and where its banks come from."""
+"""The server's knobs: one dataclass, and the one place any ``ECAD_*`` variable is read.
+
+``ENV_VARS`` maps each variable to its field; README's "Environment variables" table documents
+every one (tests/test_serving.py checks that the code and the table name the same variables).
+An empty variable counts as unset.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 
 from ecad.bank import BankError, ScheduleBank
-from ecad.bank_catalog import CatalogBank, bank_folders, find_banks
+from ecad.bank_catalog import bank_folders, find_banks
 from ecad.paths import DEFAULT_MODEL, model_name
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -19,7 +28,7 @@ class ServingConfig:
     model: str = str(DEFAULT_MODEL)
     bank: str | None = None  # one bank file; default: every bank of the model (ecad.bank_catalog)
     bank_dirs: tuple[str, ...] = ()  # extra folders of <model>/<setting>.json banks, searched first
-    device: str = "cpu"
+    device: str = field(default_factory=_default_device)
     dtype: str = "float32"
     num_threads: int | None = 1  # CPU: one thread is the fast, predictable choice on small boxes
     # Request limits: the configurable half of RequestLimits (the model gives the other half).
@@ -28,6 +37,7 @@ class ServingConfig:
     max_side_factor: int = 4  # width/height at most this times the bank's
     max_steps: int = 100
     max_queue: int = 8  # requests waiting for the pipeline beyond this get 503
+    max_concurrency: int = 16  # HTTP requests BentoML admits at once
     timeout_s: float = 120.0  # a request predicted to need longer (fastest schedule) is refused
     planner: str = "planner"  # "planner" (deadline-aware, across the queue) or "greedy"
     profile_repeats: int = 3
@@ -36,31 +46,59 @@ class ServingConfig:
     latency_quantile: float = 0.9  # predictions promise this quantile of actual/profiled
     latency_window: int = 64  # observations per entry behind the quantile; 0 = trust the profile
     latency_margin: float = 1.1  # factor over the profile's median until observations arrive
+    # Prometheus files of this server; `bentoml serve` makes a fresh folder when unset (server/service.py).
+    metrics_dir: str | None = None
 
     @classmethod
-    def from_env(cls) -> "ServingConfig":
-        env = os.environ
-        threads = env.get("ECAD_NUM_THREADS")
-        return cls(
-            model=env.get("ECAD_MODEL", str(DEFAULT_MODEL)),
-            bank=env.get("ECAD_BANK") or None,
-            bank_dirs=tuple(d for d in env.get("ECAD_BANK_DIRS", "").split(os.pathsep) if d),
-            device=env.get("ECAD_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"),
-            dtype=env.get("ECAD_DTYPE", "float32"),
-            num_threads=int(threads) if threads else 1,
-            max_images=int(env.get("ECAD_MAX_IMAGES", 8)),
-            max_queue=int(env.get("ECAD_MAX_QUEUE", 8)),
-            timeout_s=float(env.get("ECAD_TIMEOUT_S", 120)),
-            planner=env.get("ECAD_PLANNER", "planner"),
-            profile_time_budget_s=float(env.get("ECAD_PROFILE_BUDGET_S", 120)),
-            persist_profile=env.get("ECAD_PERSIST_PROFILE", "0") == "1",
-            latency_quantile=float(env.get("ECAD_LATENCY_QUANTILE", 0.9)),
-            latency_window=int(env.get("ECAD_LATENCY_WINDOW", 64)),
-            latency_margin=float(env.get("ECAD_LATENCY_MARGIN", 1.1)),
-        )
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "ServingConfig":
+        """The defaults, with every ``ECAD_*`` variable that is set (ValueError names a bad one)."""
+        values: dict[str, Any] = {}
+        for variable, (name, parse) in ENV_VARS.items():
+            raw = environ.get(variable, "")
+            if raw == "":
+                continue
+            try:
+                values[name] = parse(raw)
+            except ValueError as err:
+                raise ValueError(f"{variable}={raw!r}: {err}") from None
+        return cls(**values)
 
 
-def load_banks(config: ServingConfig, transformer_config: dict[str, Any] | None = None) -> list[CatalogBank]:
+def _flag(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError("expected 1 or 0")
+
+
+def _folders(raw: str) -> tuple[str, ...]:
+    return tuple(d for d in raw.split(os.pathsep) if d)
+
+
+# Every variable the server reads -> (ServingConfig field, parser).
+ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "ECAD_MODEL": ("model", str),
+    "ECAD_BANK": ("bank", str),
+    "ECAD_BANK_DIRS": ("bank_dirs", _folders),
+    "ECAD_DEVICE": ("device", str),
+    "ECAD_DTYPE": ("dtype", str),
+    "ECAD_NUM_THREADS": ("num_threads", int),
+    "ECAD_MAX_IMAGES": ("max_images", int),
+    "ECAD_MAX_QUEUE": ("max_queue", int),
+    "ECAD_MAX_CONCURRENCY": ("max_concurrency", int),
+    "ECAD_TIMEOUT_S": ("timeout_s", float),
+    "ECAD_PLANNER": ("planner", str),
+    "ECAD_PROFILE_BUDGET_S": ("profile_time_budget_s", float),
+    "ECAD_PERSIST_PROFILE": ("persist_profile", _flag),
+    "ECAD_LATENCY_QUANTILE": ("latency_quantile", float),
+    "ECAD_LATENCY_WINDOW": ("latency_window", int),
+    "ECAD_LATENCY_MARGIN": ("latency_margin", float),
+    "ECAD_METRICS_DIR": ("metrics_dir", str),
+}
+
+
+def load_banks(config: ServingConfig, transformer_config: dict[str, Any] | None = None) -> dict[Path, ScheduleBank]:
     """The one place the server finds and reads its banks: ``ECAD_BANK``'s file alone, else every
     bank of the model in the catalogue (``ECAD_BANK_DIRS``, then ``schedules/``), in catalogue order.
 
@@ -73,7 +111,7 @@ def load_banks(config: ServingConfig, transformer_config: dict[str, Any] | None 
         bank = ScheduleBank.load(path)
         if transformer_config is not None:
             bank.check_transformer(transformer_config, source=str(path))
-        return [CatalogBank(path, bank)]
+        return {path: bank}
     banks = find_banks(config.model, transformer_config=transformer_config, folders=config.bank_dirs)
     if not banks:
         folders = ", ".join(str(f) for f in bank_folders(config.bank_dirs))

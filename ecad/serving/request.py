@@ -1,16 +1,17 @@
-"""A generation request: its body (types only), the server's limits (defined here, once), and the
-resolved request the planner and the pipeline see (a ``Setting`` plus the number of images).
+"""A generation request and its answer: the body (types only, the API's schema), the server's
+limits (defined here, once), the resolved request that travels through the queue, and the report
+of how it was served.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ecad.planning import RequestShape
+from ecad.serving.banks import ServedBank
 from ecad.setting import Setting
 
 MAX_SEED = 2**32 - 1
@@ -39,11 +40,12 @@ class GenerateRequest(BaseModel):
     )
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Random seed; random if omitted.")
     negative_prompt: str | None = None
-    num_images: int = Field(default=1, description="Images for this prompt.")
-    width: int | None = Field(default=None, description="Defaults to the bank's width.")
-    height: int | None = Field(default=None, description="Defaults to the bank's height.")
-    num_inference_steps: int | None = Field(default=None, description="Defaults to the bank's.")
-    guidance_scale: float | None = Field(default=None, ge=0, le=50, allow_inf_nan=False)
+    num_images: int = Field(default=1, description="Images for this prompt (GET /schedules: limits).")
+    width: int | None = Field(default=None, description="Defaults to the default bank's width.")
+    height: int | None = Field(default=None, description="Defaults to the default bank's height.")
+    num_inference_steps: int | None = Field(default=None, description="Defaults to the default bank's.")
+    guidance_scale: float | None = Field(default=None, ge=0, le=50, allow_inf_nan=False,
+                                         description="Defaults to the default bank's.")
     schedule_id: str | None = Field(
         default=None, max_length=64,
         description="Pin a bank entry (e.g. 'no-cache') instead of selecting by budget.",
@@ -55,28 +57,54 @@ class GenerateRequest(BaseModel):
     )
 
 
+class GeneratePngRequest(GenerateRequest):
+    """The body of ``POST /generate/png``: one image, its PNG the whole answer."""
+
+    num_images: int = Field(default=1, ge=1, le=1, description="Always 1 here; POST /generate makes several.")
+
+
+class GenerationReport(BaseModel):
+    """How a request was served: ``/generate``'s fields beside the images, ``/generate/png``'s
+    ``X-ECAD-*`` headers. Times in ms."""
+
+    schedule_id: str = Field(description="The bank entry that ran.")
+    bank: str = Field(description="The bank it came from (GET /schedules lists them).")
+    predicted_ms: float = Field(description="Its predicted generation time when it started.")
+    actual_ms: float = Field(description="Measured generation time.")
+    queue_ms: float = Field(description="Time queued before it started.")
+    latency_ms: float | None = Field(description="The budget asked for, if any.")
+    budget_met: bool | None = Field(description="queue_ms + actual_ms <= latency_ms; null without a budget.")
+    seed: int
+    height: int
+    width: int
+    num_inference_steps: int
+    guidance_scale: float
+    num_images: int
+    notes: list[str] = Field(description="What was changed or predicted by extrapolation, and missed budgets.")
+
+
+class GenerateResponse(GenerationReport):
+    """The answer of ``POST /generate``."""
+
+    images: list[str] = Field(description="Base64 PNGs, one per image.")
+
+
 @dataclass(frozen=True)
 class ResolvedRequest:
+    """A request checked and resolved once: the bank that serves it and the setting it runs at."""
+
     prompt: str
     negative_prompt: str | None
     latency_ms: float | None
     seed: int
-    shape: RequestShape
-    schedule_id: str | None = None
+    shape: RequestShape  # the setting it runs at and the number of images
+    served: ServedBank  # the bank made for that setting, or the nearest
+    schedule_id: str | None = None  # a pinned entry of that bank; None: the planner chooses
     on_infeasible: str = "fastest"
-    bank: str | None = None  # the id of the bank that serves it (chosen by its setting)
     notes: tuple[str, ...] = ()  # what choosing that bank changed (nearest bank, resampled)
 
-    @property
-    def setting(self) -> Setting:
-        return self.shape.setting
-
-    @property
-    def num_images(self) -> int:
-        return self.shape.num_images
-
     def seeds(self) -> list[int]:
-        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.shape.num_images)]
 
 
 def _visible(text: str) -> bool:
@@ -91,7 +119,7 @@ class RequestLimits:
     maxima from ``ServingConfig``.
     """
 
-    setting: Setting  # the bank's: the defaults
+    setting: Setting  # the default bank's: the defaults
     max_prompt_chars: int
     max_images: int
     spatial_multiple: int
@@ -112,7 +140,7 @@ class RequestLimits:
 
     def shape(self, *, width: int | None = None, height: int | None = None, num_inference_steps: int | None = None,
               guidance_scale: float | None = None, num_images: int = 1) -> RequestShape:
-        """The bank's setting with the request's changes, checked; RequestError names the field."""
+        """The default setting with the request's changes, checked; RequestError names the field."""
         if not 1 <= num_images <= self.max_images:
             raise RequestError("num_images", f"must be between 1 and {self.max_images}, got {num_images}")
         m = self.spatial_multiple
@@ -126,9 +154,8 @@ class RequestLimits:
         changes = dict(width=width, height=height, num_inference_steps=steps, guidance_scale=guidance_scale)
         return RequestShape(self.setting.with_changes(**changes), num_images)
 
-    def resolve(self, request: GenerateRequest) -> ResolvedRequest:
-        """The request checked against these limits, with the default bank's setting filled in
-        (the server then picks the bank for that setting and checks ``schedule_id`` against it)."""
+    def check(self, request: GenerateRequest) -> RequestShape:
+        """The request checked against these limits: its shape, the default setting filled in."""
         for name in ("prompt", "negative_prompt"):
             text = getattr(request, name)
             if text is None:
@@ -139,7 +166,4 @@ class RequestLimits:
                 raise RequestError(name, "must contain a visible character (not only spaces or control characters)")
             if "\x00" in text:
                 raise RequestError(name, "must not contain NUL characters")
-        shape = self.shape(**{name: getattr(request, name) for name in SHAPE_FIELDS})
-        seed = request.seed if request.seed is not None else random.SystemRandom().randrange(MAX_SEED + 1)
-        return ResolvedRequest(request.prompt, request.negative_prompt, request.latency_ms, seed, shape,
-                               request.schedule_id, request.on_infeasible)
+        return self.shape(**{name: getattr(request, name) for name in SHAPE_FIELDS})

@@ -1,20 +1,23 @@
-"""``ScheduleServer``: start-up, then requests (resolve -> pick the bank -> queue -> plan -> run) and read-only views.
+"""``ScheduleServer``: start-up, then requests (resolve once -> queue -> plan -> run) and read-only views.
 
 ``server/service.py`` is a thin HTTP shell over this class; everything here runs in-process.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import random
 import threading
-import time
 from typing import Any
 
-from ecad.planning import Assignment
+from ecad.bank_catalog import choose_bank
+from ecad.deadline import monotonic_ms
+from ecad.planning import Assignment, missed_budget_note
+from ecad.serving.banks import ServedBank
 from ecad.serving.config import ServingConfig
-from ecad.serving.executor import GenerationResult, PipelineQueue
-from ecad.serving.request import GenerateRequest, RequestError, RequestLimits, ResolvedRequest
-from ecad.serving.startup import LoadedModel, ServedBank, start
+from ecad.serving.queue import GenerationResult, PipelineQueue
+from ecad.serving.request import MAX_SEED, GenerateRequest, RequestError, ResolvedRequest
+from ecad.serving.startup import start
+from ecad.setting import Setting
 
 
 class ScheduleServer:
@@ -23,48 +26,50 @@ class ScheduleServer:
 
     def __init__(self, config: ServingConfig | None = None, *, pipe=None) -> None:
         self.config = config or ServingConfig()
-        self.loaded: LoadedModel = start(self.config, pipe)
-        self.queue = PipelineQueue(self.loaded, self.config)
+        self.pipe, self.banks, self.limits = start(self.config, pipe)  # banks: by id, the default first
+        self.default_bank: ServedBank = next(iter(self.banks.values()))
+        self._settings = {bank_id: served.bank.setting for bank_id, served in self.banks.items()}
+        self.queue = PipelineQueue(self.pipe, self.config)
 
-    # The start-up results, by name (bank, profile, schedules: the default bank's).
-    pipe = property(lambda self: self.loaded.pipe)
-    banks: list[ServedBank] = property(lambda self: self.loaded.banks)
-    bank = property(lambda self: self.loaded.bank)
-    bank_path = property(lambda self: self.loaded.bank_path)
-    profile = property(lambda self: self.loaded.profile)
-    schedules = property(lambda self: self.loaded.schedules)
-    limits: RequestLimits = property(lambda self: self.loaded.limits)
+    def bank_for(self, setting: Setting) -> tuple[ServedBank, tuple[str, ...]]:
+        """The bank made for ``setting``, else the nearest (``ecad.bank_catalog.choose_bank``), and
+        the notes saying so and how the quality of its entries is known there."""
+        bank_id, note = choose_bank(self._settings, setting)
+        served = self.banks[bank_id]
+        notes = () if note is None or len(self.banks) == 1 else (note,)
+        if not served.made_for(setting):
+            how = ("estimated from this bank's measured transfers (`quality_interval` is the estimate's)"
+                   if served.transfer_quality is not None else "not measured at this setting (the bank's own figure)")
+            notes += (f"no bank was made for {setting.name}: {served.id}'s schedules are moved by noise level "
+                      f"from {served.bank.num_inference_steps} steps; their quality is {how}",)
+        return served, notes
 
     def resolve(self, request: GenerateRequest) -> ResolvedRequest:
-        """Apply the default bank's setting and this server's limits, then pick the bank for the
-        resulting setting; RequestError names the field."""
-        resolved = self._with_bank(self.limits.resolve(request))
-        schedule_id = resolved.schedule_id
-        if schedule_id is not None and schedule_id not in self.loaded.served(resolved.bank).schedules:
-            raise RequestError("schedule_id", f"unknown entry {schedule_id!r} in bank {resolved.bank}; "
+        """The request checked against this server's limits and resolved, once, to the bank that
+        serves it and the setting it runs at; RequestError names the field."""
+        shape = self.limits.check(request)
+        served, notes = self.bank_for(shape.setting)
+        if request.schedule_id is not None and request.schedule_id not in served.schedules:
+            raise RequestError("schedule_id", f"unknown entry {request.schedule_id!r} in bank {served.id}; "
                                               "see GET /schedules for the ids")
-        return resolved
-
-    def _with_bank(self, request: ResolvedRequest) -> ResolvedRequest:
-        pick = self.loaded.choose(request.setting)
-        # With one bank the resampling is noted as it always was (executor.shape_notes); with
-        # several, also which bank was taken instead of the missing one.
-        notes = () if pick.exact or len(self.banks) == 1 else (pick.reason,)
-        return dataclasses.replace(request, bank=pick.served.id, notes=notes)
+        seed = request.seed if request.seed is not None else random.SystemRandom().randrange(MAX_SEED + 1)
+        return ResolvedRequest(request.prompt, request.negative_prompt, request.latency_ms, seed, shape, served,
+                               request.schedule_id, request.on_infeasible, notes)
 
     def plan(self, request: ResolvedRequest) -> Assignment:
         """What the planner would choose for this request if it arrived now."""
         return self.queue.preview(request)
 
-    def generate(self, request: ResolvedRequest, *, arrival: float | None = None, deadline: float | None = None,
+    def generate(self, request: ResolvedRequest, *, arrival_ms: float | None = None, deadline_ms: float | None = None,
                  cancelled: threading.Event | None = None) -> GenerationResult:
-        return self.queue.run(request, arrival=arrival, deadline=deadline, cancelled=cancelled)
+        """Queue and run it; times on ``ecad.deadline.monotonic_ms()`` (arrival: now by default)."""
+        return self.queue.run(request, arrival_ms=arrival_ms, deadline_ms=deadline_ms, cancelled=cancelled)
 
     # -- read-only views ----------------------------------------------------------------------
 
     def bank_view(self) -> dict[str, Any]:
         """The default bank's fields at the top (as with one bank), every bank under ``banks``."""
-        banks = [self._one_bank_view(served) for served in self.banks]
+        banks = [self._one_bank_view(served) for served in self.banks.values()]
         return {
             **banks[0],
             "planner": self.config.planner,
@@ -72,12 +77,15 @@ class ScheduleServer:
             "timeout_s": self.config.timeout_s,
             "queue_length": self.queue.queue_length(),
             "limits": self.limits.view(),
+            # requests at these settings are served from a bank made for them; elsewhere from the
+            # nearest bank, its schedules moved by noise level and their quality estimated
+            "settings_with_own_bank": [served.bank.setting.name for served in self.banks.values()],
             "banks": banks,
         }
 
     def _one_bank_view(self, served: ServedBank) -> dict[str, Any]:
         bank, profile = served.bank, served.profile
-        factors = self.queue.latency[served.id].factors(list(served.schedules))
+        factors = served.latency.factors(list(served.schedules))
         return {
             "bank": served.id,
             "model": bank.model,
@@ -91,6 +99,7 @@ class ScheduleServer:
                     "id": entry.id,
                     "source": entry.source,
                     "quality": entry.quality,
+                    "validation": entry.validation,
                     "macs": entry.macs,
                     "recompute_fraction": round(float(served.schedules[entry.id].mask.mean()), 4),
                     "profiled_ms": round(profile.latency_ms[entry.id], 3),
@@ -102,18 +111,19 @@ class ScheduleServer:
 
     def select_view(self, latency_ms: float | None, **shape: Any) -> dict[str, Any]:
         """The planner's choice for a request of this budget and shape arriving now."""
-        request = self._with_bank(ResolvedRequest("", None, latency_ms, 0, self.limits.shape(**shape)))
-        a = self.plan(request)
-        notes = [*request.notes, *([] if a.on_time else [f"budget cannot be met: {a.reason}"])]
+        checked = self.limits.shape(**shape)
+        served, notes = self.bank_for(checked.setting)
+        a = self.plan(ResolvedRequest("", None, latency_ms, 0, checked, served, notes=notes))
+        wait_ms = max(0.0, a.start_ms - monotonic_ms())
         return {
             "schedule_id": a.entry_id,
-            "bank": request.bank,
+            "bank": served.id,
             "predicted_ms": round(a.predicted_ms, 3),
-            "predicted_start_ms": round(max(0.0, a.start_ms - time.monotonic() * 1000.0), 3),
+            "predicted_start_ms": round(wait_ms, 3),
             "quality": a.quality,
             "budget_ms": latency_ms,
             "budget_met": a.on_time,
             "reason": a.reason,
             "queue_length": self.queue.queue_length(),
-            "notes": notes,
+            "notes": [*notes, *([] if a.on_time else [missed_budget_note(a, latency_ms, wait_ms)])],
         }

@@ -5,81 +5,32 @@ Everything slow or model-specific happens here; requests then only plan and run.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ecad.bank import HardwareProfile, ScheduleBank, pipeline_hardware_key
-from ecad.bank_catalog import CatalogBank, choose_bank
 from ecad.deadline import DeadlineExceeded, pipeline_deadline
 from ecad.generate import generate, native_resolution
-from ecad.planning import RequestShape
+from ecad.planning import LatencyQuantiles
 from ecad.profile import DEFAULT_PROFILE_PROMPT
+from ecad.serving.banks import ServedBank
 from ecad.serving.config import ServingConfig, load_banks
 from ecad.serving.request import RequestLimits
 from ecad.setting import Setting
+from ecad.transfer import TransferQualityModel, noise_levels
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class ServedBank:
-    """One bank as served: its entries' schedules and quality, and this hardware's profile."""
-
-    id: str  # what responses name it by: its file name (its path if two share a name)
-    path: Path
-    bank: ScheduleBank
-    profile: HardwareProfile
-    schedules: dict  # entry id -> CacheSchedule
-    quality: dict[str, float]  # entry id -> the bank's ranking metric
-
-    @property
-    def profiled_shape(self) -> RequestShape:
-        return RequestShape(self.bank.setting, self.profile.batch_size)
-
-
-@dataclass(frozen=True)
-class BankPick:
-    """The bank serving a request: made for its setting (`exact`), or the nearest, and why."""
-
-    served: ServedBank
-    exact: bool
-    reason: str
-
-
-@dataclass
-class LoadedModel:
-    """A pipeline with its banks, ready to serve: what start-up hands to the request path.
-
-    ``banks[0]`` is the default bank: its setting fills a request's omitted fields. The
-    single-bank names (``bank``, ``profile``, ``schedules``...) are the default bank's."""
-
-    pipe: object
-    banks: list[ServedBank]
-    limits: RequestLimits
-
-    default = property(lambda self: self.banks[0])
-    bank_path = property(lambda self: self.default.path)
-    bank = property(lambda self: self.default.bank)
-    profile = property(lambda self: self.default.profile)
-    schedules = property(lambda self: self.default.schedules)
-    quality = property(lambda self: self.default.quality)
-    profiled_shape = property(lambda self: self.default.profiled_shape)
-
-    def served(self, bank_id: str) -> ServedBank:
-        return next(b for b in self.banks if b.id == bank_id)
-
-    def choose(self, setting: Setting) -> BankPick:
-        """The bank made for ``setting``, else the nearest (``ecad.bank_catalog.choose_bank``)."""
-        choice = choose_bank([CatalogBank(b.path, b.bank) for b in self.banks], setting)
-        served = next(b for b in self.banks if b.path == choice.path)
-        return BankPick(served, choice.exact, choice.reason)
-
-
-def start(config: ServingConfig, pipe=None) -> LoadedModel:
+def start(config: ServingConfig, pipe=None) -> tuple[Any, dict[str, ServedBank], RequestLimits]:
+    """The pipeline (loaded unless given), its served banks by id (the default bank first) and the
+    request limits, ready for the first request."""
     from ecad.adapters import get_adapter
     from ecad.generate import load_pipeline
 
@@ -90,35 +41,55 @@ def start(config: ServingConfig, pipe=None) -> LoadedModel:
     if pipe is None:
         pipe = load_pipeline(config.model, device=config.device, dtype=getattr(torch, config.dtype))
     found = default_first(load_banks(config, dict(pipe.transformer.config)), native_resolution(pipe))
-    setting = found[0].bank.setting
+    settings = [bank.setting for bank in found.values()]
+    setting = settings[0]
     limits = RequestLimits(
         setting=setting, max_prompt_chars=config.max_prompt_chars, max_images=config.max_images,
         spatial_multiple=accepted_size_multiple(pipe, setting, int(get_adapter(pipe).spatial_multiple(pipe))),
-        max_height=max(c.bank.setting.height for c in found) * config.max_side_factor,
-        max_width=max(c.bank.setting.width for c in found) * config.max_side_factor,
+        max_height=max(s.height for s in settings) * config.max_side_factor,
+        max_width=max(s.width for s in settings) * config.max_side_factor,
         min_steps=minimum_steps(pipe, setting, max(1, config.max_steps)), max_steps=config.max_steps,
     )
     # The profiling budget is shared: banks without a stored profile get equal parts of it.
-    unprofiled = sum(stored_profile(pipe, c.bank) is None for c in found)
+    unprofiled = sum(stored_profile(pipe, bank) is None for bank in found.values())
     budget_s = config.profile_time_budget_s / max(1, unprofiled)
-    names = [c.path.name for c in found]
-    banks = []
-    for c in found:
-        schedules = {entry.id: entry.cache_schedule() for entry in c.bank.entries}
-        bank, profile = ensure_profile(pipe, c.bank, c.path, schedules, config, budget_s)
-        banks.append(ServedBank(c.path.name if names.count(c.path.name) == 1 else str(c.path), c.path, bank,
-                                profile, schedules, {e.id: e.quality[bank.quality_metric] for e in bank.entries}))
-    loaded = LoadedModel(pipe, banks, limits)
-    for served in banks:
+    names = [path.name for path in found]
+    levels = functools.cache(lambda setting: noise_levels(pipe, setting))
+    banks: dict[str, ServedBank] = {}
+    for path, bank in found.items():
+        bank, profile = ensure_profile(pipe, bank, path, config, budget_s)
+        bank_id = path.name if names.count(path.name) == 1 else str(path)
+        tail = LatencyQuantiles(config.latency_quantile, config.latency_window, config.latency_margin)
+        banks[bank_id] = ServedBank(bank_id, path, bank, profile, tail, noise_levels=levels,
+                                    transfer_quality=transfer_quality_of(path, bank))
+    for served in banks.values():
         warm_up(pipe, served)
-    return loaded
+    return pipe, banks, limits
 
 
-def default_first(banks: list[CatalogBank], native: tuple[int, int]) -> list[CatalogBank]:
+def transfer_quality_of(bank_path: Path, bank: ScheduleBank) -> TransferQualityModel | None:
+    """The measured transfers of this bank (``transfer-quality/<bank file>`` beside it), if any."""
+    path = bank_path.parent / "transfer-quality" / bank_path.name
+    if not path.is_file():
+        return None
+    try:
+        model = TransferQualityModel.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        logger.warning("%s: unreadable transfer-quality file, quality away from the bank's steps is not estimated: %s",
+                       path, err)
+        return None
+    if model.source_steps != bank.num_inference_steps:
+        logger.warning("%s: made for %d steps, the bank has %d; not used", path, model.source_steps,
+                       bank.num_inference_steps)
+        return None
+    return model
+
+
+def default_first(banks: dict[Path, ScheduleBank], native: tuple[int, int]) -> dict[Path, ScheduleBank]:
     """Catalogue order, with the first bank made for the model's native resolution moved to the
     front (the default bank); if none is, the catalogue's first bank is the default."""
-    native_banks = [c for c in banks if (c.bank.setting.height, c.bank.setting.width) == native]
-    return [*native_banks[:1], *(c for c in banks if c not in native_banks[:1])]
+    native_paths = [p for p, b in banks.items() if (b.setting.height, b.setting.width) == native][:1]
+    return {p: banks[p] for p in [*native_paths, *(p for p in banks if p not in native_paths)]}
 
 
 def _inputs_accepted(pipe, setting: Setting) -> bool:
@@ -168,8 +139,8 @@ def stored_profile(pipe, bank: ScheduleBank) -> HardwareProfile | None:
     return profile if profile is not None and set(profile.latency_ms) == {e.id for e in bank.entries} else None
 
 
-def ensure_profile(pipe, bank: ScheduleBank, bank_path: Path, schedules: dict,
-                   config: ServingConfig, time_budget_s: float) -> tuple[ScheduleBank, HardwareProfile]:
+def ensure_profile(pipe, bank: ScheduleBank, bank_path: Path, config: ServingConfig,
+                   time_budget_s: float) -> tuple[ScheduleBank, HardwareProfile]:
     """This hardware's stored profile, or a fresh one measured now (written back if asked)."""
     profile = stored_profile(pipe, bank)
     if profile is not None:
@@ -178,7 +149,7 @@ def ensure_profile(pipe, bank: ScheduleBank, bank_path: Path, schedules: dict,
     from ecad.profile import profile_bank
 
     logger.info("%s: no latency profile for this hardware: profiling %d schedules (budget %.0f s)",
-                bank_path.name, len(schedules), time_budget_s)
+                bank_path.name, len(bank.entries), time_budget_s)
     profile = profile_bank(pipe, bank, repeats=config.profile_repeats, time_budget_s=time_budget_s, progress=False)
     bank = bank.with_profile(profile)
     if config.persist_profile:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ecad.search.engine.evaluation import CandidateEvaluator, Executor, Recipe
+from ecad.search.optimizer.evaluation import CandidateEvaluator, Executor, Recipe
 
 
 class LocalExecutor(Executor):
@@ -23,5 +23,5 @@ class LocalExecutor(Executor):
         self.evaluator.set_references(references)
 
     def evaluate(self, jobs, on_result):
-        for key, bits, samples in jobs:
-            on_result(key, self.evaluator.evaluate(bits, samples))
+        for job in jobs:
+            on_result(job.key, self.evaluator.evaluate(job.genes, job.samples))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ecad.search.engine.evaluation import CandidateResult, Executor, Recipe
+from ecad.search.optimizer.evaluation import CandidateResult, Executor, Recipe
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ class _EvaluatorActor:
         self.evaluator.set_references(references)
         return True
 
-    def evaluate(self, bits, samples) -> dict:
-        return self.evaluator.evaluate(bits, samples).to_dict()
+    def evaluate(self, genes, samples) -> dict:
+        return self.evaluator.evaluate(genes, samples).to_dict()
 
 
 class RayExecutor(Executor):
@@ -119,12 +119,12 @@ class RayExecutor(Executor):
             while pending and idle:
                 index = idle.pop()
                 job = pending.pop()
-                ref = self.actors[index].evaluate.remote(job[1], job[2])
+                ref = self.actors[index].evaluate.remote(job.genes, job.samples)
                 in_flight[ref] = (index, job)
             done, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in done:
                 index, job = in_flight.pop(ref)
-                key = job[0]
+                key = job.key
                 try:
                     result = CandidateResult.from_dict(ray.get(ref))
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:

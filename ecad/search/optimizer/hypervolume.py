@@ -11,14 +11,12 @@ def objectives(quality, cost) -> np.ndarray:
 
 
 def nondominated_mask(F: np.ndarray) -> np.ndarray:
-    """True for points no other point dominates (duplicates all kept)."""
+    """True for points no other point dominates (duplicates all kept), by moocore's
+    O(n log n) sweep (2-3 objectives)."""
+    import moocore
+
     F = np.asarray(F, dtype=float)
-    n = len(F)
-    keep = np.ones(n, dtype=bool)
-    for i in range(n):
-        dominated_by = np.all(F <= F[i], axis=1) & np.any(F < F[i], axis=1)
-        keep[i] = not dominated_by.any()
-    return keep
+    return moocore.is_nondominated(F, keep_weakly=True) if len(F) else np.ones(0, dtype=bool)
 
 
 def normalization_from(F: np.ndarray) -> tuple[list[float], list[float]]:

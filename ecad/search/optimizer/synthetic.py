@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ecad.search.engine.evaluation import CandidateResult
-from ecad.search.engine.space import BitSpace, IntegerSpace, bits_key, pack_bits
-from ecad.search.engine.task import SearchTask
+from ecad.search.optimizer.evaluation import CandidateResult
+from ecad.search.optimizer.space import BitSpace, IntegerSpace, bits_key, pack_bits
+from ecad.search.optimizer.task import SearchTask
 
 
 def synthetic_weights(space: BitSpace, seed: int = 0) -> np.ndarray:
@@ -90,6 +90,20 @@ class SyntheticEvaluator:
 
 
 @dataclass(frozen=True)
+class SyntheticDescription:
+    """The synthetic problem as its run folder records it."""
+
+    shape: tuple[int, int, int]
+    weight_seed: int
+    name: ClassVar[str] = "synthetic"
+    cost_label: ClassVar[str] = "cost"
+    quality_label: ClassVar[str] = "quality"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "weight_seed": self.weight_seed}
+
+
+@dataclass(frozen=True)
 class SyntheticRecipe:
     """The synthetic evaluator's recipe (``kind`` "synthetic" in ``ecad.search.recipes``)."""
 
@@ -129,8 +143,8 @@ def synthetic_task(shape=(5, 2, 2), weight_seed: int = 0, delay: float = 0.0, ob
     return SearchTask(
         space=space,
         recipe=recipe,
-        seeds=[("no-cache", space.all_recompute()), ("every-other", space.coerce(every_other))],
-        description={"name": "synthetic", "shape": list(shape), "weight_seed": weight_seed},
+        seed_schedules=[("no-cache", space.all_recompute()), ("every-other", space.coerce(every_other))],
+        description=SyntheticDescription(tuple(shape), weight_seed),
         objectives=tuple(objectives),
         num_samples=recipe.num_samples,
         quality_metric="weighted",

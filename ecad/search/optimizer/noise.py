@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ecad.search.engine.evaluation import CandidateResult
-from ecad.search.engine.hypervolume import nondominated_mask
+from ecad.search.optimizer.evaluation import CandidateResult
+from ecad.search.optimizer.hypervolume import nondominated_mask
 
 
 #: standard errors added to a quality mean for its optimistic bound (1.645: one-sided 95%)

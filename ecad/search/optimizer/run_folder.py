@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ecad.atomic import atomic_write_bytes
-from ecad.search.engine.evaluation import CandidateResult
+from ecad.search.optimizer.evaluation import CandidateResult
 
 STATE_VERSION = 1
 

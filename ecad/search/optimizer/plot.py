@@ -1,20 +1,23 @@
-"""Pareto plot of a run: every evaluated candidate, the front, the seeded heuristics, no-cache."""
+"""The plot of a search: every evaluated candidate, the front, the seed schedules, no-cache.
+
+(``ecad.bench.report.plot_pareto`` draws something else: a benchmark's methods, each as its own
+speedup-vs-quality line.)"""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
-from ecad.search.engine.run_folder import MemoRecord
-from ecad.search.engine.task import BANK_SEED_PREFIX
+from ecad.search.optimizer.run_folder import MemoRecord
+from ecad.search.optimizer.task import BANK_SEED_PREFIX
 from ecad.atomic import atomic_write_bytes
 
 
-def plot_pareto(
+def plot_search_front(
     path: Path,
     *,
     front: list[MemoRecord],
-    seeds: list[MemoRecord],
+    seed_records: list[MemoRecord],
     evaluated: list[MemoRecord],
     title: str,
     cost_label: str = "cost",
@@ -31,7 +34,7 @@ def plot_pareto(
     panels = [(o, o) for o in objectives] if len(objectives) > 1 else [(None, quality_label)]
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), dpi=110, squeeze=False)
     for ax, (metric, label) in zip(axes[0], panels):
-        _panel(ax, front, seeds, evaluated, metric, projected=metric is not None)
+        _panel(ax, front, seed_records, evaluated, metric, projected=metric is not None)
         ax.set_xlabel(cost_label)
         ax.set_ylabel(f"{label} (higher is better)")
         ax.set_title(title if len(panels) == 1 else f"{title}: {label}")

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ecad.search.engine.run_folder import MemoRecord
-from ecad.search.engine.task import SearchTask
+from ecad.search.optimizer.run_folder import MemoRecord
+from ecad.search.optimizer.task import SearchTask
 
 
 @dataclass(frozen=True)
@@ -58,29 +58,18 @@ def _predict(task: SearchTask, evaluated: list[MemoRecord], bits: np.ndarray, al
 
 
 def rank_and_crowding_order(F: np.ndarray) -> np.ndarray:
-    """Indices of ``F`` best first: by non-dominated front, then larger crowding distance, then index."""
+    """Indices of ``F`` best first: by non-dominated front, then larger crowding distance (pymoo's,
+    as its NSGA-II survival computes it), then index."""
+    from pymoo.operators.survival.rank_and_crowding.metrics import get_crowding_function
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
+    crowding_distance = get_crowding_function("cd")
     order = []
     for front in NonDominatedSorting().do(F):
         front = np.sort(np.asarray(front))
-        crowding = _crowding_distance(F[front])
+        crowding = crowding_distance.do(F[front])
         order.extend(front[np.lexsort((front, -crowding))])
     return np.array(order, dtype=int)
-
-
-def _crowding_distance(F: np.ndarray) -> np.ndarray:
-    n, m = F.shape
-    if n <= 2:
-        return np.full(n, np.inf)
-    distance = np.zeros(n)
-    for j in range(m):
-        order = np.argsort(F[:, j], kind="stable")
-        span = F[order[-1], j] - F[order[0], j]
-        distance[order[0]] = distance[order[-1]] = np.inf
-        if span > 0:
-            distance[order[1:-1]] += (F[order[2:], j] - F[order[:-2], j]) / span
-    return distance
 
 
 def prescreen(task: SearchTask, evaluated: list[MemoRecord], offspring: np.ndarray, keep: int,

@@ -1,6 +1,6 @@
 """What evaluating one candidate means, independent of the model and of where it runs.
 
-An *evaluator* turns a bit vector into a :class:`CandidateResult` (quality, cost). It is built
+An *evaluator* turns a gene vector into a :class:`CandidateResult` (quality, cost). It is built
 from a *recipe*: a frozen dataclass that is also JSON (``to_dict``/``from_dict``), so the
 in-process executor and every Ray actor build the same evaluator from the same value, and the
 run folder records exactly what a run evaluated (no pickles, no import paths).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar, Protocol, Sequence
+from typing import Any, Callable, ClassVar, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class CandidateEvaluator(Protocol):
 
     def set_references(self, references: dict[str, Any] | None) -> None: ...
 
-    def evaluate(self, bits: np.ndarray, samples: Sequence[int] | None = None) -> CandidateResult:
+    def evaluate(self, genes: np.ndarray, samples: Sequence[int] | None = None) -> CandidateResult:
         """Score one candidate on ``samples`` (indices of prompt x seed pairs; None: all)."""
 
 
@@ -95,8 +95,14 @@ class Recipe(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-#: (memo key, bits, sample indices or None for all)
-Job = tuple[str, np.ndarray, "Sequence[int] | None"]
+class EvaluationJob(NamedTuple):
+    """One evaluation an executor runs: a candidate's genes on some samples."""
+
+    key: str  # the candidate's memo key; its result is reported under it
+    genes: np.ndarray
+    samples: Sequence[int] | None = None  # indices of prompt x seed pairs; None: all
+
+
 ResultCallback = Callable[[str, CandidateResult], None]
 
 
@@ -104,7 +110,7 @@ class Executor(ABC):
     """Where candidates are evaluated (``ecad.search.executors``: in this process, or on Ray).
 
     An executor owns long-lived evaluators (pipeline + scorer loaded once) and evaluates a batch
-    of ``(key, bits, samples)`` jobs, calling ``on_result`` as each one finishes so the caller can persist
+    of jobs, calling ``on_result`` as each one finishes so the caller can persist
     it immediately. Results are keyed, so the order in which workers finish never matters.
     """
 
@@ -119,7 +125,7 @@ class Executor(ABC):
         """Hand the references to every worker (also to workers started later)."""
 
     @abstractmethod
-    def evaluate(self, jobs: Sequence[Job], on_result: ResultCallback) -> None: ...
+    def evaluate(self, jobs: Sequence[EvaluationJob], on_result: ResultCallback) -> None: ...
 
     def close(self) -> None:
         pass

@@ -25,6 +25,7 @@ import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.mutation import Mutation
 from pymoo.core.problem import Problem
+from pymoo.core.termination import NoTermination
 from pymoo.operators.crossover.pntx import PointCrossover
 from pymoo.operators.mutation.bitflip import BitflipMutation
 from pymoo.problems.static import StaticProblem
@@ -164,7 +165,7 @@ class Generation:
         self.space = space
         self.problem = GeneProblem(space, np.asarray(F).shape[1], 0 if G is None else np.asarray(G).shape[1])
         self.algorithm = _nsga2(settings, space, bits, None if pool_factor == 1 else pool_factor * settings.population)
-        self.algorithm.setup(self.problem, seed=generation_seed(seed, generation), termination=("n_gen", 1 << 30))
+        self.algorithm.setup(self.problem, seed=generation_seed(seed, generation), termination=NoTermination())
         parents = self.algorithm.ask()
         if len(parents) != len(bits):
             raise ValueError("the saved population contains duplicates")
@@ -199,7 +200,7 @@ def select_initial(settings: GeneticSettings, space, bits: np.ndarray, F: np.nda
 
     problem = GeneProblem(space, np.asarray(F).shape[1], 0 if G is None else np.asarray(G).shape[1])
     algorithm = _nsga2(settings, space, bits)
-    algorithm.setup(problem, seed=generation_seed(seed, 0), termination=("n_gen", 1 << 30))
+    algorithm.setup(problem, seed=generation_seed(seed, 0), termination=NoTermination())
     pop = Population.new(X=space.coerce(bits))
     algorithm.evaluator.eval(_static(problem, F, G), pop)
     survivors = algorithm.survival.do(

@@ -11,7 +11,7 @@ plus random schedules and keeps the best ``population`` of them; then each gener
 3. **tells** NSGA-II the offspring's objectives, which picks the next population,
 4. saves that population as the new state (atomically) and logs the archive's front.
 
-At the end the front of everything evaluated is returned; ``ecad.search.render.front_to_bank``
+At the end the front of everything evaluated is returned; ``ecad.search.to_bank.write_bank``
 turns it into a schedule bank.
 
 Invariants that make ``kill -9`` + rerun safe and equivalent to an uninterrupted run:
@@ -30,34 +30,39 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ecad.search.engine.evaluation import CandidateResult, Executor, Recipe
-from ecad.search.engine.hypervolume import hypervolume, nondominated_mask, normalization_from
-from ecad.search.engine.noise import (RacingSettings, could_be_nondominated, could_clear_floors, first_samples,
+from ecad.search.optimizer.evaluation import CandidateResult, EvaluationJob, Executor, Recipe
+from ecad.search.optimizer.hypervolume import hypervolume, nondominated_mask, normalization_from
+from ecad.search.optimizer.noise import (RacingSettings, could_be_nondominated, could_clear_floors, first_samples,
                                       optimistic_point)
-from ecad.search.engine.nsga import Generation, GeneticSettings, select_initial
-from ecad.search.engine.run_folder import Memo, MemoRecord, RunFolder, SearchState
-from ecad.search.engine.surrogate import SurrogateSettings, prescreen
-from ecad.search.engine.task import SearchTask, objective_matrix
+from ecad.search.optimizer.nsga import Generation, GeneticSettings, select_initial
+from ecad.search.optimizer.run_folder import Memo, MemoRecord, RunFolder, SearchState
+from ecad.search.optimizer.surrogate import SurrogateSettings, prescreen
+from ecad.search.optimizer.task import SearchTask, objective_matrix
 
 log = logging.getLogger("ecad.search")
 
 #: relative spread of the seeded heuristics' quality below which the scorer is called blind
 BLIND_SCORER_SPREAD = 0.02
 
-#: a candidate on its way to the memo: (schedule hash, genes, heuristic label or None)
-Candidate = tuple[str, np.ndarray, "str | None"]
+
+class Proposal(NamedTuple):
+    """A gene vector on its way to the memo."""
+
+    key: str  # its memo key (for a model: the decoded schedule's hash)
+    genes: np.ndarray
+    label: str | None = None  # a seed schedule's name (heuristic, "bank:<id>"); None if searched
 
 
 @dataclass
 class SearchResult:
     state: SearchState
     front: list[MemoRecord]  # nondominated over every candidate this run evaluated, by cost
-    seeds: list[MemoRecord]  # the labelled seed candidates (heuristics, no-cache)
+    seed_records: list[MemoRecord]  # the labelled seed schedules (heuristics, no-cache, bank entries)
     memo: Memo
     warnings: list[str] = field(default_factory=list)
 
@@ -90,7 +95,7 @@ def run_search(
     folder = RunFolder(run_dir)
     config = folder.bind_config(
         {
-            "task": task.description,
+            "task": task.description.to_dict() if task.description else {},
             "space": task.space.to_config(),
             "evaluator": {"kind": task.recipe.kind, **task.recipe.to_dict()},
             "genetic": settings.to_dict(),
@@ -113,16 +118,16 @@ def run_search(
         if prefill is not None:
             prefill(memo, config)
         started = time.perf_counter()
-        candidates = initial_candidates(task, settings.population, seed)
-        evaluated = evaluate_generation(task, executor, memo, candidates, 0, progress)
-        bits = task.space.coerce(np.array([b for _, b, _ in candidates]))
-        F_all = task.objective_matrix(memo[key].result for key, _, _ in candidates)
-        G_all = task.constraint_matrix(memo[key].result for key, _, _ in candidates)
-        pop_bits, pop_F = select_initial(settings, task.space, bits, F_all, seed, G_all)
+        proposals = initial_proposals(task, settings.population, seed)
+        evaluated = evaluate_generation(task, executor, memo, proposals, 0, progress)
+        genes = task.space.coerce(np.array([p.genes for p in proposals]))
+        F_all = task.objective_matrix(memo[p.key].result for p in proposals)
+        G_all = task.constraint_matrix(memo[p.key].result for p in proposals)
+        pop_bits, pop_F = select_initial(settings, task.space, genes, F_all, seed, G_all)
         state = SearchState(0, [task.key(b) for b in pop_bits], pop_bits, pop_F, normalization_from(F_all))
         _finish_generation(folder, task, memo, state, evaluated, started, plot)
 
-    seed_records = [memo[task.key(b)] for _, b in task.seeds if task.key(b) in memo]
+    seed_records = _seed_records(task, memo)
     warnings = [w for w in [scorer_spread_warning(seed_records)] if w]
     for warning in warnings:
         log.warning(warning)
@@ -141,11 +146,11 @@ def run_search(
             chosen = np.arange(len(offspring))
             if surrogate:  # 1b. render only the offspring a model of earlier results ranks best
                 chosen = prescreen(task, memo.evaluated(generation - 1), offspring, settings.population, surrogate)
-            candidates = [(task.key(b), b, None) for b in offspring[chosen]]
-            evaluated = evaluate_generation(task, executor, memo, candidates, generation, progress,  # 2. evaluate
+            proposals = [Proposal(task.key(genes), genes) for genes in offspring[chosen]]
+            evaluated = evaluate_generation(task, executor, memo, proposals, generation, progress,  # 2. evaluate
                                             racing=racing, seed=seed)
-            F = task.objective_matrix(best_result(memo, key) for key, _, _ in candidates)
-            G = task.constraint_matrix(best_result(memo, key) for key, _, _ in candidates)
+            F = task.objective_matrix(best_result(memo, p.key) for p in proposals)
+            G = task.constraint_matrix(best_result(memo, p.key) for p in proposals)
             pop_bits, pop_F = step.survivors(F, chosen, G)  # 3. tell
             state = SearchState(generation, [task.key(b) for b in pop_bits], pop_bits, pop_F, state.normalization,
                                 state.history)
@@ -153,8 +158,8 @@ def run_search(
             bar.update(1)
     finally:
         bar.close()
-    return SearchResult(state=state, front=archive_front(memo, objectives=task.objectives), seeds=seed_records,
-                        memo=memo, warnings=warnings)
+    return SearchResult(state=state, front=archive_front(memo, objectives=task.objectives),
+                        seed_records=seed_records, memo=memo, warnings=warnings)
 
 
 # -- the steps ----------------------------------------------------------------------------------
@@ -183,27 +188,34 @@ def rescore(task: SearchTask, run_dir: str | Path, executor: Executor, records: 
     if prefill is not None:
         prefill(memo, config)
     _hand_references(folder, executor)
-    jobs = [(r.key, r.bits, None, r.label) for r in records if r.key not in memo]
-    _evaluate(executor, memo, jobs, 0, task, progress)
+    _evaluate(executor, memo, [(Proposal(r.key, r.bits, r.label), None) for r in records if r.key not in memo], 0,
+              task, progress)
     return {r.key: memo[r.key].result for r in records}
 
 
-def initial_candidates(task: SearchTask, population: int, seed: int) -> list[Candidate]:
-    """Seeded schedules first (deduplicated by key), then random ones up to ``population``."""
-    chosen: dict[str, Candidate] = {}
-    for label, bits in task.seeds:
-        bits = task.space.coerce(bits)
-        chosen.setdefault(task.key(bits), (task.key(bits), bits, label))
+def initial_proposals(task: SearchTask, population: int, seed: int) -> list[Proposal]:
+    """Seed schedules first (deduplicated by key), then random ones up to ``population``."""
+    chosen: dict[str, Proposal] = {}
+    for label, genes in task.seed_schedules:
+        genes = task.space.coerce(genes)
+        key = task.key(genes)
+        chosen.setdefault(key, Proposal(key, genes, label))
     missing = max(0, population - len(chosen))
     # draw extra to survive duplicates; deterministic in (seed)
-    for bits in task.space.random(2 * missing + 8, seed):
+    for genes in task.space.random(2 * missing + 8, seed):
         if len(chosen) >= population:
             break
-        chosen.setdefault(task.key(bits), (task.key(bits), bits, None))
+        key = task.key(genes)
+        chosen.setdefault(key, Proposal(key, genes))
     return list(chosen.values())
 
 
-def evaluate_generation(task: SearchTask, executor: Executor, memo: Memo, candidates: list[Candidate],
+def _seed_records(task: SearchTask, memo: Memo) -> list[MemoRecord]:
+    keys = (task.key(genes) for _, genes in task.seed_schedules)
+    return [memo[key] for key in keys if key in memo]
+
+
+def evaluate_generation(task: SearchTask, executor: Executor, memo: Memo, proposals: list[Proposal],
                         generation: int, progress: bool, *, racing: RacingSettings | None = None,
                         seed: int = 0) -> int:
     """Evaluate the candidates the memo lacks; returns how many evaluations ran.
@@ -215,24 +227,23 @@ def evaluate_generation(task: SearchTask, executor: Executor, memo: Memo, candid
     With quality floors, it must also plausibly clear every floor (its optimistic bound).
     """
     # two gene vectors may decode to one schedule (a repaired forecast): evaluate it once
-    missing: dict[str, Candidate] = {}
-    for candidate in candidates:
-        if candidate[0] not in memo:
-            missing.setdefault(candidate[0], candidate)
+    missing: dict[str, Proposal] = {}
+    for proposal in proposals:
+        if proposal.key not in memo:
+            missing.setdefault(proposal.key, proposal)
     missing = list(missing.values())
     if racing is None or generation == 0:
-        return _evaluate(executor, memo, [(key, bits, None, label) for key, bits, label in missing], generation,
-                         task, progress)
+        return _evaluate(executor, memo, [(p, None) for p in missing], generation, task, progress)
     first = first_samples(task.num_samples, racing.first_fraction, seed)
-    jobs = [(first_stage_key(key), bits, first, label) for key, bits, label in missing
-            if first_stage_key(key) not in memo]
-    evaluated = _evaluate(executor, memo, jobs, generation, task, progress, stage="first")
+    first_stage = [(p._replace(key=first_stage_key(p.key)), first) for p in missing
+                   if first_stage_key(p.key) not in memo]
+    evaluated = _evaluate(executor, memo, first_stage, generation, task, progress, stage="first")
     front_F = task.objective_matrix(r.result for r in archive_front(memo, generation - 1, task.objectives))
     rest = [i for i in range(task.num_samples) if i not in first]
-    promoted = [(key, bits, rest, label) for key, bits, label in missing
-                if could_be_nondominated(optimistic_point(memo[first_stage_key(key)].result, task.objectives,
+    promoted = [(p, rest) for p in missing
+                if could_be_nondominated(optimistic_point(memo[first_stage_key(p.key)].result, task.objectives,
                                                           task.quality_metric, racing.z), front_F)
-                and could_clear_floors(memo[first_stage_key(key)].result, task.floors, racing.z)]
+                and could_clear_floors(memo[first_stage_key(p.key)].result, task.floors, racing.z)]
     return evaluated + _evaluate(executor, memo, promoted, generation, task, progress)
 
 
@@ -245,28 +256,25 @@ def best_result(memo: Memo, key: str) -> CandidateResult:
     return memo[key].result if key in memo else memo[first_stage_key(key)].result
 
 
-def _evaluate(executor: Executor, memo: Memo, jobs: list[tuple], generation: int, task: SearchTask, progress: bool,
-              stage: str | None = None) -> int:
-    """Run ``(key, bits, samples, label)`` jobs; each result is in the memo as soon as it exists.
-
-    A full evaluation on the samples racing left out is merged with the first-stage result.
-    """
-    bits_of = {key: bits for key, bits, _, _ in jobs}
-    labels = {key: label for key, _, _, label in jobs}
-    images = {key: task.num_samples if samples is None else len(samples) for key, _, samples, _ in jobs}
+def _evaluate(executor: Executor, memo: Memo, jobs: list[tuple[Proposal, list[int] | None]], generation: int,
+              task: SearchTask, progress: bool, stage: str | None = None) -> int:
+    """Evaluate each proposal on its samples (None: all); each result is in the memo as soon as it
+    exists. A full evaluation on the samples racing left out is merged with the first-stage result."""
+    proposals = {proposal.key: proposal for proposal, _ in jobs}
+    images = {proposal.key: task.num_samples if samples is None else len(samples) for proposal, samples in jobs}
     quality_metric = task.quality_metric
     bar = tqdm(total=len(jobs), desc=f"gen {generation} candidates", unit="cand", leave=False, disable=not progress)
 
     def store(key: str, result: CandidateResult) -> None:
         if stage is None and first_stage_key(key) in memo:
             result = memo[first_stage_key(key)].result.merged(result, quality_metric)
-        memo.add(MemoRecord(key=key, bits=bits_of[key], result=result, generation=generation, label=labels[key],
-                            stage=stage, images=images[key]))
+        memo.add(MemoRecord(key=key, bits=proposals[key].genes, result=result, generation=generation,
+                            label=proposals[key].label, stage=stage, images=images[key]))
         bar.update(1)
 
     try:
         if jobs:
-            executor.evaluate([(key, bits, samples) for key, bits, samples, _ in jobs], store)
+            executor.evaluate([EvaluationJob(p.key, p.genes, samples) for p, samples in jobs], store)
     finally:
         bar.close()
     return len(jobs)
@@ -327,16 +335,17 @@ def _finish_generation(folder: RunFolder, task: SearchTask, memo: Memo, state: S
 
 def _plot(folder: RunFolder, task: SearchTask, memo: Memo, state: SearchState) -> None:
     try:
-        from ecad.search.engine.plot import plot_pareto
+        from ecad.search.optimizer.plot import plot_search_front
 
-        plot_pareto(
+        described = task.description
+        plot_search_front(
             folder.plot_path,
             front=archive_front(memo, objectives=task.objectives),
-            seeds=[memo[task.key(b)] for _, b in task.seeds if task.key(b) in memo],
+            seed_records=_seed_records(task, memo),
             evaluated=memo.evaluated(),
-            title=f"{task.description.get('name', 'ecad')} — generation {state.generation}",
-            cost_label=task.description.get("cost_label", "cost"),
-            quality_label=task.description.get("quality_label", "quality"),
+            title=f"{described.name if described else 'ecad'} — generation {state.generation}",
+            cost_label=described.cost_label if described else "cost",
+            quality_label=described.quality_label if described else "quality",
             objectives=task.objectives,
         )
     except Exception as err:  # a plot must never stop a calibration

@@ -8,9 +8,10 @@ from ecad.cli.rescore import main
 from ecad.generate import load_pipeline
 from ecad.paths import SCHEDULES_DIR
 from ecad.quality.fidelity import FidelityScorer
-from ecad.reference import QUALITY_PROXY_METRIC, rescore_bank
+from ecad.reference import QUALITY_PROXY_METRIC
+from ecad.rescore import rescore_bank
 from ecad.setting import Setting
-from ecad.testing import heuristic_bank
+from serving_helpers import heuristic_bank
 from engine_helpers import SIZE, tiny_dir
 
 SETTING = Setting(SIZE, SIZE, 6, 4.5)
@@ -65,3 +66,29 @@ def test_rescore_refuses_another_architecture(tiny_folder, tmp_path, capsys):
     path = other.save(tmp_path / "real.json")
     assert main([str(path), "--model", str(tiny_folder), "--prompts", "1", "--seeds", "1"]) == 1
     assert "calibrated for a transformer with fingerprint" in capsys.readouterr().err
+
+
+def test_validate_bank_records_means_intervals_and_single_image_spreads(tiny_folder):
+    import numpy as np
+
+    from ecad.evaluate import Evaluation, ImageGrid, Scoring
+    from ecad.rescore import validate_bank
+
+    pipe = load_pipeline(tiny_folder)
+    bank = heuristic_bank(pipe, str(tiny_folder), SETTING, names=("no-cache", "fora-2", "fora-3"))
+    scoring = Scoring({"fidelity": FidelityScorer(max_psnr=200.0)})
+    prompts, seeds = ["a red apple", "a blue sofa"], [3, 4]
+    validated = validate_bank(pipe, bank, scoring, prompts, seeds, batch_size=2)
+    assert validated.calibration["validation_prompts"] == prompts and validated.calibration["validation_seeds"] == seeds
+    fora3 = validated.entry("fora-3")
+    assert fora3.quality == bank.entry("fora-3").quality  # the calibration quality is kept
+    _, per_image = Evaluation(pipe, SETTING, ImageGrid(tuple(prompts), tuple(seeds)), scoring).evaluate(
+        bank.entry("fora-3").cache_schedule())
+    psnr = per_image["psnr"].numpy()
+    assert fora3.validation["psnr"] == pytest.approx(float(psnr.mean()))
+    low, high = fora3.spread["psnr"]
+    assert psnr.min() <= low <= high <= psnr.max()
+    assert fora3.interval["psnr"][0] <= fora3.validation["psnr"] <= fora3.interval["psnr"][1]
+    assert (high - low) >= (fora3.interval["psnr"][1] - fora3.interval["psnr"][0]) - 1e-9 or len(psnr) < 4
+    assert validated.entry("no-cache").spread["psnr"] == (200.0, 200.0)
+    assert np.isfinite(fora3.validation["ssim"])

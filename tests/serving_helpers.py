@@ -1,5 +1,6 @@
-"""Helpers for tests, demos and benchmarks: a bank of heuristic schedules for any pipeline, a
-synthetic latency profile, and the real server started on a free local port.
+"""Test helpers: a bank of heuristic schedules for any pipeline, a synthetic latency profile, and
+the real server (``bentoml serve server.service:ECAD``, which the wheel does not ship) started on
+a free local port.
 
 The quality numbers of `heuristic_bank` are a stand-in (the fraction of recomputed work), so a bank
 built this way exercises selection and serving end to end without a calibration run. Real banks

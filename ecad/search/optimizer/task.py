@@ -1,15 +1,16 @@
 """A search task: the gene space (bits, or integer action genes), how to name a candidate, which candidates seed the search, and
-the recipe of the evaluator that scores one. Built in the driver without loading the model."""
+the recipe of the evaluator that scores one. Built in the driver without loading the model
+(``ecad.search.task.build_model_task`` for a model, ``synthetic.synthetic_task`` for tests)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ecad.search.engine.evaluation import Recipe
-from ecad.search.engine.space import BitSpace, IntegerSpace, bits_key
+from ecad.search.optimizer.evaluation import Recipe
+from ecad.search.optimizer.space import BitSpace, IntegerSpace, bits_key
 from ecad.setting import Setting
 
 
@@ -42,16 +43,28 @@ class QualityFloor:
         return {"metric": self.metric, "minimum": self.minimum}
 
 
+class TaskDescription(Protocol):
+    """What a run searches: recorded in its config under "task" (``to_dict``, JSON), and the
+    names its plot uses."""
+
+    name: str
+    cost_label: str
+    quality_label: str
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class SearchTask:
     space: BitSpace | IntegerSpace
     recipe: Recipe
-    #: labelled candidates that seed the initial population (heuristics, no-cache), in order
-    seeds: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    #: labelled gene vectors that seed the initial population (heuristics, no-cache, an earlier
+    #: front's entries), in order
+    seed_schedules: list[tuple[str, np.ndarray]] = field(default_factory=list)
     #: memo key of a candidate; for real schedules the CacheSchedule hash
     key_fn: Callable[[np.ndarray], str] = bits_key
-    #: JSON-able description stored in the run config (model, scorer, layout, ...)
-    description: dict[str, Any] = field(default_factory=dict)
+    #: what is searched (model, scorer, layout, ...); None: an anonymous problem (recorded as {})
+    description: TaskDescription | None = None
     #: the model setting the schedules are searched for (None for model-free problems)
     setting: Setting | None = None
     #: metric names (keys of CandidateResult.metrics) maximised as separate objectives beside

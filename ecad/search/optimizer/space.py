@@ -7,7 +7,7 @@ Two kinds, with one interface (``n_var``, ``bounds``, ``coerce``, ``pack``/``unp
   (True = recompute). The first ``fixed_steps`` steps (step 0 by default) must always recompute
   — there is nothing cached yet — so their bits are fixed to True and are not searched.
 * :class:`IntegerSpace` — integer genes in segments of equal range, e.g. the action genes of
-  ``ecad.schedule.GeneSpace`` (reuse 0 / recompute 1 / forecast 2) then its block-skip genes
+  ``ecad.search.genome.GeneSpace`` (reuse 0 / recompute 1 / forecast 2) then its block-skip genes
   (0/1). A space whose every gene is 0/1 searches like a bit space (same operators and packing).
 """
 

@@ -1,0 +1,241 @@
+"""A schedule moved to another step count by noise level, not by step index.
+
+A cache schedule is a statement about noise levels: between these two noise levels this component
+was recomputed so often, here its output was reused. Moving it to another step count by nearest
+normalized index (`CacheSchedule.resample`) keeps the share of recomputes, so at 50 steps it
+recomputes 2.5x as often as the calibrated schedule did across the same noise range, and at 12
+steps it reuses across noise gaps the search never saw.
+
+`transfer_schedule` keeps the schedule where it belongs in noise: each target step is placed in the
+source's step coordinate by its noise level (the scheduler's timesteps at each step count), and
+covers the source steps between the previous target step and itself:
+
+* a component recomputes at a target step when the source recomputed it at any step the target
+  step covers; otherwise it does what the source did at the nearest covered step (reuse or
+  forecast), or reuses where it covers no source step (a denser target: the source computed
+  nothing new between those noise levels). So a reuse chain grows with step density and shrinks
+  without it: FORA n=2 at 20 steps becomes FORA n=4 at 40, and no caching at 10.
+* a block is skipped, and guidance reused, only where the source did so at every step the target
+  step covers (at the nearest source step where it covers none): these are stronger actions than a
+  reuse and are not stretched across steps the source ran.
+* step 0 recomputes everything and a forecast without two earlier recomputes becomes a reuse
+  (`CacheSchedule.repaired`): a transferred schedule is always valid. The all-recompute schedule
+  stays all-recompute.
+
+Resolution: a schedule's grid does not depend on the image size, so another size keeps the grid;
+where the scheduler's noise levels depend on the size (flow matching with a resolution-dependent
+shift, as FLUX.1-dev), pass the levels of each size and the same rule applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ecad.schedule import FORECAST, RECOMPUTE, REUSE, CacheSchedule
+from ecad.setting import Setting
+
+
+def noise_levels(pipe: Any, setting: Setting) -> np.ndarray:
+    """The timesteps (decreasing noise) the pipeline's scheduler runs at ``setting``.
+
+    A fresh scheduler from the pipeline's config, so the pipeline's own state is untouched. A
+    flow-matching scheduler with a resolution-dependent shift gets the shift the pipeline would
+    compute for this size (diffusers' `calculate_shift` on the image token count)."""
+    from ecad.adapters import get_adapter
+
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    steps = setting.num_inference_steps
+    config = scheduler.config
+    if config.get("use_dynamic_shifting"):
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        tokens = get_adapter(pipe).num_tokens(pipe.transformer, height=setting.height, width=setting.width,
+                                              vae_scale_factor=pipe.vae_scale_factor)
+        mu = calculate_shift(tokens, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
+                             config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), mu=mu)
+    else:
+        scheduler.set_timesteps(steps)
+    return np.asarray(scheduler.timesteps, dtype=float)[:steps]
+
+
+def source_positions(source_levels: np.ndarray, target_levels: np.ndarray) -> np.ndarray:
+    """Each target step's position in source steps (fractional), by noise level; clipped to the
+    source's range. Levels decrease along the steps (timesteps or sigmas)."""
+    source, target = np.asarray(source_levels, float), np.asarray(target_levels, float)
+    if source.ndim != 1 or target.ndim != 1 or not len(source) or not len(target):
+        raise ValueError("noise levels must be non-empty 1-D arrays")
+    if len(source) > 1 and not np.all(np.diff(source) < 0):
+        raise ValueError("source noise levels must decrease strictly along the steps")
+    if len(source) == 1:
+        return np.zeros(len(target))
+    return np.interp(-target, -source, np.arange(len(source), dtype=float))
+
+
+def covered_steps(positions: np.ndarray, num_source_steps: int) -> list[np.ndarray]:
+    """The source steps each target step covers: those after the previous target step's position,
+    up to its own (the first target step covers every source step up to its position)."""
+    covered, previous = [], -np.inf
+    all_steps = np.arange(num_source_steps)
+    for u in positions:
+        covered.append(all_steps[(all_steps > previous + 1e-9) & (all_steps <= u + 1e-9)])
+        previous = u
+    return covered
+
+
+def transfer_schedule(schedule: CacheSchedule, source_levels: np.ndarray,
+                      target_levels: np.ndarray) -> CacheSchedule:
+    """``schedule`` (made for ``source_levels``) moved to a run with ``target_levels`` (see the module docstring)."""
+    if len(source_levels) != schedule.num_steps:
+        raise ValueError(f"{len(source_levels)} source noise levels for a schedule of {schedule.num_steps} steps")
+    if schedule.mask.all():
+        return CacheSchedule.full(schedule.layout, len(target_levels))
+    if np.array_equal(np.asarray(source_levels, float), np.asarray(target_levels, float)):
+        return schedule
+    positions = source_positions(source_levels, target_levels)
+    covered = covered_steps(positions, schedule.num_steps)
+    actions_in, skip_in, guidance_in = schedule.actions, schedule.skip, schedule.guidance_reuse
+    steps = len(target_levels)
+    actions = np.full((steps, *actions_in.shape[1:]), REUSE, dtype=np.int8)
+    skip = np.zeros((steps, actions_in.shape[1]), dtype=bool)
+    guidance = np.zeros(steps, dtype=bool)
+    for j, (u, cover) in enumerate(zip(positions, covered)):
+        nearest = int(np.clip(np.rint(u), 0, schedule.num_steps - 1))
+        if len(cover):
+            ran = (actions_in[cover] == RECOMPUTE) & ~skip_in[cover][:, :, None]
+            last = cover[np.argmin(np.abs(cover - u))]
+            others = np.where(actions_in[last] == FORECAST, FORECAST, REUSE)
+            actions[j] = np.where(ran.any(axis=0), RECOMPUTE, others)
+            skip[j] = skip_in[cover].all(axis=0)
+            actions[j][skip[j]] = actions_in[last][skip[j]]  # what a skipped block's components say is moot
+            guidance[j] = bool(guidance_in[cover].all())
+        else:  # nothing computed in the source between these noise levels
+            actions[j] = np.where(actions_in[nearest] == FORECAST, FORECAST, REUSE)
+            skip[j] = skip_in[nearest]
+            guidance[j] = bool(guidance_in[nearest])
+    return CacheSchedule.repaired(actions, schedule.layout, skip, guidance)
+
+
+def transfer_to_setting(schedule: CacheSchedule, pipe: Any, source: Setting, target: Setting) -> CacheSchedule:
+    """``schedule`` made for ``source`` moved to ``target`` by the pipeline's noise levels at each."""
+    if source.num_inference_steps == target.num_inference_steps and source.pixels == target.pixels:
+        return schedule
+    return transfer_schedule(schedule, noise_levels(pipe, source), noise_levels(pipe, target))
+
+
+def transfer_bank(bank: Any, pipe: Any, target: Setting, *, note: str | None = None) -> Any:
+    """``bank`` moved to ``target``: every entry transferred by noise level, entries that land on the
+    same schedule merged (the first, i.e. costliest, keeps its id), MACs counted at ``target``.
+
+    The quality of a transferred entry is not measured: each keeps its source quality, marked
+    ``quality_measured=False``, with a provenance note naming the source bank and setting (what a
+    calibration's seed bank or an unmeasured served bank needs). No-cache stays no-cache."""
+    from ecad.bank import BankEntry, Provenance
+    from ecad.cost import image_macs
+
+    source, target_levels = bank.setting, noise_levels(pipe, target)
+    source_levels = noise_levels(pipe, source)
+    seen: set[str] = set()
+    entries = []
+    for entry in sorted(bank.entries, key=lambda e: -e.macs):
+        schedule = transfer_schedule(entry.cache_schedule(), source_levels, target_levels)
+        if schedule.hash in seen:
+            continue
+        seen.add(schedule.hash)
+        entries.append(BankEntry(
+            id=entry.id, schedule=schedule.to_dict(), macs=image_macs(pipe, target, schedule),
+            quality=dict(entry.validation or entry.quality), source=entry.source, quality_measured=False,
+            provenance=Provenance(source=f"{bank.model}@{source.name}:{entry.id}", name=entry.id,
+                                  note=note or f"transferred by noise level from {source.name} to {target.name}")))
+    return bank.model_copy(update={
+        **target.to_dict(), "entries": entries, "profiles": [],
+        "calibration": {"transferred_from": source.name, "source_calibration": bank.calibration}})
+
+
+# -- what a transfer does to quality, measured ------------------------------------------------
+
+#: metric -> (its key in a measurement row at the source setting, at the target setting)
+TRANSFER_METRICS = {"psnr": ("source_psnr", "psnr"), "reward_rel": ("source_reward_rel", "reward_rel")}
+INTERVAL = (0.05, 0.95)  # the stated interval: these quantiles of the fit's residuals
+
+
+def _features(source_quality: np.ndarray, target_steps: np.ndarray, source_steps: int) -> np.ndarray:
+    """[1, q, d, d*q, d^2, d^2*q] with d = log2(target / source steps): quality moves with the
+    step ratio, more for schedules that were already near their limit."""
+    q = np.asarray(source_quality, float)
+    d = np.log2(np.asarray(target_steps, float) / source_steps)
+    return np.stack([np.ones_like(q), q, d, d * q, d * d, d * d * q], axis=1)
+
+
+@dataclass(frozen=True)
+class MetricFit:
+    coefficients: tuple[float, ...]
+    interval: tuple[float, float]  # residual quantiles: the estimate's stated interval is estimate + these
+
+
+@dataclass(frozen=True)
+class TransferQualityModel:
+    """An entry's quality at another step count, estimated from its quality where it was
+    calibrated, fitted on measured noise-level transfers of a calibrated bank
+    (`scripts/transfer_quality.py`). Used where no bank was made for a request's setting."""
+
+    model: str
+    source_steps: int
+    fits: dict[str, MetricFit]
+    measured_steps: tuple[int, ...]
+
+    def estimate(self, metric: str, source_value: float, target_steps: int) -> tuple[float, float, float]:
+        """(estimate, low, high) of ``metric`` at ``target_steps`` for an entry with ``source_value``."""
+        fit = self.fits[metric]
+        value = float(_features([source_value], [target_steps], self.source_steps)[0] @ np.asarray(fit.coefficients))
+        return value, value + fit.interval[0], value + fit.interval[1]
+
+    @classmethod
+    def fit(cls, rows: list[dict], *, source_steps: int, model: str) -> "TransferQualityModel":
+        fits = {}
+        steps = np.array([r["steps"] for r in rows], float)
+        for metric, (source_key, target_key) in TRANSFER_METRICS.items():
+            X = _features([r[source_key] for r in rows], steps, source_steps)
+            y = np.array([r[target_key] for r in rows], float)
+            coefficients, *_ = np.linalg.lstsq(X, y, rcond=None)
+            residuals = y - X @ coefficients
+            fits[metric] = MetricFit(tuple(float(c) for c in coefficients),
+                                     tuple(float(v) for v in np.quantile(residuals, INTERVAL)))
+        return cls(model, source_steps, fits, tuple(sorted({int(s) for s in steps})))
+
+    def check(self, rows: list[dict]) -> dict[str, Any]:
+        """How often the measured value falls in the stated interval: in sample, and leaving each
+        target step count out of the fit (the honest figure for a step count never measured)."""
+        out: dict[str, Any] = {}
+        for metric, (source_key, target_key) in TRANSFER_METRICS.items():
+            inside = [self.estimate(metric, r[source_key], r["steps"]) for r in rows]
+            in_sample = np.mean([lo <= r[target_key] <= hi for r, (_, lo, hi) in zip(rows, inside)])
+            held_out = []
+            for steps in self.measured_steps:
+                train = [r for r in rows if r["steps"] != steps]
+                if len({r["steps"] for r in train}) < 3:
+                    continue
+                fitted = TransferQualityModel.fit(train, source_steps=self.source_steps, model=self.model)
+                for r in (r for r in rows if r["steps"] == steps):
+                    _, lo, hi = fitted.estimate(metric, r[source_key], steps)
+                    held_out.append(lo <= r[target_key] <= hi)
+            errors = [abs(r[target_key] - est) for r, (est, _, _) in zip(rows, inside)]
+            out[metric] = {"in_interval": float(in_sample), "in_interval_step_count_left_out":
+                           float(np.mean(held_out)) if held_out else None,
+                           "median_abs_error": float(np.median(errors)), "rows": len(rows)}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "source_steps": self.source_steps, "measured_steps": list(self.measured_steps),
+                "interval_quantiles": list(INTERVAL),
+                "fits": {m: {"coefficients": list(f.coefficients), "interval": list(f.interval)}
+                         for m, f in self.fits.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TransferQualityModel":
+        return cls(data["model"], int(data["source_steps"]),
+                   {m: MetricFit(tuple(f["coefficients"]), tuple(f["interval"])) for m, f in data["fits"].items()},
+                   tuple(int(s) for s in data["measured_steps"]))
