@@ -13,8 +13,9 @@ from torch import nn
 from ecad.adapters import ADDING_A_FAMILY, UnsupportedModelError, get_adapter, supported_families
 from ecad.adapters.recipe import FamilyAdapter
 from ecad.bank_catalog import choose_bank, find_banks
-from ecad.configs import _shared_meta_transformer, architecture_names, get_architecture
-from ecad.configs.banks import BANKED, default_setting, main as banks_main, schedule_macs
+from ecad.configs import architecture_names, get_architecture
+from ecad.configs.banks import BANKED, default_setting, main as banks_main
+from ecad.cost import image_macs
 from ecad.reference import QUALITY_PROXY_METRIC
 
 FAMILY_ARCHITECTURES = [n for n in architecture_names() if not n.startswith(("PixArt", "FLUX"))]
@@ -27,7 +28,7 @@ def test_published_config_builds_at_its_published_size(name):
     SD3.5-Medium's '2.5B' is 2.24B of transformer, Wan 1.3B's 1.42B) and the adapter's pipeline
     constants (padded prompt length, default frames) agree with the config file's."""
     arch = get_architecture(name)
-    transformer = _shared_meta_transformer(name)
+    transformer = get_architecture(name).shared_meta_transformer()
     assert type(transformer).__name__ == arch.transformer_class
     params = sum(p.numel() for p in transformer.parameters())
     assert abs(params / arch.published_parameters - 1) < 0.12, f"{params / 1e9:.2f}B vs {arch.published_parameters / 1e9}B"
@@ -49,7 +50,7 @@ def test_every_linear_layer_is_counted_once_per_row_it_runs_on(name):
     image tokens in one sequence; where some do (single-stream blocks, Lumina's joint layers) they
     count twice, so it lies between 1x and 2x. Chroma's approximator runs on 344 rows per sample."""
     arch = get_architecture(name)
-    transformer = _shared_meta_transformer(name)
+    transformer = get_architecture(name).shared_meta_transformer()
     adapter = get_adapter(transformer)
     height, width = arch.default_size
 
@@ -82,7 +83,7 @@ def test_wan_frames_axis():
     """Wan 2.1 at 480x832: 30 x 52 tokens per latent frame, (frames - 1) / 4 + 1 latent frames; the
     linear MACs grow linearly with the latent frames, self-attention's matmuls quadratically."""
     arch = get_architecture("Wan2.1-T2V-14B-Diffusers")
-    transformer = _shared_meta_transformer(arch.name)
+    transformer = arch.shared_meta_transformer()
     adapter = get_adapter(transformer)
     latent = {frames: (frames - 1) // 4 + 1 for frames in (17, 33, 81)}
     for frames, n in latent.items():
@@ -103,11 +104,13 @@ def test_committed_bank_is_found_for_the_model_and_counted_by_the_cost_model(nam
     arch = get_architecture(name)
     setting = default_setting(arch)
     banks = find_banks(arch.hub_id)
-    assert [c.path.parent.name for c in banks] == [name]
-    assert find_banks("/models/local-copy", transformer_config=dict(_shared_meta_transformer(name).config)) == banks
-    choice = choose_bank(banks, setting)
-    assert choice.exact and choice.bank.model == arch.hub_id
-    bank = choice.bank
+    assert [path.parent.name for path in banks] == [name]
+    copy = find_banks("/models/local-copy", transformer_config=dict(arch.shared_meta_transformer().config))
+    assert list(copy) == list(banks)  # found by the transformer's config under another name too
+    chosen, note = choose_bank({str(path): bank.setting for path, bank in banks.items()}, setting)
+    assert note is None  # made for the pipeline's default setting
+    bank = banks[Path(chosen)]
+    assert bank.model == arch.hub_id
     assert bank.scorer == "unmeasured" and not any(e.quality_measured for e in bank.entries)
     assert bank.quality_metric == QUALITY_PROXY_METRIC and bank.no_cache_entry().score(QUALITY_PROXY_METRIC) == 1.0
     layouts = {e.cache_schedule().layout for e in bank.entries}
@@ -115,9 +118,9 @@ def test_committed_bank_is_found_for_the_model_and_counted_by_the_cost_model(nam
     # the MACs are the cost model's; the no-cache entry is steps x calls x one call's work
     for entry_id in ("no-cache", "fora-2", "block-skip-2", "taylorseer-2"):
         entry = bank.entry(entry_id)
-        assert entry.macs == schedule_macs(arch, setting, entry.cache_schedule())
+        assert entry.macs == image_macs(arch, setting, entry.cache_schedule())
     component, other = arch.step_macs(setting.height, setting.width, setting.guidance_scale)
-    transformer = _shared_meta_transformer(name)
+    transformer = get_architecture(name).shared_meta_transformer()
     elementwise = get_adapter(transformer).block_elementwise_ops(transformer, **arch.shape(
         setting.height, setting.width, setting.guidance_scale)).sum()
     assert bank.no_cache_entry().macs == (setting.num_inference_steps * arch.transformer_calls(setting.guidance_scale)
@@ -172,7 +175,7 @@ def test_the_recipe_counts_pixart_and_flux_as_their_hand_written_adapters():
     for name, family in (("PixArt-XL-2-512x512", pixart), ("FLUX.1-dev", flux)):
         recipe = type("RecipeAdapter", (FamilyAdapter,), {"family": family})()
         arch = get_architecture(name)
-        transformer = _shared_meta_transformer(name)
+        transformer = get_architecture(name).shared_meta_transformer()
         hand = get_adapter(transformer)
         for size in (256, 1024):
             kw = arch.shape(size, size, 4.5)

@@ -12,7 +12,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from . import Architecture, _shared_meta_transformer, architecture_names, get_architecture
+from . import Architecture, architecture_names, get_architecture
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def step_cost(architecture: Architecture, num_frames: int | None = None) -> Step
     from ecad.adapters import get_adapter
     from ecad.cost import CostTable
 
-    transformer = _shared_meta_transformer(architecture.name)
+    transformer = architecture.shared_meta_transformer()
     adapter = get_adapter(transformer)
     height, width = architecture.default_size
     kw = architecture.shape(height, width, architecture.default_guidance_scale, num_frames=num_frames)
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'architecture':<42} {'params (card)':>15} {'tokens':>7} {'TMACs/step':>11} {'cacheable':>9}")
     for name in architecture_names():
         arch = get_architecture(name)
-        params = sum(p.numel() for p in _shared_meta_transformer(name).parameters())
+        params = sum(p.numel() for p in arch.shared_meta_transformer().parameters())
         card = f"{params / 1e9:.2f}B" + (f" ({arch.published_parameters / 1e9:g}B)" if arch.published_parameters else "")
         counts = [None] if arch.default_num_frames is None else sorted({*frames, arch.default_num_frames})
         for count in counts:

@@ -3,8 +3,9 @@ pipeline's default setting, MACs counted on the meta-device transformer, quality
 
 What ships for a family before anyone has calibrated it on real weights: FORA, component FORA,
 Δ-DiT, T-GATE where there is cross-attention, TaylorSeer and static block skipping, each with the
-MACs of `ecad.cost.schedule_macs` (the full cost model: forecasts, skips, the blocks' element-wise
-work) at the default size, steps, guidance and, for video, frame count. Quality is marked
+MACs of `ecad.cost.image_macs` on the architecture (the full cost model: forecasts, skips, the
+blocks' element-wise work) at the default size, steps, guidance and, for video, the pipeline's
+default frame count. Quality is marked
 unmeasured exactly as for the imported ECAD banks (`ecad.reference`): each entry's value is its
 share of the no-cache MACs, and `ecad-rescore` on a machine with the weights replaces it.
 
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from ecad.bank import BankEntry, ScheduleBank
-from ecad.configs import Architecture, _shared_meta_transformer, get_architecture
+from ecad.configs import Architecture, get_architecture
 from ecad.setting import Setting
 
 #: the architectures that ship a heuristic bank: each family's published models (PixArt and FLUX
@@ -48,30 +49,19 @@ def default_setting(architecture: Architecture) -> Setting:
                    architecture.default_guidance_scale)
 
 
-def schedule_macs(architecture: Architecture, setting: Setting, schedule) -> int:
-    """MACs of one image (one video) under `schedule`: `ecad.cost.schedule_macs` on the meta transformer
-    at the pipeline's padded prompt length, batch and calls per step (video: its default frames)."""
-    from ecad.cost import schedule_macs as macs
-
-    return macs(schedule, _shared_meta_transformer(architecture.name), height=setting.height, width=setting.width,
-                batch_size=architecture.transformer_batch(setting.guidance_scale),
-                text_len=architecture.max_sequence_length,
-                calls_per_step=architecture.transformer_calls(setting.guidance_scale),
-                vae_scale_factor=architecture.vae_scale_factor)
-
-
 def heuristic_bank(model: str | Architecture, setting: Setting | None = None) -> ScheduleBank:
     """The heuristic suite of `model` (a bundled architecture) at `setting` (default: the pipeline's)."""
+    from ecad.cost import image_macs
     from ecad.heuristics import heuristic_suite
     from ecad.reference import QUALITY_PROXY_METRIC
 
     architecture = get_architecture(model) if isinstance(model, str) else model
     setting = setting or default_setting(architecture)
     suite = heuristic_suite(architecture.layout(), setting.num_inference_steps)
-    full = schedule_macs(architecture, setting, suite["no-cache"])
+    full = image_macs(architecture, setting, suite["no-cache"])
     entries = []
     for name, schedule in suite.items():
-        macs = schedule_macs(architecture, setting, schedule)
+        macs = image_macs(architecture, setting, schedule)
         entries.append(BankEntry(
             id=name, schedule=schedule.to_dict(), macs=macs, quality={QUALITY_PROXY_METRIC: macs / full},
             source="no-cache" if name == "no-cache" else "heuristic", quality_measured=False))
