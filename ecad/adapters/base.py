@@ -46,15 +46,32 @@ def split_pipeline(pipe_or_transformer: Any) -> tuple[Any | None, nn.Module]:
     raise TypeError(f"expected a diffusers pipeline or transformer, got {type(pipe_or_transformer).__name__}")
 
 
+ADDING_A_FAMILY = "docs/adding-a-family.md"
+
+
+def supported_families() -> list[tuple[str, str]]:
+    """(family name, transformer class name) of every registered adapter, by family name."""
+    return sorted((adapter.family_name, cls.__name__) for cls, adapter in _ADAPTERS.items())
+
+
+def adapter_for_class(class_name: str) -> "TransformerAdapter":
+    """The adapter registered for a transformer class, by its name (no instance needed)."""
+    for cls, adapter in _ADAPTERS.items():
+        if cls.__name__ == class_name:
+            return adapter
+    raise UnsupportedModelError(f"no ecad adapter for {class_name}")
+
+
 def get_adapter(model: Any) -> "TransformerAdapter":
     """The adapter for a transformer (or a pipeline's `.transformer`), by class (subclasses match)."""
     _, transformer = split_pipeline(model)
     for cls in type(transformer).__mro__:
         if cls in _ADAPTERS:
             return _ADAPTERS[cls]
+    families = "; ".join(f"{name} ({cls})" for name, cls in supported_families())
     raise UnsupportedModelError(
-        f"no ecad adapter for {type(transformer).__name__}; supported transformers: "
-        f"{', '.join(supported_transformers())}"
+        f"no ecad adapter for {type(transformer).__name__}. Supported families: {families}. "
+        f"A DiT family is added in a few lines of data (its block groups and components): see {ADDING_A_FAMILY}"
     )
 
 
@@ -71,6 +88,8 @@ def attention_matmul_macs(batch: int, heads: int, head_dim: int, q_len: int, kv_
 class TransformerAdapter:
     """Interface; one subclass per transformer family. All MACs are per transformer call."""
 
+    #: what users call the family (`python -m ecad.adapters` lists them)
+    family_name: str = ""
     #: classifier-free guidance runs as one transformer call on [uncond; cond] rows (PixArt), so a
     #: schedule may reuse guidance (`ecad.hooks.guidance`); False where it is a second call or absent
     batched_guidance: bool = False
@@ -78,8 +97,9 @@ class TransformerAdapter:
     def layout(self, transformer: nn.Module) -> BlockLayout:
         raise NotImplementedError
 
-    def component_modules(self, transformer: nn.Module) -> list[list[nn.Module]]:
-        """Modules whose raw output is cached, as [global block][component], in layout order."""
+    def component_modules(self, transformer: nn.Module) -> list[list[nn.Module | None]]:
+        """Modules whose raw output is cached, as [global block][component], in layout order
+        (None where a block lacks a component its group has: it is never hooked)."""
         layout = self.layout(transformer)
         modules = []
         for group in layout.groups:

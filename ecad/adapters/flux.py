@@ -45,6 +45,8 @@ def joint_attention_macs(attn, batch: int, n_img: int, n_txt: int, matmuls: bool
 
 @register_adapter(FluxTransformer2DModel)
 class FluxAdapter(TransformerAdapter):
+    family_name = "FLUX.1 (dev, schnell, Kontext)"
+
     def layout(self, transformer: FluxTransformer2DModel) -> BlockLayout:
         return BlockLayout((
             BlockGroup("transformer_blocks", len(transformer.transformer_blocks), DOUBLE_COMPONENTS),

@@ -42,6 +42,7 @@ def attention_macs(attn: nn.Module, batch: int, q_len: int, kv_len: int, matmuls
 
 @register_adapter(PixArtTransformer2DModel)
 class PixArtAdapter(TransformerAdapter):
+    family_name = "PixArt-α / PixArt-Σ"
     default_max_sequence_length = {"PixArtAlphaPipeline": 120, "PixArtSigmaPipeline": 300}
     batched_guidance = True  # the pipeline concatenates [negative; prompt] embeddings
 

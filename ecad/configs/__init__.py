@@ -1,10 +1,11 @@
-"""Full-size transformer architectures without weights: PixArt-α/Σ and FLUX.1-dev.
+"""Full-size transformer architectures without weights: every supported family's published models.
 
 Each JSON file here holds one published transformer config (the hyper-parameters of the hub's
 ``transformer/config.json``) plus what the pipeline adds around it (VAE factor, padded prompt
-length). `Architecture.meta_transformer()` builds the real module tree on the meta device: no
-memory, no weights, yet the real block layout for `apply_cache_schedule` and the real shapes for
-the cost model.
+length, its default size, steps and frame count), where the numbers come from (``source``) and
+the published parameter count they are checked against. `Architecture.meta_transformer()` builds
+the real module tree on the meta device: no memory, no weights, yet the real block layout for
+`apply_cache_schedule` and the real shapes for the cost model.
 """
 
 from __future__ import annotations
@@ -30,13 +31,25 @@ class Architecture:
     default_resolution: int
     default_guidance_scale: float  # the pipeline's default
     config: dict[str, Any] = field(compare=False)
+    default_height: int | None = None  # where the default size is not square (video)
+    default_width: int | None = None
+    default_num_inference_steps: int | None = None  # the pipeline's default
+    default_num_frames: int | None = None  # video: the pipeline's default `num_frames`
+    published_parameters: int | None = None  # the model card's size, which the meta model must match
+    source: str = field(default="", compare=False)  # where the numbers come from
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """(height, width) the pipeline makes when none is given."""
+        return (self.default_height or self.default_resolution, self.default_width or self.default_resolution)
 
     def meta_transformer(self) -> nn.Module:
-        """A new transformer with this config on the meta device (parameters have shapes, no data)."""
+        """A new transformer with this config on the meta device (parameters and buffers have
+        shapes, no data: SD3.5's positional-embedding table is never computed)."""
         import diffusers
-        from accelerate import init_empty_weights
+        import torch
 
-        with init_empty_weights():
+        with torch.device("meta"):
             return getattr(diffusers, self.transformer_class)(**self.config)
 
     def shared_meta_transformer(self) -> nn.Module:
@@ -64,16 +77,33 @@ class Architecture:
         return get_adapter(_shared_meta_transformer(self.name)).transformer_batch(
             None, 1, guidance_scale=guidance_scale)[0]
 
+    def transformer_calls(self, guidance_scale: float) -> int:
+        """Transformer calls per denoising step for one image (2 where CFG is a second call)."""
+        from ecad.adapters import get_adapter
+
+        return get_adapter(_shared_meta_transformer(self.name)).transformer_batch(
+            None, 1, guidance_scale=guidance_scale)[1]
+
+    def shape(self, height: int, width: int, guidance_scale: float, *, text_len: int | None = None,
+              num_frames: int | None = None) -> dict[str, Any]:
+        """The shape keywords of the adapter's MACs methods for one transformer call for one image
+        (`num_frames` only for video: default the pipeline's)."""
+        kw = dict(height=height, width=width, batch_size=self.transformer_batch(guidance_scale),
+                  text_len=text_len or self.max_sequence_length, vae_scale_factor=self.vae_scale_factor)
+        if self.default_num_frames is not None:
+            kw["num_frames"] = num_frames or self.default_num_frames
+        return kw
+
     def step_macs(self, height: int, width: int, guidance_scale: float, *,
-                  attention_matmuls: bool = True, text_len: int | None = None) -> tuple[np.ndarray, int]:
+                  attention_matmuls: bool = True, text_len: int | None = None,
+                  num_frames: int | None = None) -> tuple[np.ndarray, int]:
         """(component MACs [blocks, components], other MACs) of one transformer call for one image
-        (`text_len` defaults to the pipeline's padded prompt length)."""
+        (`text_len` defaults to the pipeline's padded prompt length, `num_frames` to its frames)."""
         from ecad.adapters import get_adapter
 
         transformer = _shared_meta_transformer(self.name)
         adapter = get_adapter(transformer)
-        kw = dict(height=height, width=width, batch_size=self.transformer_batch(guidance_scale),
-                  text_len=text_len or self.max_sequence_length, vae_scale_factor=self.vae_scale_factor)
+        kw = self.shape(height, width, guidance_scale, text_len=text_len, num_frames=num_frames)
         # linears inside a block but outside its cacheable components (FLUX's per-block AdaLN)
         # are MACs every call pays, as the reference counts them
         block_linears = int(adapter.block_linear_macs(transformer, **kw).sum())

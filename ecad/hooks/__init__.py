@@ -172,6 +172,8 @@ def apply_cache_schedule(pipe_or_transformer: Any, schedule: CacheSchedule) -> C
     for block, modules in enumerate(adapter.component_modules(transformer)):
         names = schedule.layout.component_names(block)
         for c, module in enumerate(modules):
+            if module is None:  # this block lacks the component (SD3's last block: no ff_context)
+                continue
             plan = ActionPlan.build(actions[:, block, c], skip[:, block])
             if plan.needs_hook:  # a component that recomputes whenever it runs is left alone
                 # the unconditional rows are not called at the conditional-only steps

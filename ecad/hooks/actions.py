@@ -66,7 +66,19 @@ def halves(value: Any) -> tuple[Any, Any]:
 def own_storage(value: Any) -> Any:
     """A copy of a half held without its sibling: a view would keep the whole batch's storage
     alive while `CacheState` counts only its own bytes."""
-    return tuple(v.clone() for v in value) if isinstance(value, tuple) else value.clone()
+    if isinstance(value, tuple):
+        return tuple(None if v is None else v.clone() for v in value)
+    return value.clone()
+
+
+def _stream_delta(output: torch.Tensor | None, input: torch.Tensor) -> torch.Tensor | None:
+    """What a block added to one residual stream; None where the block returns None for it (SD3's
+    last block ends the text stream), which a skip then returns as None too."""
+    return None if output is None else output - input
+
+
+def _stream_halves(delta: torch.Tensor | None) -> tuple[Any, Any]:
+    return (None, None) if delta is None else halves(delta)
 
 
 def _map2(fn, a: Any, b: Any) -> Any:
@@ -290,8 +302,10 @@ class BlockSkipHook(ModelHook):
 
     `streams` names the block's residual inputs in the order the block returns them (PixArt:
     ``("hidden_states",)``, returned as one tensor; FLUX: ``("encoder_hidden_states",
-    "hidden_states")``, returned as a tuple). `cond_only` (guidance reuse): the steps where only
-    the conditional rows run; the unconditional half keeps its delta over the other steps.
+    "hidden_states")``, returned as a tuple). A stream the block returns as None (SD3's last block
+    ends the text stream) is None when the block is skipped too. `cond_only` (guidance reuse): the
+    steps where only the conditional rows run; the unconditional half keeps its delta over the
+    other steps.
     """
 
     _is_stateful = True
@@ -330,8 +344,8 @@ class BlockSkipHook(ModelHook):
             if step >= 0 and any(keep[step] for _, keep, _ in parts):
                 self._tuple_output = isinstance(output, tuple)
                 outputs = output if self._tuple_output else (output,)
-                deltas = tuple(o - i for o, i in zip(outputs, self._inputs(args, kwargs)))
-                split = zip(*(halves(d) for d in deltas)) if both else [deltas]
+                deltas = tuple(_stream_delta(o, i) for o, i in zip(outputs, self._inputs(args, kwargs)))
+                split = zip(*(_stream_halves(d) for d in deltas)) if both else [deltas]
                 one_half = both and sum(keep[step] for _, keep, _ in parts) == 1
                 for (half, keep, _), half_deltas in zip(parts, split):
                     if keep[step]:
@@ -343,8 +357,8 @@ class BlockSkipHook(ModelHook):
             held.append(state.get(("delta", self.block, *half), self.name))
             if drop[step]:
                 state.release(("delta", self.block, *half))
-        deltas = tuple(torch.cat(pair) for pair in zip(*held)) if both else held[0]
-        output = tuple(i + d for i, d in zip(self._inputs(args, kwargs), deltas))
+        deltas = tuple(None if pair[0] is None else torch.cat(pair) for pair in zip(*held)) if both else held[0]
+        output = tuple(None if d is None else i + d for i, d in zip(self._inputs(args, kwargs), deltas))
         return output if self._tuple_output else output[0]
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
