@@ -42,8 +42,8 @@ from ecad.setting import Setting
 def noise_levels(model: Any, setting: Setting) -> np.ndarray:
     """The timesteps (decreasing noise) the model's scheduler runs at ``setting``.
 
-    ``model``: a loaded pipeline, or a model folder / hub id (its scheduler config and transformer
-    config are read, no weights). A fresh scheduler is built from the config, so a pipeline's own
+    ``model``: a loaded pipeline, a model folder / hub id (its scheduler config and transformer
+    config are read, no weights), or a bundled full-size `Architecture`. A fresh scheduler is built from the config, so a pipeline's own
     state is untouched. A flow-matching scheduler with a resolution-dependent shift gets the shift
     the pipeline would compute for this size (diffusers' `calculate_shift` on the image tokens)."""
     from ecad.adapters import get_adapter
@@ -65,10 +65,19 @@ def noise_levels(model: Any, setting: Setting) -> np.ndarray:
 
 
 def _scheduler_parts(model: Any) -> tuple[Any, Any, int]:
-    """(a fresh scheduler, the transformer (a meta-device skeleton for a folder), the VAE factor)."""
+    """(a fresh scheduler, the transformer (a meta-device skeleton for a folder or a bundled
+    architecture), the VAE factor)."""
+    import diffusers
+
+    from ecad.configs import Architecture
+
+    if isinstance(model, Architecture):
+        if not model.scheduler:
+            raise ValueError(f"the bundled architecture {model.name} names no scheduler: its noise levels are unknown")
+        scheduler = getattr(diffusers, model.scheduler["class"]).from_config(model.scheduler["config"])
+        return scheduler, model.shared_meta_transformer(), model.vae_scale_factor
     if not isinstance(model, (str, os.PathLike)):
         return type(model.scheduler).from_config(model.scheduler.config), model.transformer, model.vae_scale_factor
-    import diffusers
 
     from ecad.generate import transformer_skeleton, vae_scale_factor
 
@@ -142,18 +151,27 @@ def transfer_to_setting(schedule: CacheSchedule, pipe: Any, source: Setting, tar
     return transfer_schedule(schedule, noise_levels(pipe, source), noise_levels(pipe, target))
 
 
-def transfer_bank(bank: Any, pipe: Any, target: Setting, *, note: str | None = None) -> Any:
+def transfer_bank(bank: Any, model: Any, target: Setting, *, target_model: Any = None, note: str | None = None) -> Any:
     """``bank`` moved to ``target``: every entry transferred by noise level, entries that land on the
-    same schedule merged (the first, i.e. costliest, keeps its id), MACs counted at ``target``.
+    same schedule merged (the costliest one names it), MACs counted at ``target``. Ids say where an
+    entry came from (`transferred_id`): a moved ``fora-2`` is not FORA n=2 at the new step count.
 
-    The quality of a transferred entry is not measured: each keeps its source quality, marked
-    ``quality_measured=False``, with a provenance note naming the source bank and setting (what a
-    calibration's seed bank or an unmeasured served bank needs). No-cache stays no-cache."""
+    ``model`` is what the bank was made for (a pipeline, a model folder, or a bundled
+    `Architecture`); ``target_model`` another model of the same layout to move it to (a bundled
+    `Architecture`: PixArt-XL-2 at 256 -> its 512 or 1024 checkpoint), by default the same one.
+
+    The quality of a transferred entry is not measured: a bank ranked by the unmeasured MACs proxy
+    gets the proxy recounted at ``target``; any other keeps its source quality; every entry is
+    marked ``quality_measured=False``, with a provenance note naming the source bank and setting."""
     from ecad.bank import BankEntry, Provenance
+    from ecad.configs import Architecture
     from ecad.cost import image_macs
+    from ecad.reference import QUALITY_PROXY_METRIC
 
-    source, target_levels = bank.setting, noise_levels(pipe, target)
-    source_levels = noise_levels(pipe, source)
+    target_model = model if target_model is None else target_model
+    source = bank.setting
+    source_levels, target_levels = noise_levels(model, source), noise_levels(target_model, target)
+    full = image_macs(target_model, target)
     seen: set[str] = set()
     entries = []
     for entry in sorted(bank.entries, key=lambda e: -e.macs):
@@ -161,14 +179,30 @@ def transfer_bank(bank: Any, pipe: Any, target: Setting, *, note: str | None = N
         if schedule.hash in seen:
             continue
         seen.add(schedule.hash)
+        macs = image_macs(target_model, target, schedule)
+        quality = ({QUALITY_PROXY_METRIC: macs / full} if bank.quality_metric == QUALITY_PROXY_METRIC
+                   else dict(entry.validation or entry.quality))
         entries.append(BankEntry(
-            id=entry.id, schedule=schedule.to_dict(), macs=image_macs(pipe, target, schedule),
-            quality=dict(entry.validation or entry.quality), source=entry.source, quality_measured=False,
+            id=entry.id if entry.id == bank.no_cache_entry().id else transferred_id(entry.id, source, target),
+            schedule=schedule.to_dict(), macs=macs, quality=quality, source=entry.source,
+            quality_measured=False,
             provenance=Provenance(source=f"{bank.model}@{source.name}:{entry.id}", name=entry.id,
                                   note=note or f"transferred by noise level from {source.name} to {target.name}")))
-    return bank.model_copy(update={
-        **target.to_dict(), "entries": entries, "profiles": [],
-        "calibration": {"transferred_from": source.name, "source_calibration": bank.calibration}})
+    moved = (f"Moved by noise level from {bank.model} at {source.name} (ecad-transfer): schedules not "
+             "calibrated at this setting, quality not measured; each entry's provenance names its source entry.")
+    update = {**target.to_dict(), "entries": entries, "profiles": [], "notice": " ".join(filter(None, [bank.notice, moved])),
+              "calibration": {"transferred_from": f"{bank.model} {source.name}", "source_calibration": bank.calibration}}
+    if isinstance(target_model, Architecture) and target_model is not model:
+        update |= {"model": target_model.hub_id, "model_fingerprint": target_model.fingerprint()}
+    return bank.model_copy(update=update)
+
+
+def transferred_id(entry_id: str, source: Setting, target: Setting) -> str:
+    """``fora-2`` moved from 20 steps: ``fora-2:20steps`` (it is no longer FORA n=2 at the target's
+    steps); from another size: ``fora-2:256px``. Cut to the 64 characters a bank id may have."""
+    suffix = (f":{source.num_inference_steps}steps" if source.num_inference_steps != target.num_inference_steps
+              else f":{source.height}px")
+    return entry_id[:64 - len(suffix)] + suffix
 
 
 # -- what a transfer does to quality, measured ------------------------------------------------

@@ -24,7 +24,8 @@ def settings(banks):
 
 
 def test_finds_every_bank_of_a_model_by_hub_id_or_folder():
-    assert names(find_banks(FLUX)) == ["FLUX.1-dev/1024x1024-20steps.json", "FLUX.1-dev/256x256-20steps.json"]
+    assert names(find_banks(FLUX)) == ["FLUX.1-dev/1024x1024-20steps.json", "FLUX.1-dev/1024x1024-28steps.json",
+                                       "FLUX.1-dev/256x256-20steps.json", "FLUX.1-dev/256x256-28steps.json"]
     assert names(find_banks("/data/weights/FLUX.1-dev/")) == names(find_banks(FLUX))
     assert names(find_banks("PixArt-alpha/PixArt-XL-2-256x256")) == ["PixArt-XL-2-256x256/256x256-20steps.json"]
     assert find_banks("org/unknown-model") == {}
@@ -36,11 +37,14 @@ def test_exact_setting_is_chosen_without_a_note():
 
 def test_no_match_takes_the_nearest_and_says_it_moves_the_schedules():
     banks = settings(find_banks(FLUX))
+    name, note = choose_bank(banks, Setting(1024, 1024, 24, 3.5))
+    assert name == "1024x1024-20steps.json"  # same resolution beats the rest, then the nearest steps
+    assert note.startswith("no bank for 1024x1024-24steps at guidance 3.5 among 1024x1024-20steps.json, "
+                           "1024x1024-28steps.json, 256x256-20steps.json, 256x256-28steps.json; "
+                           "using 1024x1024-20steps.json")
+    assert "num_inference_steps 20 -> 24" in note and "moved by noise level from 20 to 24 steps" in note
     name, note = choose_bank(banks, Setting(1024, 1024, 28, 3.5))
-    assert name == "1024x1024-20steps.json"  # same resolution beats the rest
-    assert note.startswith("no bank for 1024x1024-28steps at guidance 3.5 among 1024x1024-20steps.json, "
-                           "256x256-20steps.json; using 1024x1024-20steps.json")
-    assert "num_inference_steps 20 -> 28" in note and "moved by noise level from 20 to 28 steps" in note
+    assert name == "1024x1024-28steps.json" and "moved" not in note  # made for these steps: only guidance differs
     name, note = choose_bank(banks, Setting(512, 512, 20, 5.0))
     assert name == "256x256-20steps.json"  # 256² is nearer 512² than 1024² is
     assert "moved" not in note and "height 256 -> 512" in note
@@ -60,7 +64,7 @@ def test_config_fingerprint_finds_a_copy_under_another_name_and_refuses_other_co
     flux_config = dict(get_architecture(FLUX).meta_transformer().config)
     with caplog.at_level(logging.WARNING, logger="ecad.bank_catalog"):
         found = find_banks(FLUX, transformer_config=flux_config, folders=[tmp_path, SCHEDULES_DIR])
-    assert names(found) == ["FLUX.1-dev/1024x1024-20steps.json", "FLUX.1-dev/256x256-20steps.json"]
+    assert names(found) == names(find_banks(FLUX))  # the package's FLUX banks only
     assert all(str(path).startswith(str(SCHEDULES_DIR)) for path in found)
     assert "made for another transformer config" in caplog.text and "broken.json: not valid JSON" in caplog.text
 

@@ -90,3 +90,37 @@ def test_the_bundled_banks_entries_transfer_by_the_pipelines_own_noise_levels():
         for m in moved:
             m.validate(num_steps=steps)
         assert transfer_to_setting(bank.no_cache_entry().cache_schedule(), pipe, bank.setting, target).mask.all()
+
+
+COMMITTED_TRANSFERS = sorted(p for p in __import__("ecad.paths", fromlist=["SCHEDULES_DIR"]).SCHEDULES_DIR.glob("*/*.json")
+                             if "transferred_from" in __import__("json").loads(p.read_text()).get("calibration", {}))
+
+
+def test_committed_transferred_banks_exist():
+    names = {f"{p.parent.name}/{p.name}" for p in COMMITTED_TRANSFERS}
+    assert {"FLUX.1-dev/1024x1024-28steps.json", "FLUX.1-dev/256x256-28steps.json",
+            "PixArt-XL-2-512x512/512x512-20steps.json", "PixArt-XL-2-1024-MS/1024x1024-20steps.json"} <= names
+
+
+@pytest.mark.parametrize("path", COMMITTED_TRANSFERS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_committed_transferred_bank_is_what_ecad_transfer_makes(path, tmp_path):
+    """Reproducible from its source bank without weights, valid on the real layout, unmeasured."""
+    from ecad.bank import ScheduleBank
+    from ecad.cli.transfer import main
+    from ecad.configs import get_architecture
+    from ecad.paths import SCHEDULES_DIR, model_name
+
+    bank = ScheduleBank.load(path)
+    source_model, source_setting = bank.calibration["transferred_from"].rsplit(" ", 1)
+    source = SCHEDULES_DIR / model_name(source_model) / f"{source_setting}.json"
+    args = [str(source), "--steps", str(bank.num_inference_steps), "--height", str(bank.height),
+            "--width", str(bank.width), "--out", str(tmp_path / "fresh.json")]
+    if model_name(bank.model) != model_name(source_model):
+        args += ["--to-model", model_name(bank.model)]
+    assert main(args) == 0
+    fresh = ScheduleBank.load(tmp_path / "fresh.json")
+    assert [e.model_dump() for e in fresh.entries] == [e.model_dump() for e in bank.entries]
+    layout = get_architecture(bank.model).layout()
+    for entry in bank.entries:
+        entry.cache_schedule().validate(layout, bank.num_inference_steps)
+        assert entry.quality_measured is False and (entry.provenance or entry.id == "no-cache")

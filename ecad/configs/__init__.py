@@ -37,6 +37,9 @@ class Architecture:
     default_num_frames: int | None = None  # video: the pipeline's default `num_frames`
     published_parameters: int | None = None  # the model card's size, which the meta model must match
     source: str = field(default="", compare=False)  # where the numbers come from
+    #: the pipeline's scheduler ({"class": diffusers class name, "config": {...}}): its noise levels
+    #: move schedules between step counts and sizes without the weights (`ecad.transfer`)
+    scheduler: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def default_size(self) -> tuple[int, int]:
