@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ecad.paths import REPO_ROOT
+from ecad.bank_catalog import find_banks
+from ecad.paths import DEFAULT_MODEL, REPO_ROOT
 
 pytestmark = pytest.mark.skipif(not (REPO_ROOT / "pyproject.toml").is_file(), reason="needs the source checkout")
 
@@ -62,6 +63,7 @@ def test_wheel_carries_banks_and_model_and_finds_them_installed(tmp_path):
     assert Path(found["package"]).is_relative_to(target)
     assert Path(found["schedules"]) == target / "ecad" / "data" / "schedules"
     assert Path(found["model"]).is_relative_to(target) and found["model_index"]
-    assert found["flux_banks"] == ["1024x1024-20steps.json", "256x256-20steps.json"]
-    assert found["scenes_banks"] == ["32x32-20steps.json"]
+    assert found["flux_banks"] == [path.name for path in find_banks("black-forest-labs/FLUX.1-dev")]  # the checkout's
+    assert found["scenes_banks"] == [path.name for path in find_banks(DEFAULT_MODEL)]
+    assert "32x32-20steps.json" in found["scenes_banks"]
     assert found["flux_hub_id"] == "black-forest-labs/FLUX.1-dev"
