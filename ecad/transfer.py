@@ -237,10 +237,14 @@ class TransferQualityModel:
     fits: dict[str, MetricFit]
     measured_steps: tuple[int, ...]
 
-    def estimate(self, metric: str, source_value: float, target_steps: int) -> tuple[float, float, float]:
-        """(estimate, low, high) of ``metric`` at ``target_steps`` for an entry with ``source_value``."""
+    def estimate(self, metric: str, source_value: float, target_steps: int,
+                 source_steps: int | None = None) -> tuple[float, float, float]:
+        """(estimate, low, high) of ``metric`` at ``target_steps`` for an entry with ``source_value``
+        at ``source_steps`` (default: the steps of the bank it was fitted on; the fit is in the
+        step ratio, so another bank of the model may use it)."""
         fit = self.fits[metric]
-        value = float(_features([source_value], [target_steps], self.source_steps)[0] @ np.asarray(fit.coefficients))
+        value = float(_features([source_value], [target_steps], source_steps or self.source_steps)[0]
+                      @ np.asarray(fit.coefficients))
         return value, value + fit.interval[0], value + fit.interval[1]
 
     @classmethod

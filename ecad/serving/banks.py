@@ -114,7 +114,8 @@ class ServedBank:
             if entry_id == no_cache:  # the reference itself at every step count
                 out[entry_id] = own
             elif model is not None and metric in model.fits:
-                value, low, high = model.estimate(metric, own.value, num_steps)  # the mean's interval
+                # the mean's interval (the fit is in the step ratio: any bank of the model may use it)
+                value, low, high = model.estimate(metric, own.value, num_steps, self.bank.num_inference_steps)
                 if own.low is not None and own.high is not None:  # widened by the spread of single images
                     low, high = low + own.low - own.value, high + own.high - own.value
                 out[entry_id] = EntryQuality(value, low, high, estimated=True, basis="transfer model")

@@ -68,21 +68,16 @@ def start(config: ServingConfig, pipe=None) -> tuple[Any, dict[str, ServedBank],
 
 
 def transfer_quality_of(bank_path: Path, bank: ScheduleBank) -> TransferQualityModel | None:
-    """The measured transfers of this bank (``transfer-quality/<bank file>`` beside it), if any."""
-    path = bank_path.parent / "transfer-quality" / bank_path.name
-    if not path.is_file():
-        return None
-    try:
-        model = TransferQualityModel.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        logger.warning("%s: unreadable transfer-quality file, quality away from the bank's steps is not estimated: %s",
-                       path, err)
-        return None
-    if model.source_steps != bank.num_inference_steps:
-        logger.warning("%s: made for %d steps, the bank has %d; not used", path, model.source_steps,
-                       bank.num_inference_steps)
-        return None
-    return model
+    """The model's measured transfers (``transfer-quality/<bank file>`` beside the banks): this bank's
+    own if measured, else another bank's of the model (its fit is in the relative step change)."""
+    folder = bank_path.parent / "transfer-quality"
+    candidates = [folder / bank_path.name, *sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    for path in dict.fromkeys(p for p in candidates if p.is_file()):
+        try:
+            return TransferQualityModel.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            logger.warning("%s: unreadable transfer-quality file, not used: %s", path, err)
+    return None
 
 
 def default_first(banks: dict[Path, ScheduleBank], native: tuple[int, int]) -> dict[Path, ScheduleBank]:
