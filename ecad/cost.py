@@ -127,12 +127,11 @@ def _schedule_macs(schedule: CacheSchedule, t: CostTable, calls_per_step: int) -
 def _image_call(model: Any, setting: Setting, true_cfg: bool = False) -> tuple[CostTable, int, Any]:
     """(the cost table of one transformer call for one image at `setting`, calls per step, layout).
 
-    `model` is a loaded pipeline, or a bundled full-size `ecad.configs.Architecture` (its
-    transformer on the meta device, with the VAE factor and padded prompt length its pipeline
-    uses): both are costed by the same recipe."""
-    from .configs import Architecture
-
-    if isinstance(model, Architecture):
+    `model` is a loaded pipeline, or a bundled full-size `ecad.configs.Architecture` (anything with
+    its `shared_meta_transformer()`, `vae_scale_factor` and `max_sequence_length`: the transformer on
+    the meta device, with the VAE factor and padded prompt length its pipeline uses): both are
+    costed by the same recipe."""
+    if hasattr(model, "shared_meta_transformer"):  # an Architecture (configs sits above this module)
         transformer, pipe = model.shared_meta_transformer(), None
         vae_scale_factor, text_len = model.vae_scale_factor, model.max_sequence_length
     else:
