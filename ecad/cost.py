@@ -284,12 +284,17 @@ def predicted_speedup(model: FittedCost, pipe: Any, setting: Setting) -> Callabl
 def out_of_fold_speedups(features: Sequence[dict[str, float]], speedups: Sequence[float],
                          no_cache: dict[str, float], *, folds: int = 2, seed: int = 0) -> np.ndarray:
     """Each schedule's speedup as predicted by a fit that did not see it (k-fold, shuffled):
-    the honest check of a fitted cost on the schedules it will rank."""
+    the honest check of a fitted cost on the schedules it will rank.
+
+    NaN where a fold's fit prices the held-out schedule at zero seconds: a fit on a few rows
+    can put all its weight on a feature the held-out schedule lacks, and has no prediction then.
+    """
     from sklearn.model_selection import KFold
 
     speedups = np.asarray(speedups, dtype=float)
     predicted = np.zeros(len(features))
     for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(features):
         model = fit_cost([features[i] for i in train], [1.0 / speedups[i] for i in train])
-        predicted[test] = [model.speedup(features[i], no_cache) for i in test]
+        predicted[test] = [model.speedup(features[i], no_cache) if model.seconds(features[i]) > 0 else np.nan
+                           for i in test]
     return predicted

@@ -335,6 +335,7 @@ def crossfit(args) -> dict:
     ratio = realized / predicted
 
     def summary(values: np.ndarray) -> dict:
+        values = values[np.isfinite(values)]  # out-of-fold: NaN where a fold's fit could not price a schedule
         return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max()),
                 "within_5pct": int((np.abs(values - 1) <= 0.05).sum()),
                 "mean_abs_error": float(np.mean(np.abs(values - 1)))}

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ecad.atomic import atomic_write_text
     from ecad.bank import BankError
+    import numpy as np
     from ecad.cost import fit_cost, out_of_fold_speedups, schedule_cost_features
     from ecad.profile import time_schedules
 
@@ -77,14 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     threads = f"{args.threads} torch thread(s)" if args.device.startswith("cpu") else args.device
     model = fit_cost(features, [1.0 / r for r in realized],
                      hardware=f"{platform.machine()} {platform.processor() or args.device}, {threads}, batch 1")
-    ratios = [r / p for r, p in zip(realized, predicted)]
+    ratios = [r / p for r, p in zip(realized, predicted) if np.isfinite(p)]
+    if not ratios:
+        print("ecad-fit-cost: no fold's fit could price its held-out schedules; time more schedules (a larger bank)",
+              file=sys.stderr)
+        return 1
     full = bank.no_cache_entry().macs
     report = {
         "bank": args.bank, "entries": len(entries), "rounds": args.rounds, "folds": args.folds, "model": model.to_dict(),
         "realized_over_predicted_out_of_fold": {"min": float(min(ratios)), "median": float(statistics.median(ratios)),
                                                 "max": float(max(ratios)),
-                                                "within_5pct": int(sum(abs(r - 1) <= 0.05 for r in ratios))},
-        "bank_entries": [{"id": e.id, "realized": r, "predicted_out_of_fold": float(p), "macs_speedup": full / e.macs}
+                                                "within_5pct": int(sum(abs(r - 1) <= 0.05 for r in ratios)),
+                                                "unpriced": int(len(realized) - len(ratios))},
+        "bank_entries": [{"id": e.id, "realized": r, "predicted_out_of_fold": float(p) if np.isfinite(p) else None,
+                          "macs_speedup": full / e.macs}
                          for e, r, p in zip(entries, realized, predicted)],
     }
     atomic_write_text(out, json.dumps(report, indent=1) + "\n")
