@@ -266,34 +266,32 @@ MAX_SHAPES = 64  # request shapes whose latency the tail remembers (the least re
 
 class LatencyQuantiles:
     """A high quantile of actual/expected latency over a window of recent requests, per entry and
-    request shape (``expected``: the profile scaled to the shape by the latency model).
+    request shape (``expected``: the profile scaled to the shape by the latency model; ``home``:
+    the profiled shape, where expected is the profile itself).
 
-    A prediction promises a tail, not a mean: predicted = expected x factor. The factor for an
-    entry at a shape comes from the most specific evidence:
+    A prediction promises a tail, not a mean: predicted = expected x factor. At ``home`` the factor
+    of an entry is the quantile of its own ratios, else of every entry's there (a machine slower
+    than its profile is slow for every schedule), else ``cold_margin``. At another shape it is
+    the entry's own quantile there once it has enough, else its factor at home times the shape's
+    correction: the quantile, over requests seen at that shape, of their ratio over their entry's
+    factor at home (what the latency model gets wrong about that shape; 1 until seen).
 
-    - that entry at that shape: the quantile of its ratios once it has ``min_samples``;
-    - else every entry at that shape: their quantile once they have ``min_samples``;
-    - else the prior: every observation of the server (one slow machine is slow for every
-      schedule and size) once it has ``min_samples``, else ``cold_margin``.
-
-    Where a level has a few observations but fewer than ``min_samples``, the largest of them and
-    the level below is taken: one request at a new size corrects the next at once, and a lucky one
-    does not make the promise optimistic.
-
-    ``window=0`` turns learning off (factor stays at ``cold_margin``).
+    Each level needs ``min_samples`` observations; with fewer, the largest of them and the level
+    below is taken, so one request at a new size corrects the next at once, and a lucky one does
+    not make the promise optimistic. ``window=0`` turns learning off (factor ``cold_margin``).
     """
 
     def __init__(self, quantile: float = 0.9, window: int = 64, cold_margin: float = 1.1,
-                 min_samples: int = 4, max_ratio: float = 20.0) -> None:
+                 min_samples: int = 4, max_ratio: float = 20.0, home: Hashable = None) -> None:
         if not 0.0 < quantile < 1.0:
             raise ValueError(f"quantile must be in (0, 1), got {quantile}")
         if window < 0 or cold_margin <= 0:
             raise ValueError("window must be >= 0 and cold_margin > 0")
         self.quantile, self.window, self.cold_margin = quantile, window, cold_margin
-        self.min_samples, self.max_ratio = min_samples, max_ratio
+        self.min_samples, self.max_ratio, self.home = min_samples, max_ratio, home
         self._ratios: dict[tuple[str, Hashable], deque[float]] = {}
+        # per shape: at home the ratios of every entry; elsewhere each ratio over its entry's home factor
         self._by_shape: OrderedDict[Hashable, deque[float]] = OrderedDict()
-        self._pooled: deque[float] = deque(maxlen=max(1, window * 4))
         self._lock = threading.Lock()
 
     def observe(self, entry_id: str, expected_ms: float, actual_ms: float, shape: Hashable = None) -> None:
@@ -302,28 +300,31 @@ class LatencyQuantiles:
             return
         ratio = min(max(actual_ms / expected_ms, 1.0 / self.max_ratio), self.max_ratio)
         with self._lock:
+            relative = ratio if shape == self.home else ratio / self._home_factor_locked(entry_id)
             if shape not in self._by_shape and len(self._by_shape) >= MAX_SHAPES:
-                forgotten, _ = self._by_shape.popitem(last=False)
+                forgotten = next(k for k in self._by_shape if k != self.home)
+                del self._by_shape[forgotten]
                 self._ratios = {k: v for k, v in self._ratios.items() if k[1] != forgotten}
-            self._by_shape.setdefault(shape, deque(maxlen=self.window * 4)).append(ratio)
+            self._by_shape.setdefault(shape, deque(maxlen=self.window * 4)).append(relative)
             self._by_shape.move_to_end(shape)
             self._ratios.setdefault((entry_id, shape), deque(maxlen=self.window)).append(ratio)
-            self._pooled.append(ratio)
 
     def factors(self, entry_ids: Sequence[str], shape: Hashable = None) -> dict[str, float]:
         with self._lock:
-            prior = (_quantile(self._pooled, self.quantile) if len(self._pooled) >= self.min_samples
-                     else self.cold_margin)
-            seen = self._by_shape.get(shape, ())
-            if len(seen) >= self.min_samples:
-                at_shape = _quantile(seen, self.quantile)
-            else:
-                at_shape = max([prior, *seen])
-            out = {}
-            for entry_id in entry_ids:
-                own = self._ratios.get((entry_id, shape), ())
-                out[entry_id] = _quantile(own, self.quantile) if len(own) >= self.min_samples else max([at_shape, *own])
-            return out
+            if shape == self.home:
+                return {entry_id: self._home_factor_locked(entry_id) for entry_id in entry_ids}
+            correction = self._level(self._by_shape.get(shape, ()), 1.0)
+            return {entry_id: self._level(self._ratios.get((entry_id, shape), ()),
+                                          self._home_factor_locked(entry_id) * correction)
+                    for entry_id in entry_ids}
+
+    def _home_factor_locked(self, entry_id: str) -> float:
+        every_entry = self._level(self._by_shape.get(self.home, ()), self.cold_margin)
+        return self._level(self._ratios.get((entry_id, self.home), ()), every_entry)
+
+    def _level(self, samples, below: float) -> float:
+        """The quantile of ``samples`` once there are enough, else the largest of them and ``below``."""
+        return _quantile(samples, self.quantile) if len(samples) >= self.min_samples else max([below, *samples])
 
 
 def _quantile(values, q: float) -> float:

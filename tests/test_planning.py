@@ -98,14 +98,15 @@ def test_quantiles_ignore_garbage_and_can_be_turned_off():
 
 def test_quantiles_are_per_shape_and_one_request_at_a_new_shape_corrects_the_next():
     small, big = RequestShape(Setting(32, 32, 20, 4.5)), RequestShape(Setting(128, 128, 20, 4.5), 8)
-    tail = LatencyQuantiles(quantile=0.9, window=16, cold_margin=1.1, min_samples=4)
+    tail = LatencyQuantiles(quantile=0.9, window=16, cold_margin=1.1, min_samples=4, home=small)
     for _ in range(8):
-        tail.observe("a", 100.0, 100.0, small)  # the machine matches its profile at the bank's shape
-    assert tail.factors(["a"], small) == {"a": 1.0}
-    assert tail.factors(["a", "b"], big) == {"a": 1.0, "b": 1.0}  # never seen: the server's prior
+        tail.observe("a", 100.0, 100.0, small)  # "a" takes what its profile says at the bank's shape
+        tail.observe("c", 100.0, 50.0, small)  # "c" was profiled on a busy moment: twice too slow
+    assert tail.factors(["a", "c"], small) == {"a": 1.0, "c": 0.5}
+    assert tail.factors(["a", "c"], big) == {"a": 1.0, "c": 0.5}  # never seen: each entry's own factor
     tail.observe("a", 1000.0, 1500.0, big)  # the latency model was 1.5x low at the big shape
-    assert tail.factors(["a", "b"], big) == {"a": 1.5, "b": 1.5}  # at once, for every entry there
-    assert tail.factors(["a"], small) == {"a": 1.0}  # the small shape keeps its own
+    assert tail.factors(["a", "c"], big) == {"a": 1.5, "c": 0.75}  # at once, for every entry there
+    assert tail.factors(["a", "c"], small) == {"a": 1.0, "c": 0.5}  # the bank's shape keeps its own
     tail.observe("a", 1000.0, 800.0, big)  # a lucky run does not make the promise optimistic
     assert tail.factors(["a"], big) == {"a": 1.5}
 
@@ -113,11 +114,14 @@ def test_quantiles_are_per_shape_and_one_request_at_a_new_shape_corrects_the_nex
 def test_quantiles_forget_the_least_recently_seen_shape():
     from ecad.planning import MAX_SHAPES
 
-    tail = LatencyQuantiles(min_samples=1, cold_margin=1.0)
-    for i in range(MAX_SHAPES + 1):
-        tail.observe("a", 100.0, 100.0 + i, ("shape", i))
-    assert tail.factors(["a"], ("shape", 0)) == {"a": pytest.approx(tail.factors(["b"], ("never", 0))["b"])}
-    assert tail.factors(["a"], ("shape", MAX_SHAPES)) == {"a": pytest.approx(1.0 + MAX_SHAPES / 100)}
+    tail = LatencyQuantiles(min_samples=1, cold_margin=1.0, home="home")
+    tail.observe("a", 100.0, 100.0, "home")
+    for i in range(MAX_SHAPES - 1):  # with home, as many shapes as it keeps
+        tail.observe("a", 100.0, 200.0, ("shape", i))
+    assert tail.factors(["a"], ("shape", 0)) == {"a": 2.0}
+    tail.observe("a", 100.0, 300.0, ("shape", "one more"))
+    assert tail.factors(["a"], ("shape", 0)) == {"a": 1.0}  # forgotten: the model is trusted there again
+    assert tail.factors(["a"], ("shape", 1)) == {"a": 2.0} and tail.factors(["a"], "home") == {"a": 1.0}
 
 
 # -- the queue planner ------------------------------------------------------------------------

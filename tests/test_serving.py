@@ -362,15 +362,17 @@ def test_a_short_request_runs_between_two_steps_of_a_long_one_which_then_finishe
         runner.join()
     slow = outcome["result"]
     at = steps.slots().index("1")
-    assert steps.slots() == "0" * at + "1" * STEPS + "0" * (40 - at), steps.slots()  # one step of the long one, at most
+    # The short one started within one step of the long one and ran all its steps in the other slot.
+    assert steps.slots() == "0" * at + "1" * STEPS + "0" * (40 - at), steps.slots()
     assert quick.queue_ms < slow.paused_ms and slow.paused_ms > 0 and any("paused 1 time" in n for n in slow.notes)
     assert slow.queue_ms >= slow.paused_ms
     alone = server.generate(long)
     assert alone.paused_ms == 0 and torch.equal(alone.images, slow.images)
     assert slow.png_bytes() == alone.png_bytes()
     setting = SETTING.with_changes(num_inference_steps=40)
-    assert torch.equal(slow.images, generate(pipe, ["long"], [1], setting, server.default_bank.schedule_for("fora-2", setting)))
-    assert torch.equal(quick.images, generate(pipe, ["short"], [2], SETTING, server.default_bank.schedules[quick.schedule_id]))
+    bank = server.default_bank
+    assert torch.equal(slow.images, generate(pipe, ["long"], [1], setting, bank.schedule_for("fora-2", setting)))
+    assert torch.equal(quick.images, generate(pipe, ["short"], [2], SETTING, bank.schedules[quick.schedule_id]))
 
 
 def test_slot_views_share_every_weight_and_keep_their_own_hooks_and_scheduler(server):
@@ -433,6 +435,45 @@ def test_concurrent_requests_equal_sequential_ones(server):
         alone = generate(server.pipe, [request.prompt], [request.seed], setting,
                          schedule=server.default_bank.schedule_for(result.schedule_id, setting))
         assert torch.equal(alone, result.images)
+
+
+@pytest.mark.parametrize("batching", ["auto", "off"])
+def test_requests_of_one_schedule_and_setting_share_a_call_where_it_pays(tiny_setup, server, batching):
+    """Three requests queued behind another, pinned to one entry at one setting: with a latency model
+    whose fixed part per call dominates (as on this CPU at the bank's size) they run as one call of
+    three images, each image exactly its share of that batched call; with batching off, one by one,
+    each exactly its solo run."""
+    from ecad.serving.latency import LatencyModel, RequestCost
+
+    model, _, pipe = tiny_setup
+    config = ServingConfig(model=str(model), bank=str(server.default_bank.path), latency_window=0,
+                           latency_margin=1.0, latency_fit_s=0, batching=batching)
+    batcher = ScheduleServer(config, pipe=pipe)
+    served = batcher.default_bank
+    served.cost = RequestCost(pipe, LatencyModel({"calls": 1.0, "macs": 1e-9}, unit="test"))
+    served._costs.cache_clear()  # the costs counted with the MACs-only model
+    ahead = batcher.resolve(GenerateRequest(prompt="ahead", seed=9, num_inference_steps=40, schedule_id="no-cache",
+                                            latency_ms=1e6))  # a budget: planned before requests without one
+    batch = [batcher.resolve(GenerateRequest(prompt=f"p{i}", seed=i, schedule_id="fora-3")) for i in range(3)]
+    with StepLog(batcher, seconds=0.02):
+        first, _ = in_thread(batcher.generate, ahead)
+        wait_until(lambda: batcher.queue._running is not None, "the first request runs")
+        started = [in_thread(batcher.generate, r) for r in batch]
+        wait_until(lambda: batcher.queue.queue_length() == 3, "the three queue")
+        for thread, _ in [(first, None), *started]:
+            thread.join()
+    results = [outcome["result"] for _, outcome in started]
+    schedule = served.schedules["fora-3"]
+    if batching == "auto":
+        assert [r.batch_images for r in results] == [3, 3, 3]
+        together = generate(pipe, ["p0", "p1", "p2"], [0, 1, 2], SETTING, schedule)
+        assert all(torch.equal(r.images, together[i:i + 1]) for i, r in enumerate(results))
+        assert all(any("batched with 2 other" in n for n in r.notes) for r in results)
+    else:
+        assert [r.batch_images for r in results] == [1, 1, 1]
+        assert all(torch.equal(r.images, generate(pipe, [f"p{i}"], [i], SETTING, schedule))
+                   for i, r in enumerate(results))
+    batcher.close()
 
 
 def test_views(server):

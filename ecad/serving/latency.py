@@ -19,7 +19,8 @@ Once per image:
     macs          the transformer's MACs under the schedule, ``ecad.cost``'s recipe: attention's
                   quadratic term in the tokens is counted, so a 4x larger side costs far more than 16x
     elements      the element-wise work of forecasts and skipped blocks (memory-bound: its own price)
-    pixel_steps   pixels x steps: per-step work on the latents outside the MACs (scheduler, embeddings)
+    pixel_steps   pixels x steps: per-step work on the latents outside the MACs (scheduler,
+                  embeddings)
 
 The prices are fitted (non-negative least squares, every run's relative error weighted alike) on a
 few runs timed at start-up around the default bank: the entry without caching, the fastest and a
@@ -28,10 +29,10 @@ with one and two images (``latency_design``). On a CPU with one torch thread the
 thread CPU time, which other work on a shared machine does not inflate; elsewhere in wall time.
 
 A request is predicted as ``profile(entry) x cost(entry, its shape) / cost(entry, the profiled
-shape)`` (``ecad.serving.banks.ServedBank.expected_ms``): exact where the profile was measured, the profile's calibration of
-this machine carried over to other shapes. What requests then actually take corrects it further
-(``ecad.planning.LatencyQuantiles``, per entry and shape). Without a fit (``ECAD_LATENCY_FIT_S=0``)
-the cost is the MACs alone.
+shape)`` (``ecad.serving.banks.ServedBank.expected_ms``): exact where the profile was measured, the
+profile's calibration of this machine carried over to other shapes. What requests then actually
+take corrects it further (``ecad.planning.LatencyQuantiles``, per entry and shape). Without a fit
+(``ECAD_LATENCY_FIT_S=0``) the cost is the MACs alone.
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ class LatencyModel:
 
     def view(self) -> dict[str, Any]:
         """What ``/schedules`` shows of it."""
-        return {"unit": self.unit, "runs": self.runs, "prices_ms": {k: float(f"{v:.4g}") for k, v in self.prices.items()},
-                "fit_error": None if self.fit_error is None else [round(x, 3) for x in self.fit_error]}
+        prices = {k: float(f"{v:.4g}") for k, v in self.prices.items()}
+        error = None if self.fit_error is None else [round(x, 3) for x in self.fit_error]
+        return {"unit": self.unit, "runs": self.runs, "prices_ms": prices, "fit_error": error}
 
 
 def fit_prices(work: Sequence[Mapping[str, float]], ms: Sequence[float]) -> dict[str, float]:

@@ -247,9 +247,16 @@ class PipelineQueue:
     def _plan_locked(self, extra: QueuedRequest | None = None, now_ms: float | None = None) -> list[Assignment]:
         now_ms = monotonic_ms() if now_ms is None else now_ms
         queued = [*self._waiting, *([extra] if extra is not None else [])]
-        waiting = [Waiting(q.key, q.arrival_ms, q.budget_deadline_ms, q.entries()) for q in queued]
+        waiting = [Waiting(q.key, q.arrival_ms, q.budget_deadline_ms, self._within_timeout(q.entries()))
+                   for q in queued]
         waiting += [call.as_waiting(now_ms) for call in self._started_locked()]
         return self.plan_fn(waiting, now_ms, None, self._expected_load_locked(now_ms))
+
+    def _within_timeout(self, entries: tuple[PredictedEntry, ...]) -> tuple[PredictedEntry, ...]:
+        """The entries predicted to finish within the server's timeout (the fastest if none does): a
+        request without a budget gets the best quality that can finish, not one that cannot."""
+        limit_ms = self.config.timeout_s * 1000.0
+        return tuple(e for e in entries if e.predicted_ms <= limit_ms) or (min(entries, key=lambda e: e.predicted_ms),)
 
     def _started_locked(self) -> list[PipelineCall]:
         return [*([self._running] if self._running is not None else []), *self._paused]

@@ -59,7 +59,8 @@ def start(config: ServingConfig, pipe=None) -> tuple[Any, dict[str, ServedBank],
     banks: dict[str, ServedBank] = {}
     for path, (bank, profile) in profiled.items():
         bank_id = path.name if names.count(path.name) == 1 else str(path)
-        tail = LatencyQuantiles(config.latency_quantile, config.latency_window, config.latency_margin)
+        tail = LatencyQuantiles(config.latency_quantile, config.latency_window, config.latency_margin,
+                                home=RequestShape(bank.setting, profile.batch_size))
         banks[bank_id] = ServedBank(bank_id, path, bank, profile, tail, cost)
     return pipe, banks, limits
 
