@@ -11,7 +11,9 @@ a ``--short-budget`` ms budget: the short one's wait (queue_ms), its budget, and
 outcome (status, time, pauses). With ``--long-alone`` the long request is run alone first and the
 bytes of both runs compared (the same schedule is pinned so both run the same one).
 
-    python scripts/probe_serving.py --out docs/benchmarks/serving-probe.json
+    python scripts/probe_serving.py --fastest --long-alone --out docs/benchmarks/serving-probe.json
+
+``--checkout DIR`` serves another checkout's code (e.g. main before a change) for a comparison.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ def main() -> int:
     p.add_argument("--long-alone", action="store_true", help="run the long request alone first, compare bytes")
     p.add_argument("--short-budget", type=float, default=300.0)
     p.add_argument("--short-after", type=float, default=2.0)
+    p.add_argument("--checkout", help="serve this checkout's code instead of this one's")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args()
 
@@ -123,10 +126,10 @@ def main() -> int:
     env = {"ECAD_MODEL": args.model, "ECAD_BANK": str(bank.save(root / "bank.json")), "ECAD_NUM_THREADS": "1",
            **dict(item.split("=", 1) for item in args.env)}
     results: dict = {"env": env}
-    with running_server(env, home=root / "server", ready_timeout_s=900) as url:
+    with running_server(env, home=root / "server", ready_timeout_s=900, checkout=args.checkout) as url:
         view = requests.get(f"{url}/schedules", timeout=30).json()
-        results["latency_model"] = view["latency_model"]
-        print("latency model:", json.dumps(view["latency_model"]), flush=True)
+        results["latency_model"] = view.get("latency_model")
+        print("latency model:", json.dumps(results["latency_model"]), flush=True)
         pins = [pin or None for pin in args.pins]
         if args.fastest:
             pins.append(min(view["entries"], key=lambda e: e["profiled_ms"])["id"])

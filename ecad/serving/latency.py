@@ -188,7 +188,7 @@ def timing_unit(pipe: Any) -> str:
 
 
 def fit_latency_model(pipe: Any, runs: Sequence[DesignRun], *, time_budget_s: float, prompt: str,
-                      rounds: int = 2) -> LatencyModel:
+                      rounds: int = 3) -> LatencyModel:
     """Time ``runs`` (``ecad.timing``'s protocol: shuffled rounds, the first always completes, no
     new round once ``time_budget_s`` is spent) and fit the prices on the fastest of each."""
     from ecad.generate import generate
