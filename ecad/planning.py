@@ -9,33 +9,42 @@ Two policies, both pure functions of (waiting requests, clock, bank predictions)
     server behaved before the planner; it is kept to compare against (``ECAD_PLANNER=greedy``).
 
 ``plan_queue`` (the whole queue, the default)
-    1. Order by earliest deadline (requests without a budget last, ties by arrival).
+    1. Order by earliest deadline; requests without a budget after them, shortest first (a short
+       request is not held behind a long one), ties by arrival.
     2. Decide who can be on time: with every request at its fastest entry, walk that order and,
        whenever a request would finish late, give up the request with the longest fastest time
        among those kept so far (Moore-Hodgson: this keeps the largest number of requests on
-       time). Given-up requests are *late*: they run after the others, at their fastest entry.
-    3. Spend the slack on quality: repeatedly apply the upgrade (a request to a better entry) with
-       the largest quality gain per added millisecond that keeps every kept request on time (an
-       upgrade delays that request and every later one). Requests without a budget have no
+       time).
+    3. Serve the given-up (*late*) requests as early as they can be without costing a kept request
+       its deadline: each goes, at its fastest entry, to the earliest place in the order where
+       every kept request after it is still on time (late requests keep their own order). A late
+       request is not sent to the back of the queue to wait for everyone.
+    4. Spend the slack on quality: repeatedly apply the upgrade (a kept request to a better entry)
+       with the largest quality gain per added millisecond that keeps every kept request on time
+       (an upgrade delays that request and every later one). Requests without a budget have no
        deadline, so they end at their best entry, as before.
-    4. Leave room for requests not here yet: with ``expected_load`` L (how many requests the
+    5. Leave room for requests not here yet: with ``expected_load`` L (how many requests the
        server has recently held at once), a request with budget B is upgraded only to entries
        predicted within B / L. If L clients each keep one request in flight, a request then waits
        for at most L - 1 others of at most B / L each, and all of them meet B; with L = 1 (one
        client, or an idle server) nothing is reserved.
     The server re-plans whenever the pipeline frees up and whenever a request arrives; only the
-    first request's choice is acted on, the rest is the forecast used for admission.
+    first request's choice is acted on, the rest is the forecast used for admission. A request
+    already running is planned like the others, pinned to its entry with the time it has left:
+    when the plan puts another request first, the server pauses it at its next step boundary
+    (``ecad.serving.queue``).
 
 Every time is in ms on one monotonic clock (``ecad.deadline.monotonic_ms`` on the server).
-Predictions come from the bank's hardware profile, scaled to the request's shape (tokens x steps x
-images), times a tail factor per entry (``LatencyQuantiles``: a high quantile of actual/predicted).
+Predictions come from the bank's hardware profile, scaled to the request's shape by the server's
+latency model (``ecad.serving.latency``), times a tail factor (``LatencyQuantiles``: a high
+quantile of actual/expected, per entry and request shape).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Hashable, Mapping, Sequence
 
@@ -48,11 +57,6 @@ class RequestShape:
 
     setting: Setting
     num_images: int = 1
-
-    @property
-    def work(self) -> int:
-        s = self.setting
-        return s.pixels * s.num_inference_steps * self.num_images
 
 
 @dataclass(frozen=True)
@@ -74,27 +78,12 @@ class Choice:
     reason: str
 
 
-def scale_latency(measured_ms: float, profiled: RequestShape, requested: RequestShape) -> float:
-    """Latency scaled by work: latent tokens (proportional to pixels) x steps x images.
-
-    A first-order model (attention is quadratic in tokens, fixed overheads do not scale); the
-    observed tail factor absorbs the rest.
-    """
-    return measured_ms * requested.work / profiled.work
-
-
-def predict_entries(
-    entries: Sequence[tuple[str, float, float]],
-    profiled: RequestShape,
-    requested: RequestShape,
-    factors: Mapping[str, float] | None = None,
-) -> list[PredictedEntry]:
-    """``entries`` are (id, quality, measured_ms at ``profiled``) triples."""
+def predict_entries(entries: Sequence[tuple[str, float, float]],
+                    factors: Mapping[str, float] | None = None) -> list[PredictedEntry]:
+    """``entries`` are (id, quality, expected ms for the request's shape) triples; ``factors``
+    the tail factors (``LatencyQuantiles.factors``) by id, 1 where missing."""
     factors = factors or {}
-    return [
-        PredictedEntry(entry_id, quality, scale_latency(ms, profiled, requested) * factors.get(entry_id, 1.0))
-        for entry_id, quality, ms in entries
-    ]
+    return [PredictedEntry(entry_id, quality, ms * factors.get(entry_id, 1.0)) for entry_id, quality, ms in entries]
 
 
 def select_schedule(entries: Sequence[PredictedEntry], budget_ms: float | None) -> Choice:
@@ -116,6 +105,10 @@ def select_schedule(entries: Sequence[PredictedEntry], budget_ms: float | None) 
 
 def _fastest(entries: Sequence[PredictedEntry]) -> PredictedEntry:
     return min(entries, key=lambda c: (c.predicted_ms, -c.quality, c.id))
+
+
+def _best(entries: Sequence[PredictedEntry]) -> PredictedEntry:
+    return min(entries, key=lambda c: (-c.quality, c.predicted_ms, c.id))
 
 
 # -- the queue ------------------------------------------------------------------------------------
@@ -147,19 +140,18 @@ def plan_queue(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | No
                expected_load: int = 1) -> list[Assignment]:
     """The deadline-aware plan (see the module docstring); assignments in run order.
 
-    ``free_at_ms`` is when the pipeline is predicted to be free (the running request's predicted
-    end); ``None`` or a past time means now. ``expected_load`` >= 1 reserves time for requests
-    likely to arrive (step 4).
+    ``free_at_ms`` is when the pipeline is predicted to be free (a running request's predicted
+    end, when it is not planned with the others); ``None`` or a past time means now.
+    ``expected_load`` >= 1 reserves time for requests likely to arrive (step 5).
     """
     start = max(now_ms, free_at_ms if free_at_ms is not None else now_ms)
-    by_deadline = sorted(waiting, key=lambda w: (w.deadline_ms is None, w.deadline_ms or 0.0, w.arrival_ms))
     fastest = {w.key: _fastest(w.entries) for w in waiting}
 
     # Moore-Hodgson on the fastest entries: the largest set that can all be on time.
     kept: list[Waiting] = []
     late: list[Waiting] = []
     clock = start
-    for w in by_deadline:
+    for w in sorted(waiting, key=_due_order):
         kept.append(w)
         clock += fastest[w.key].predicted_ms
         if w.deadline_ms is not None and clock > w.deadline_ms:
@@ -168,14 +160,27 @@ def plan_queue(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | No
             late.append(longest)
             clock -= fastest[longest.key].predicted_ms
 
-    # Upgrades by quality gained per ms added, keeping every kept request on time.
-    chosen = {w.key: fastest[w.key] for w in kept}
+    # Late requests as early as no kept request's deadline forbids, in their own order.
+    order = list(kept)
+    deadline = {w.key: w.deadline_ms for w in kept}  # a late request has no deadline left to keep
+    after = 0
+    for w in sorted(late, key=lambda w: (w.deadline_ms, w.arrival_ms)):
+        slack = _slack_after(order, deadline, fastest, start)
+        position = next(i for i in range(after, len(order) + 1) if slack[i] >= fastest[w.key].predicted_ms)
+        order.insert(position, w)
+        deadline[w.key] = None
+        after = position + 1
+
+    # Upgrades of kept requests by quality gained per ms added, keeping every kept request on time.
+    on_time = {w.key for w in kept}
+    chosen = {w.key: fastest[w.key] for w in order}
+    upgradable = [(i, w) for i, w in enumerate(order) if w.key in on_time]
     share = {w.key: math.inf if w.deadline_ms is None else (w.deadline_ms - w.arrival_ms) / max(1, expected_load)
              for w in kept}
     while True:
-        slack_after = _slack_after(kept, chosen, start)
+        slack_after = _slack_after(order, deadline, chosen, start)
         best_rank, best = None, None
-        for i, w in enumerate(kept):
+        for i, w in upgradable:
             current = chosen[w.key]
             for c in w.entries:
                 added = c.predicted_ms - current.predicted_ms
@@ -191,32 +196,39 @@ def plan_queue(waiting: Sequence[Waiting], now_ms: float, free_at_ms: float | No
 
     plan = []
     clock = start
-    for w in kept:
+    for w in order:
         c = chosen[w.key]
-        plan.append(Assignment(w.key, c.id, c.quality, c.predicted_ms, clock, clock + c.predicted_ms, True,
-                               "no budget: best quality" if w.deadline_ms is None else "on time by the plan"))
-        clock += c.predicted_ms
-    for w in sorted(late, key=lambda w: (w.deadline_ms or 0.0, w.arrival_ms)):
-        c = fastest[w.key]
-        plan.append(Assignment(w.key, c.id, c.quality, c.predicted_ms, clock, clock + c.predicted_ms, False,
-                               "no schedule finishes in time behind the queue: serving the fastest"))
+        kept_on_time = w.key in on_time
+        reason = ("no budget: best quality" if w.deadline_ms is None else "on time by the plan") if kept_on_time else \
+            "no schedule finishes in time behind the queue: serving the fastest as early as no other deadline forbids"
+        plan.append(Assignment(w.key, c.id, c.quality, c.predicted_ms, clock, clock + c.predicted_ms, kept_on_time,
+                               reason))
         clock += c.predicted_ms
     return plan
 
 
-def _slack_after(kept: Sequence[Waiting], chosen: Mapping[Hashable, PredictedEntry], start: float) -> list[float]:
-    """For each position, the least slack (deadline - finish) of it and every request after it."""
+def _due_order(w: Waiting) -> tuple:
+    """Earliest deadline first; without a budget, after those, shortest (at its best entry) first."""
+    if w.deadline_ms is None:
+        return (1, _best(w.entries).predicted_ms, w.arrival_ms)
+    return (0, w.deadline_ms, w.arrival_ms)
+
+
+def _slack_after(order: Sequence[Waiting], deadline: Mapping[Hashable, float | None],
+                 chosen: Mapping[Hashable, PredictedEntry], start: float) -> list[float]:
+    """For each position (and one past the end), the least slack (deadline - finish) of the
+    requests from there on; a request without a deadline has unbounded slack."""
     finish = []
     clock = start
-    for w in kept:
+    for w in order:
         clock += chosen[w.key].predicted_ms
         finish.append(clock)
-    slack_after = [math.inf] * len(kept)
+    slack_after = [math.inf] * (len(order) + 1)
     running = math.inf
-    for i in range(len(kept) - 1, -1, -1):
-        deadline = kept[i].deadline_ms
-        if deadline is not None:
-            running = min(running, deadline - finish[i])
+    for i in range(len(order) - 1, -1, -1):
+        due = deadline[order[i].key]
+        if due is not None:
+            running = min(running, due - finish[i])
         slack_after[i] = running
     return slack_after
 
@@ -249,46 +261,70 @@ def missed_budget_note(a: Assignment, budget_ms: float, wait_ms: float) -> str:
 # -- the latency tail -----------------------------------------------------------------------------
 
 
-class LatencyQuantiles:
-    """Per entry, a high quantile of actual/predicted latency over a window of recent requests.
+MAX_SHAPES = 64  # request shapes whose latency the tail remembers (the least recently seen is forgotten)
 
-    A prediction promises a tail, not a mean: predicted = profiled (scaled to the shape) x factor.
-    Until an entry has ``min_samples`` observations it borrows the quantile of all entries' ratios
-    (one slow machine is slow for every schedule); until the server has any, it uses
-    ``cold_margin`` over the profile's median. ``window=0`` turns learning off (factor stays at
-    ``cold_margin``).
+
+class LatencyQuantiles:
+    """A high quantile of actual/expected latency over a window of recent requests, per entry and
+    request shape (``expected``: the profile scaled to the shape by the latency model; ``home``:
+    the profiled shape, where expected is the profile itself).
+
+    A prediction promises a tail, not a mean: predicted = expected x factor. At ``home`` the factor
+    of an entry is the quantile of its own ratios, else of every entry's there (a machine slower
+    than its profile is slow for every schedule), else ``cold_margin``. At another shape it is
+    the entry's own quantile there once it has enough, else its factor at home times the shape's
+    correction: the quantile, over requests seen at that shape, of their ratio over their entry's
+    factor at home (what the latency model gets wrong about that shape; 1 until seen).
+
+    Each level needs ``min_samples`` observations; with fewer, the largest of them and the level
+    below is taken, so one request at a new size corrects the next at once, and a lucky one does
+    not make the promise optimistic. ``window=0`` turns learning off (factor ``cold_margin``).
     """
 
     def __init__(self, quantile: float = 0.9, window: int = 64, cold_margin: float = 1.1,
-                 min_samples: int = 4, max_ratio: float = 20.0) -> None:
+                 min_samples: int = 4, max_ratio: float = 20.0, home: Hashable = None) -> None:
         if not 0.0 < quantile < 1.0:
             raise ValueError(f"quantile must be in (0, 1), got {quantile}")
         if window < 0 or cold_margin <= 0:
             raise ValueError("window must be >= 0 and cold_margin > 0")
         self.quantile, self.window, self.cold_margin = quantile, window, cold_margin
-        self.min_samples, self.max_ratio = min_samples, max_ratio
-        self._ratios: dict[str, deque[float]] = {}
-        self._pooled: deque[float] = deque(maxlen=max(1, window * 4))
+        self.min_samples, self.max_ratio, self.home = min_samples, max_ratio, home
+        self._ratios: dict[tuple[str, Hashable], deque[float]] = {}
+        # per shape: at home the ratios of every entry; elsewhere each ratio over its entry's home factor
+        self._by_shape: OrderedDict[Hashable, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def observe(self, entry_id: str, profiled_ms: float, actual_ms: float) -> None:
-        """``profiled_ms``: the profile's latency scaled to the request's shape, no factor applied."""
-        if not (self.window > 0 and profiled_ms > 0 and math.isfinite(actual_ms) and actual_ms > 0):
+    def observe(self, entry_id: str, expected_ms: float, actual_ms: float, shape: Hashable = None) -> None:
+        """``expected_ms``: the profile's latency scaled to the request's ``shape``, no factor applied."""
+        if not (self.window > 0 and expected_ms > 0 and math.isfinite(actual_ms) and actual_ms > 0):
             return
-        ratio = min(max(actual_ms / profiled_ms, 1.0 / self.max_ratio), self.max_ratio)
+        ratio = min(max(actual_ms / expected_ms, 1.0 / self.max_ratio), self.max_ratio)
         with self._lock:
-            self._ratios.setdefault(entry_id, deque(maxlen=self.window)).append(ratio)
-            self._pooled.append(ratio)
+            relative = ratio if shape == self.home else ratio / self._home_factor_locked(entry_id)
+            if shape not in self._by_shape and len(self._by_shape) >= MAX_SHAPES:
+                forgotten = next(k for k in self._by_shape if k != self.home)
+                del self._by_shape[forgotten]
+                self._ratios = {k: v for k, v in self._ratios.items() if k[1] != forgotten}
+            self._by_shape.setdefault(shape, deque(maxlen=self.window * 4)).append(relative)
+            self._by_shape.move_to_end(shape)
+            self._ratios.setdefault((entry_id, shape), deque(maxlen=self.window)).append(ratio)
 
-    def factors(self, entry_ids: Sequence[str]) -> dict[str, float]:
+    def factors(self, entry_ids: Sequence[str], shape: Hashable = None) -> dict[str, float]:
         with self._lock:
-            pooled = (_quantile(self._pooled, self.quantile) if len(self._pooled) >= self.min_samples
-                      else self.cold_margin)
-            out = {}
-            for entry_id in entry_ids:
-                own = self._ratios.get(entry_id, ())
-                out[entry_id] = _quantile(own, self.quantile) if len(own) >= self.min_samples else pooled
-            return out
+            if shape == self.home:
+                return {entry_id: self._home_factor_locked(entry_id) for entry_id in entry_ids}
+            correction = self._level(self._by_shape.get(shape, ()), 1.0)
+            return {entry_id: self._level(self._ratios.get((entry_id, shape), ()),
+                                          self._home_factor_locked(entry_id) * correction)
+                    for entry_id in entry_ids}
+
+    def _home_factor_locked(self, entry_id: str) -> float:
+        every_entry = self._level(self._by_shape.get(self.home, ()), self.cold_margin)
+        return self._level(self._ratios.get((entry_id, self.home), ()), every_entry)
+
+    def _level(self, samples, below: float) -> float:
+        """The quantile of ``samples`` once there are enough, else the largest of them and ``below``."""
+        return _quantile(samples, self.quantile) if len(samples) >= self.min_samples else max([below, *samples])
 
 
 def _quantile(values, q: float) -> float:

@@ -1,8 +1,9 @@
 """ASGI middleware in front of the generation routes: a malformed or invalid body gets a 400
 that names the problem and the field, and a client that leaves is noticed.
 
-The body is read whole (bounded), checked (content type, UTF-8, JSON, an object, not too deep),
-validated by the route's request model (the model BentoML then parses it with, so BentoML's own
+The body is read whole (bounded), checked (content type, UTF-8, JSON, an object, not too deep,
+valid Unicode in every string: a JSON escape can spell a lone UTF-16 surrogate), validated by the
+route's request model (the model BentoML then parses it with, so BentoML's own
 error shape never reaches a client), then replayed to the application. While the request runs,
 the next ``receive()`` is watched: an ``http.disconnect`` sets the request's ``CLIENT_GONE``
 event, which the serving core checks while queued and between denoising steps.
@@ -19,6 +20,8 @@ import anyio
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
+from ecad.serving.request import valid_unicode
+
 MAX_BODY_BYTES = 256 * 1024
 MAX_DEPTH = 4  # a request body is a flat object; a little room for future nested fields
 
@@ -26,7 +29,9 @@ CLIENT_GONE: contextvars.ContextVar[threading.Event] = contextvars.ContextVar("e
 
 
 class BodyError(ValueError):
-    pass
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _depth(value, limit: int, level: int = 1) -> None:
@@ -56,6 +61,30 @@ def check_body(content_type: str, body: bytes) -> None:
         kind = {type(None): "null", list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
         raise BodyError(f"the body must be a JSON object with at least a 'prompt', got {kind}")
     _depth(value, MAX_DEPTH)
+    for key, item in value.items():
+        _check_text(key, item)
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _check_text(key: str, value) -> None:
+    """Every string under ``key`` (and the key) is valid Unicode, else a BodyError naming the field."""
+    field = key.encode("utf-8", "backslashreplace").decode("utf-8")  # a bad key is named escaped
+    for text in (key, *_strings(value)):
+        try:
+            valid_unicode(text)
+        except ValueError as err:
+            raise BodyError(f"{field}: {err}", field) from None
 
 
 def error_response(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
@@ -102,7 +131,7 @@ class RequestGuard:
             check_body(headers.get("content-type", ""), body)
             self.models[scope["path"]].model_validate_json(body)
         except BodyError as err:
-            await self._refuse(scope, receive, send, str(err), 400)
+            await self._refuse(scope, receive, send, str(err), 400, err.field)
             return
         except ValidationError as err:
             await validation_error_response(err)(scope, receive, send)
@@ -133,8 +162,8 @@ class RequestGuard:
             CLIENT_GONE.reset(token)
 
     @staticmethod
-    async def _refuse(scope, receive, send, message: str, status: int) -> None:
-        await error_response(status, message)(scope, receive, send)
+    async def _refuse(scope, receive, send, message: str, status: int, field: str | None = None) -> None:
+        await error_response(status, message, field)(scope, receive, send)
 
 
 def route_template(path: str, routes: tuple[str, ...]) -> str:

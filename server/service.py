@@ -96,6 +96,8 @@ def _headers(report: GenerationReport) -> dict[str, str]:
         "X-ECAD-Predicted-Ms": f"{report.predicted_ms:.1f}",
         "X-ECAD-Actual-Ms": f"{report.actual_ms:.1f}",
         "X-ECAD-Queue-Ms": f"{report.queue_ms:.1f}",
+        "X-ECAD-Paused-Ms": f"{report.paused_ms:.1f}",
+        "X-ECAD-Batch-Images": str(report.batch_images),
         "X-ECAD-Seed": str(report.seed),
     }
     if report.budget_met is not None:

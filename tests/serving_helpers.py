@@ -67,12 +67,14 @@ def synthetic_profile(bank: ScheduleBank, *, ms_per_gmac: float = 10.0, num_thre
 
 
 @contextmanager
-def running_server(env: dict[str, str], *, home: str | os.PathLike, ready_timeout_s: float = 150.0) -> Iterator[str]:
+def running_server(env: dict[str, str], *, home: str | os.PathLike, ready_timeout_s: float = 150.0,
+                   checkout: str | os.PathLike | None = None) -> Iterator[str]:
     """``bentoml serve server.service:ECAD`` on a free 127.0.0.1 port; yields its base URL.
 
     ``env`` adds to the environment (ECAD_MODEL, ECAD_BANK, ...); BentoML's home, log and
-    telemetry switch live under ``home``. The server runs in its own process group and is stopped
-    by its pid (SIGTERM, then SIGKILL), whatever happens in the block.
+    telemetry switch live under ``home``. ``checkout``: serve another checkout's code (its
+    ``server`` and ``ecad``; a benchmark's baseline), by default this one's. The server runs in its
+    own process group and is stopped by its pid (SIGTERM, then SIGKILL), whatever happens in the block.
     """
     import socket
     import urllib.request
@@ -83,12 +85,15 @@ def running_server(env: dict[str, str], *, home: str | os.PathLike, ready_timeou
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log_path = home / "server.log"
+    repo = Path(checkout) if checkout is not None else REPO_ROOT
     full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": str(home / "bentoml"),
                 "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **env}
+    if checkout is not None:
+        full_env["PYTHONPATH"] = os.pathsep.join([str(repo), *filter(None, [full_env.get("PYTHONPATH")])])
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", "server.service:ECAD", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=repo, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     try:

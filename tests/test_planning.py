@@ -13,9 +13,9 @@ from ecad.planning import (
     plan_greedy,
     plan_queue,
     predict_entries,
-    scale_latency,
     select_schedule,
 )
+from ecad.planning import RequestShape
 from ecad.setting import Setting
 
 BANK = [
@@ -65,18 +65,8 @@ def test_empty_bank_is_an_error():
         select_schedule([], 100.0)
 
 
-def test_scale_latency_by_tokens_steps_and_batch():
-    setting = Setting(32, 32, 20, 4.5)
-    base = RequestShape(setting, 1)
-    assert scale_latency(100.0, base, base) == 100.0
-    assert scale_latency(100.0, base, RequestShape(setting.with_changes(height=64, width=64), 1)) == 400.0
-    assert scale_latency(100.0, base, RequestShape(setting.with_changes(num_inference_steps=50), 1)) == 250.0
-    assert scale_latency(100.0, base, RequestShape(setting, 4)) == 400.0
-
-
 def test_predictions_apply_factors():
-    shape = RequestShape(Setting(32, 32, 20, 4.5), 1)
-    cands = predict_entries([("a", 0.9, 100.0), ("b", 0.8, 50.0)], shape, shape, {"a": 2.0})
+    cands = predict_entries([("a", 0.9, 100.0), ("b", 0.8, 50.0)], {"a": 2.0})
     assert [(c.id, c.predicted_ms) for c in cands] == [("a", 200.0), ("b", 50.0)]
 
 
@@ -104,6 +94,34 @@ def test_quantiles_ignore_garbage_and_can_be_turned_off():
     frozen = LatencyQuantiles(window=0, cold_margin=1.0, min_samples=1)
     frozen.observe("a", 100.0, 500.0)
     assert frozen.factors(["a"]) == {"a": 1.0}
+
+
+def test_quantiles_are_per_shape_and_one_request_at_a_new_shape_corrects_the_next():
+    small, big = RequestShape(Setting(32, 32, 20, 4.5)), RequestShape(Setting(128, 128, 20, 4.5), 8)
+    tail = LatencyQuantiles(quantile=0.9, window=16, cold_margin=1.1, min_samples=4, home=small)
+    for _ in range(8):
+        tail.observe("a", 100.0, 100.0, small)  # "a" takes what its profile says at the bank's shape
+        tail.observe("c", 100.0, 50.0, small)  # "c" was profiled on a busy moment: twice too slow
+    assert tail.factors(["a", "c"], small) == {"a": 1.0, "c": 0.5}
+    assert tail.factors(["a", "c"], big) == {"a": 1.0, "c": 0.5}  # never seen: each entry's own factor
+    tail.observe("a", 1000.0, 1500.0, big)  # the latency model was 1.5x low at the big shape
+    assert tail.factors(["a", "c"], big) == {"a": 1.5, "c": 0.75}  # at once, for every entry there
+    assert tail.factors(["a", "c"], small) == {"a": 1.0, "c": 0.5}  # the bank's shape keeps its own
+    tail.observe("a", 1000.0, 800.0, big)  # a lucky run does not make the promise optimistic
+    assert tail.factors(["a"], big) == {"a": 1.5}
+
+
+def test_quantiles_forget_the_least_recently_seen_shape():
+    from ecad.planning import MAX_SHAPES
+
+    tail = LatencyQuantiles(min_samples=1, cold_margin=1.0, home="home")
+    tail.observe("a", 100.0, 100.0, "home")
+    for i in range(MAX_SHAPES - 1):  # with home, as many shapes as it keeps
+        tail.observe("a", 100.0, 200.0, ("shape", i))
+    assert tail.factors(["a"], ("shape", 0)) == {"a": 2.0}
+    tail.observe("a", 100.0, 300.0, ("shape", "one more"))
+    assert tail.factors(["a"], ("shape", 0)) == {"a": 1.0}  # forgotten: the model is trusted there again
+    assert tail.factors(["a"], ("shape", 1)) == {"a": 2.0} and tail.factors(["a"], "home") == {"a": 1.0}
 
 
 # -- the queue planner ------------------------------------------------------------------------
@@ -142,6 +160,14 @@ def summary(plan):
         # Infeasible queue: four 150 ms budgets, 100 ms at the fastest: one can be on time.
         ([waiting(k, 150, i) for i, k in enumerate("abcd")], None,
          [("a", "fast", True), ("b", "fast", False), ("c", "fast", False), ("d", "fast", False)]),
+        # Without budgets, shortest first: a short request is not held behind a long one.
+        ([waiting("long", None, 0, [PredictedEntry("best", 0.9, 9000.0)]), waiting("short", None, 1)], None,
+         [("short", "best", True), ("long", "best", True)]),
+        # A late request goes before the requests whose deadlines leave room, not after everyone:
+        # "r" (50 ms of slack) cannot wait 100 ms for "late"; "x" and "free" can.
+        ([waiting("late", 50, 0), waiting("r", 350, 1, [PredictedEntry("best", 0.9, 300.0)]),
+          waiting("x", 2000, 2), waiting("free", None, 3)], None,
+         [("r", "best", True), ("late", "fast", False), ("x", "best", True), ("free", "best", True)]),
         # Giving up the longest job (a pinned 500 ms) saves the two short ones behind it.
         ([waiting("pinned", 600, 0, [PredictedEntry("best", 0.9, 500.0)]), waiting("s1", 550, 1), waiting("s2", 600, 2)],
          None, [("s1", "best", True), ("s2", "mid", True), ("pinned", "best", False)]),
@@ -198,5 +224,33 @@ def test_the_missed_budget_note_names_the_budget_the_entry_and_the_wait():
     (late,) = plan_queue([waiting("a", 50)], 0.0)
     assert not late.on_time
     assert missed_budget_note(late, 50, 12.4) == (
-        "budget 50 ms cannot be met: no schedule finishes in time behind the queue: serving the fastest "
-        "(fast predicted 100 ms after 12 ms queued)")
+        "budget 50 ms cannot be met: no schedule finishes in time behind the queue: serving the fastest as early "
+        "as no other deadline forbids (fast predicted 100 ms after 12 ms queued)")
+
+
+def test_late_requests_never_cost_a_kept_request_its_deadline_and_keep_their_order():
+    rng = random.Random(1)
+    for _ in range(300):
+        queue = [waiting(i, rng.choice([None, 120, 150, 200, 300, 600]), rng.uniform(0, 100))
+                 for i in range(rng.randint(2, 8))]
+        plan = plan_queue(queue, 100.0)
+        deadlines = {w.key: w.deadline_ms for w in queue}
+        assert all(a.finish_ms <= deadlines[a.key] for a in plan if a.on_time and deadlines[a.key] is not None)
+        late_deadlines = [deadlines[a.key] for a in plan if not a.on_time]
+        assert late_deadlines == sorted(late_deadlines)  # the late keep their own order
+        # No late request could move one place earlier without making a kept request late.
+        for i, a in enumerate(plan):
+            if a.on_time or i == 0 or not plan[i - 1].on_time:
+                continue
+            before = plan[i - 1]
+            assert deadlines[before.key] is not None and before.finish_ms + a.predicted_ms > deadlines[before.key]
+
+
+def test_a_running_request_is_planned_with_the_time_it_has_left_and_can_be_put_behind():
+    """The server plans a running call like a waiting request pinned to its entry: a request with
+    a budget goes before a long one without, which then pauses between steps."""
+    running = Waiting("running", 0.0, None, (PredictedEntry("best", 0.9, 60_000.0),))
+    short = waiting("short", 300, 2000.0)
+    assert summary(plan_queue([running, short], 2000.0)) == [("short", "mid", True), ("running", "best", True)]
+    urgent_running = Waiting("running", 0.0, 2150.0, (PredictedEntry("mid", 0.8, 100.0),))
+    assert summary(plan_queue([urgent_running, short], 2000.0))[0] == ("running", "mid", True)

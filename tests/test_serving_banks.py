@@ -33,7 +33,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(tiny):
     model, bank_dir, pipe = tiny
-    return ScheduleServer(ServingConfig(model=str(model), bank_dirs=(str(bank_dir),), latency_window=0,
+    return ScheduleServer(ServingConfig(model=str(model), bank_dirs=(str(bank_dir),), latency_window=0, latency_fit_s=0,
                                         latency_margin=1.0), pipe=pipe)
 
 
@@ -161,15 +161,16 @@ def test_each_bank_learns_its_own_latency_and_gets_its_share_of_the_profiling_bu
     for path in sorted((bank_dir / "tiny-pixart").glob("*.json")):
         ScheduleBank.load(path).model_copy(update={"profiles": []}).save(unprofiled / path.name)
     learning = ScheduleServer(ServingConfig(model=str(model), bank_dirs=(str(unprofiled.parent),), profile_repeats=1,
-                                            profile_time_budget_s=30, latency_window=8), pipe=pipe)
+                                            profile_time_budget_s=30, latency_window=8, latency_fit_s=0), pipe=pipe)
     assert budgets == [15, 15]
     assert all(set(b.profile.latency_ms) == set(b.schedules) for b in learning.banks.values())
+    native, small = learning.banks.values()
+    before = {b.id: b.latency.factors(["no-cache"], b.profiled_shape) for b in (native, small)}
     request = learning.resolve(GenerateRequest(prompt="a", seed=1, schedule_id="no-cache"))
     for _ in range(4):
         learning.generate(request)
-    native, small = (b.latency for b in learning.banks.values())
-    assert native.factors(["no-cache"]) != {"no-cache": 1.1}  # observed
-    assert small.factors(["no-cache"]) == {"no-cache": 1.1}  # still the cold margin: another bank's entry
+    assert native.latency.factors(["no-cache"], native.profiled_shape) != before[native.id]  # observed
+    assert small.latency.factors(["no-cache"], small.profiled_shape) == before[small.id]  # another bank's entry
 
 
 def test_an_invalid_transfer_is_never_served(server, tiny):

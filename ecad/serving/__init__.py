@@ -1,10 +1,12 @@
 """Serving core, independent of BentoML.
 
 - ``config``: the server's knobs (``ServingConfig``, every ``ECAD_*`` variable) and where its banks come from
-- ``banks``: ``ServedBank``, a bank as served (schedules per setting, profile, latency tail)
+- ``banks``: ``ServedBank``, a bank as served (schedules per setting, profile, latency tail, any shape)
+- ``latency``: the latency model: the work of a pipeline call at any setting, priced by a fit at start-up
 - ``request``: the request body, the server's limits (defined once), the resolved request, the report
-- ``startup``: load pipeline and banks, learn the model's limits, profile, warm up (once)
-- ``queue``: the queue in front of the pipeline, admission, cancellation, running a request
+- ``slots``: views of the pipeline that share every weight, so a request can pause between steps
+- ``startup``: load pipeline and banks, learn the model's limits, profile, fit the latency model, warm up
+- ``queue``: the queue in front of the pipeline: admission, planning, preemption, batching, cancellation
 - ``server``: ``ScheduleServer``, which ties them together and answers the read-only views
 The policy itself (which schedule for which request) is ``ecad.planning``, a pure module.
 """

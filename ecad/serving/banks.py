@@ -1,13 +1,13 @@
 """A bank as served: built once at start-up, then every request of its setting uses it.
 
 ``ServedBank`` holds everything a request needs from its bank: the entries' schedules and
-quality, this hardware's latency profile, the live latency tail, ``schedule_for``, the one place a
-bank entry becomes the schedule that runs for a request's ``Setting``, and ``quality_at``, what
-that entry's quality is there.
+quality, this hardware's latency profile, the latency model and live latency tail that scale it
+to any request shape, ``schedule_for``, the one place a bank entry becomes the schedule that runs
+for a request's ``Setting``, and ``quality_at``, what that entry's quality is there.
 
 At the bank's own setting both are the bank's (quality: the validation score where the bank has
-one). At another step count an entry is moved by noise level (`ecad.transfer`: always a valid
-schedule) and its quality is an estimate: from the bank's measured transfers
+one). At another step count or size an entry is moved by noise level (`ecad.transfer`: always a
+valid schedule) and its quality is an estimate: from the model's measured transfers
 (`TransferQualityModel`, ``transfer-quality.json`` beside the bank) where there are some, else the
 bank's own figure, marked as not measured at this setting.
 """
@@ -22,12 +22,14 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ecad.bank import HardwareProfile, ScheduleBank, quality_for_ranking
-from ecad.planning import LatencyQuantiles, PredictedEntry, RequestShape, predict_entries, scale_latency
+from ecad.planning import LatencyQuantiles, PredictedEntry, RequestShape, predict_entries
 from ecad.schedule import CacheSchedule
+from ecad.serving.latency import RequestCost
 from ecad.setting import Setting
 from ecad.transfer import TransferQualityModel, transfer_schedule
 
 PREPARED_PER_BANK = 256  # resampled schedules kept per bank (entry x steps x guidance)
+COSTED_SETTINGS = 32  # settings whose entries' costs are kept per bank
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,11 @@ class ServedBank:
     path: Path
     bank: ScheduleBank
     profile: HardwareProfile  # this hardware's latency of every entry
-    latency: LatencyQuantiles  # the tail of actual/profiled seen on this server, per entry
+    latency: LatencyQuantiles  # the tail of actual/expected seen on this server, per entry and shape
+    cost: RequestCost | None = None  # the latency model; None: only the profiled shape can be predicted
     #: the pipeline's noise levels at a setting (`ecad.transfer.noise_levels`); None: moved by index
     noise_levels: Callable[[Setting], np.ndarray] | None = None
-    #: measured transfers of this bank: quality estimates at other step counts
+    #: measured transfers of this bank's model: quality estimates at other step counts
     transfer_quality: TransferQualityModel | None = None
     schedules: dict[str, CacheSchedule] = field(init=False)  # entry id -> its schedule at the bank's setting
     quality: dict[str, EntryQuality] = field(init=False)  # entry id -> its quality at the bank's setting
@@ -76,6 +79,7 @@ class ServedBank:
                                                       basis="measured" if entry.quality_measured else "not measured")
         self._prepared = functools.lru_cache(maxsize=PREPARED_PER_BANK)(self._prepare)
         self._quality_at = functools.lru_cache(maxsize=64)(self._estimate_quality)
+        self._costs = functools.lru_cache(maxsize=COSTED_SETTINGS)(self._entry_costs)
 
     def made_for(self, setting: Setting) -> bool:
         """Whether this bank was made for ``setting``'s steps and size (its schedules run as stored)."""
@@ -127,17 +131,33 @@ class ServedBank:
     def profiled_shape(self) -> RequestShape:
         return RequestShape(self.bank.setting, self.profile.batch_size)
 
+    def expected_ms(self, shape: RequestShape, entry_ids: Iterable[str]) -> dict[str, float]:
+        """Each entry's latency for a request of ``shape`` before the tail factor: its profile,
+        scaled by the latency model (``ecad.serving.latency``) from the profiled shape."""
+        ids = list(entry_ids)
+        if shape == self.profiled_shape:
+            return {i: self.profile.latency_ms[i] for i in ids}
+        if self.cost is None:
+            raise ValueError(f"bank {self.id} has no latency model: only {self.profiled_shape} can be predicted")
+        here, profiled = self._costs(shape.setting), self._costs(self.bank.setting)
+        n, pn = shape.num_images, self.profiled_shape.num_images
+        return {i: self.profile.latency_ms[i] * (here[i][0] + n * here[i][1]) / (profiled[i][0] + pn * profiled[i][1])
+                for i in ids}
+
+    def _entry_costs(self, setting: Setting) -> dict[str, tuple[float, float]]:
+        return {i: self.cost.parts(setting, self.schedule_for(i, setting)) for i in self.schedules}
+
     def predict(self, shape: RequestShape, entry_ids: Iterable[str] | None = None) -> tuple[PredictedEntry, ...]:
         """Tail-latency predictions of these entries (default: all) for a request of ``shape``."""
         ids = list(self.schedules if entry_ids is None else entry_ids)
+        expected = self.expected_ms(shape, ids)
         quality = self.quality_at(shape.setting)
-        entries = [(i, quality[i].value, self.profile.latency_ms[i]) for i in ids]
-        return tuple(predict_entries(entries, self.profiled_shape, shape, self.latency.factors(ids)))
+        entries = [(i, quality[i].value, expected[i]) for i in ids]
+        return tuple(predict_entries(entries, self.latency.factors(ids, shape)))
 
     def observe(self, entry_id: str, shape: RequestShape, actual_ms: float) -> None:
-        """A request of ``shape`` ran ``entry_id`` in ``actual_ms``: teach the latency tail."""
-        profiled_ms = scale_latency(self.profile.latency_ms[entry_id], self.profiled_shape, shape)
-        self.latency.observe(entry_id, profiled_ms, actual_ms)
+        """A call of ``shape`` ran ``entry_id`` in ``actual_ms``: teach the latency tail."""
+        self.latency.observe(entry_id, self.expected_ms(shape, [entry_id])[entry_id], actual_ms, shape)
 
 
 def _resampled(schedule: CacheSchedule, num_steps: int) -> tuple:

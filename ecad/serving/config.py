@@ -40,6 +40,9 @@ class ServingConfig:
     max_concurrency: int = 16  # HTTP requests BentoML admits at once
     timeout_s: float = 120.0  # a request predicted to need longer (fastest schedule) is refused
     planner: str = "planner"  # "planner" (deadline-aware, across the queue) or "greedy"
+    slots: int = 2  # pipeline views sharing the weights: a running request pauses between steps for another; 1 = never
+    batching: str = "auto"  # "auto": batch same-schedule requests where the latency model predicts a gain; "off"
+    latency_fit_s: float = 60.0  # start-up seconds for fitting the latency model at other sizes; 0: scale by MACs
     profile_repeats: int = 3
     profile_time_budget_s: float = 120.0
     persist_profile: bool = False  # write a new profile back into the bank file
@@ -89,6 +92,9 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ECAD_MAX_CONCURRENCY": ("max_concurrency", int),
     "ECAD_TIMEOUT_S": ("timeout_s", float),
     "ECAD_PLANNER": ("planner", str),
+    "ECAD_SLOTS": ("slots", int),
+    "ECAD_BATCHING": ("batching", str),
+    "ECAD_LATENCY_FIT_S": ("latency_fit_s", float),
     "ECAD_PROFILE_BUDGET_S": ("profile_time_budget_s", float),
     "ECAD_PERSIST_PROFILE": ("persist_profile", _flag),
     "ECAD_LATENCY_QUANTILE": ("latency_quantile", float),

@@ -6,9 +6,9 @@ of how it was served.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ecad.planning import RequestShape
 from ecad.serving.banks import ServedBank
@@ -27,26 +27,41 @@ class RequestError(ValueError):
         self.message = message
 
 
+def valid_unicode(text: str) -> str:
+    """``text``, if it is valid Unicode; ValueError otherwise. JSON's ``\\ud800`` escapes can spell
+    lone UTF-16 surrogates, which Python keeps in a str but nothing can encode (the tokenizer, the
+    response headers): such text is refused where it enters, naming the field."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"must be valid Unicode text: a lone UTF-16 surrogate (U+{ord(text[err.start]):04X}) at "
+                         f"character {err.start}") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(valid_unicode)]
+
+
 class GenerateRequest(BaseModel):
     """The body of ``POST /generate``: types and the bounds that hold on any server. Strict: a
     ``true`` is not 1 ms and ``"1"`` is not one image. The server's own limits are ``RequestLimits``."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    prompt: str = Field(description="Text prompt.")
+    prompt: Text = Field(description="Text prompt.")
     latency_ms: float | None = Field(
         default=None, gt=0, le=3_600_000, allow_inf_nan=False,
         description="Latency budget in ms on this server, including time queued. Omit for best quality.",
     )
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Random seed; random if omitted.")
-    negative_prompt: str | None = None
+    negative_prompt: Text | None = None
     num_images: int = Field(default=1, description="Images for this prompt (GET /schedules: limits).")
     width: int | None = Field(default=None, description="Defaults to the default bank's width.")
     height: int | None = Field(default=None, description="Defaults to the default bank's height.")
     num_inference_steps: int | None = Field(default=None, description="Defaults to the default bank's.")
     guidance_scale: float | None = Field(default=None, ge=0, le=50, allow_inf_nan=False,
                                          description="Defaults to the default bank's.")
-    schedule_id: str | None = Field(
+    schedule_id: Text | None = Field(
         default=None, max_length=64,
         description="Pin a bank entry (e.g. 'no-cache') instead of selecting by budget.",
     )
@@ -71,7 +86,9 @@ class GenerationReport(BaseModel):
     bank: str = Field(description="The bank it came from (GET /schedules lists them).")
     predicted_ms: float = Field(description="Its predicted generation time when it started.")
     actual_ms: float = Field(description="Measured generation time.")
-    queue_ms: float = Field(description="Time queued before it started.")
+    queue_ms: float = Field(description="Time not computing: queued before it started, and paused between steps.")
+    paused_ms: float = Field(description="Of queue_ms, the time paused between steps while shorter or more urgent "
+                                         "requests ran.")
     latency_ms: float | None = Field(description="The budget asked for, if any.")
     budget_met: bool | None = Field(description="queue_ms + actual_ms <= latency_ms; null without a budget.")
     seed: int
@@ -80,7 +97,10 @@ class GenerationReport(BaseModel):
     num_inference_steps: int
     guidance_scale: float
     num_images: int
-    notes: list[str] = Field(description="What was changed or predicted by extrapolation, and missed budgets.")
+    batch_images: int = Field(description="Images made by the pipeline call that made these: more than num_images "
+                                          "when batched with other requests of the same schedule and setting.")
+    notes: list[str] = Field(description="What was changed or predicted by the latency model, pauses, batching and "
+                                         "missed budgets.")
 
 
 class GenerateResponse(GenerationReport):

@@ -16,20 +16,27 @@ from ecad.serving.banks import ServedBank
 from ecad.serving.config import ServingConfig
 from ecad.serving.queue import GenerationResult, PipelineQueue
 from ecad.serving.request import MAX_SEED, GenerateRequest, RequestError, ResolvedRequest
-from ecad.serving.startup import start
+from ecad.serving.slots import pipeline_slots
+from ecad.serving.startup import start, warm_up
 from ecad.setting import Setting
 
 
 class ScheduleServer:
     """One loaded pipeline and its banks; each request is served from the bank made for its
-    setting, planned across the queue and run one by one."""
+    setting, planned across the queue and run one computation at a time (a running request may
+    pause between steps for a shorter or more urgent one)."""
 
     def __init__(self, config: ServingConfig | None = None, *, pipe=None) -> None:
         self.config = config or ServingConfig()
         self.pipe, self.banks, self.limits = start(self.config, pipe)  # banks: by id, the default first
         self.default_bank: ServedBank = next(iter(self.banks.values()))
         self._settings = {bank_id: served.bank.setting for bank_id, served in self.banks.items()}
-        self.queue = PipelineQueue(self.pipe, self.config)
+        self.queue = PipelineQueue(pipeline_slots(self.pipe, self.config.slots), self.config)
+        warm_up(self.queue, self.banks)
+
+    def close(self) -> None:
+        """Stop the pipeline's worker threads (after the calls under way)."""
+        self.queue.close()
 
     def bank_for(self, setting: Setting) -> tuple[ServedBank, tuple[str, ...]]:
         """The bank made for ``setting``, else the nearest (``ecad.bank_catalog.choose_bank``), and
@@ -53,6 +60,7 @@ class ScheduleServer:
             raise RequestError("schedule_id", f"unknown entry {request.schedule_id!r} in bank {served.id}; "
                                               "see GET /schedules for the ids")
         seed = request.seed if request.seed is not None else random.SystemRandom().randrange(MAX_SEED + 1)
+        served.predict(shape)  # a new shape's costs are counted here, not while the queue is locked
         return ResolvedRequest(request.prompt, request.negative_prompt, request.latency_ms, seed, shape, served,
                                request.schedule_id, request.on_infeasible, notes)
 
@@ -73,6 +81,9 @@ class ScheduleServer:
         return {
             **banks[0],
             "planner": self.config.planner,
+            "slots": self.config.slots,
+            "batching": self.config.batching,
+            "latency_model": self.default_bank.cost.model.view(),
             "latency_quantile": self.config.latency_quantile,
             "timeout_s": self.config.timeout_s,
             "queue_length": self.queue.queue_length(),
@@ -85,7 +96,7 @@ class ScheduleServer:
 
     def _one_bank_view(self, served: ServedBank) -> dict[str, Any]:
         bank, profile = served.bank, served.profile
-        factors = served.latency.factors(list(served.schedules))
+        factors = served.latency.factors(list(served.schedules), served.profiled_shape)
         return {
             "bank": served.id,
             "model": bank.model,
@@ -113,6 +124,7 @@ class ScheduleServer:
         """The planner's choice for a request of this budget and shape arriving now."""
         checked = self.limits.shape(**shape)
         served, notes = self.bank_for(checked.setting)
+        served.predict(checked)  # a new shape's costs are counted here, not while the queue is locked
         a = self.plan(ResolvedRequest("", None, latency_ms, 0, checked, served, notes=notes))
         wait_ms = max(0.0, a.start_ms - monotonic_ms())
         return {

@@ -1,4 +1,5 @@
-"""Start-up, done once: load the pipeline and its banks, learn the model's limits, profile, warm up.
+"""Start-up, done once: load the pipeline and its banks, learn the model's limits, profile, fit
+the latency model, warm up.
 
 Everything slow or model-specific happens here; requests then only plan and run.
 """
@@ -17,11 +18,12 @@ import torch
 from ecad.bank import HardwareProfile, ScheduleBank, pipeline_hardware_key
 from ecad.deadline import DeadlineExceeded, pipeline_deadline
 from ecad.generate import generate, native_resolution
-from ecad.planning import LatencyQuantiles
+from ecad.planning import LatencyQuantiles, RequestShape
 from ecad.profile import DEFAULT_PROFILE_PROMPT
 from ecad.serving.banks import ServedBank
 from ecad.serving.config import ServingConfig, load_banks
-from ecad.serving.request import RequestLimits
+from ecad.serving.latency import LatencyModel, RequestCost, fit_latency_model, latency_design
+from ecad.serving.request import RequestLimits, ResolvedRequest
 from ecad.setting import Setting
 from ecad.transfer import TransferQualityModel, noise_levels
 
@@ -29,8 +31,9 @@ logger = logging.getLogger(__name__)
 
 
 def start(config: ServingConfig, pipe=None) -> tuple[Any, dict[str, ServedBank], RequestLimits]:
-    """The pipeline (loaded unless given), its served banks by id (the default bank first) and the
-    request limits, ready for the first request."""
+    """The pipeline (loaded unless given), its served banks by id (the default bank first, each
+    with the latency model) and the request limits. The warm-up comes once the queue exists
+    (``warm_up``)."""
     from ecad.adapters import get_adapter
     from ecad.generate import load_pipeline
 
@@ -55,15 +58,15 @@ def start(config: ServingConfig, pipe=None) -> tuple[Any, dict[str, ServedBank],
     budget_s = config.profile_time_budget_s / max(1, unprofiled)
     names = [path.name for path in found]
     levels = functools.cache(lambda setting: noise_levels(pipe, setting))
+    profiled = {path: ensure_profile(pipe, bank, path, config, budget_s) for path, bank in found.items()}
+    cost = RequestCost(pipe, latency_model(pipe, *next(iter(profiled.values())), limits, config))
     banks: dict[str, ServedBank] = {}
-    for path, bank in found.items():
-        bank, profile = ensure_profile(pipe, bank, path, config, budget_s)
+    for path, (bank, profile) in profiled.items():
         bank_id = path.name if names.count(path.name) == 1 else str(path)
-        tail = LatencyQuantiles(config.latency_quantile, config.latency_window, config.latency_margin)
-        banks[bank_id] = ServedBank(bank_id, path, bank, profile, tail, noise_levels=levels,
+        tail = LatencyQuantiles(config.latency_quantile, config.latency_window, config.latency_margin,
+                                home=RequestShape(bank.setting, profile.batch_size))
+        banks[bank_id] = ServedBank(bank_id, path, bank, profile, tail, cost, noise_levels=levels,
                                     transfer_quality=transfer_quality_of(path, bank))
-    for served in banks.values():
-        warm_up(pipe, served)
     return pipe, banks, limits
 
 
@@ -78,6 +81,26 @@ def transfer_quality_of(bank_path: Path, bank: ScheduleBank) -> TransferQualityM
         except (OSError, ValueError, KeyError, TypeError) as err:
             logger.warning("%s: unreadable transfer-quality file, not used: %s", path, err)
     return None
+
+
+def latency_model(pipe, bank: ScheduleBank, profile: HardwareProfile, limits: RequestLimits,
+                  config: ServingConfig) -> LatencyModel:
+    """The latency model fitted on runs around the default ``bank`` (``ecad.serving.latency``):
+    its entry without caching, its fastest and its median entry by ``profile``; the MACs alone
+    if ``config.latency_fit_s`` is 0."""
+    if config.latency_fit_s <= 0:
+        return LatencyModel.macs_only()
+    by_ms = sorted(profile.latency_ms, key=profile.latency_ms.get)
+    no_cache = bank.no_cache_entry().id
+    chosen = dict.fromkeys([no_cache, by_ms[0], by_ms[len(by_ms) // 2]])
+    schedules = {i: None if i == no_cache else bank.entry(i).cache_schedule() for i in chosen}
+    runs = latency_design(bank.setting, schedules, min_steps=limits.min_steps,
+                          max_side=(limits.max_height, limits.max_width), multiple=limits.spatial_multiple)
+    started = time.perf_counter()
+    model = fit_latency_model(pipe, runs, time_budget_s=config.latency_fit_s, prompt=DEFAULT_PROFILE_PROMPT)
+    logger.info("latency model: %d runs in %.0f s, prices %s", len(runs), time.perf_counter() - started,
+                model.view()["prices_ms"])
+    return model
 
 
 def default_first(banks: dict[Path, ScheduleBank], native: tuple[int, int]) -> dict[Path, ScheduleBank]:
@@ -153,13 +176,23 @@ def ensure_profile(pipe, bank: ScheduleBank, bank_path: Path, config: ServingCon
     return bank, profile
 
 
-def warm_up(pipe, served: ServedBank) -> None:
-    """One call per code path before the first request: the first call of a fresh process is
-    several times slower (lazy init), which would both miss that request's budget and teach
-    the latency estimate a wrong ratio. Once per bank: each has its own resolution and steps."""
-    latency = served.profile.latency_ms
-    fastest = min(latency, key=latency.get)
-    for entry_id in dict.fromkeys([served.bank.no_cache_entry().id, fastest]):
-        started = time.perf_counter()
-        generate(pipe, [DEFAULT_PROFILE_PROMPT], [0], served.bank.setting, served.schedules[entry_id])
-        logger.info("warm-up of %s with %s: %.0f ms", served.id, entry_id, (time.perf_counter() - started) * 1000)
+def warm_up(queue, banks: dict[str, ServedBank]) -> None:
+    """Run requests through the path every request takes before the first one arrives, in every
+    slot (``PipelineQueue.warm_up``): the slot's worker thread, its transformer view, the
+    between-steps hook, the cache hooks of each kind of entry, the PNG encoder. Per bank (each has
+    its own resolution and steps): the entry without caching, the best, the fastest and the
+    median, twice. The first round pays for lazy initialisation (the first call of a fresh process,
+    view or code path is several times slower) and teaches nothing; the second teaches the latency
+    tail how fast this machine is *now* against the profile (which may have been measured on a
+    quieter day), so the first request is predicted like any later one."""
+    for observe in (False, True):
+        for served in banks.values():
+            latency = served.profile.latency_ms
+            by_ms = sorted(latency, key=latency.get)
+            best = max(served.quality, key=lambda i: (served.quality[i].value, -latency[i]))
+            entries = dict.fromkeys([served.bank.no_cache_entry().id, best, by_ms[0], by_ms[len(by_ms) // 2]])
+            request = ResolvedRequest(DEFAULT_PROFILE_PROMPT, None, None, 0, RequestShape(served.bank.setting), served)
+            for entry_id in entries:
+                took = queue.warm_up(request, entry_id, observe=observe)
+                logger.info("warm-up%s of %s with %s: %s ms per slot", " (observed)" if observe else "", served.id,
+                            entry_id, ", ".join(f"{t:.0f}" for t in took))
