@@ -171,11 +171,11 @@ def _splits(model: str, args, calibration: tuple[list[str], list[int]], bank_val
     """(validation, held-out) splits, disjoint in prompts and seeds from each other and from the
     calibration (asserted); notes on anything smaller than asked."""
     from ecad.bench.runner import HELD_OUT, VALIDATION, Split
-    from ecad.quality.prompts import assert_disjoint_splits, prompt_set, split_seeds, validation_prompts
+    from ecad.quality.prompts import assert_disjoint_splits, held_out_prompts, split_seeds, validation_prompts
 
     notes = []
     source = model if Path(model).exists() else "generic"
-    held = list(dict.fromkeys(prompt_set(source, args.held_out_prompts, "held-out")))
+    held = held_out_prompts(source, args.held_out_prompts, calibration[0])
     try:
         val = validation_prompts(source, args.validation_prompts, calibration[0])
     except ValueError:  # a small generic list: as many as there are

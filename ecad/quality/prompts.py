@@ -101,6 +101,18 @@ def validation_prompts(model: str | Path, count: int, calibration: list[str]) ->
     return chosen
 
 
+def held_out_prompts(model: str | Path, count: int, exclude: list[str] = ()) -> list[str]:
+    """``count`` distinct held-out prompts (the benchmark's), none of them in ``exclude`` (the
+    calibration prompts: the two generators draw from the same scenes, so a short prompt can come
+    up in both). Drawn in order from the first `HELD_OUT_RESERVE` held-out prompts, which the
+    validation split avoids."""
+    excluded = set(exclude)
+    chosen = list(dict.fromkeys(p for p in prompt_set(model, HELD_OUT_RESERVE, "held-out") if p not in excluded))
+    if len(chosen) < count and is_scenes_model(model):
+        raise ValueError(f"only {len(chosen)} held-out prompts are distinct and not excluded, {count} asked")
+    return chosen[:count]
+
+
 def assert_disjoint(validation: list[str], **others: list[str]) -> None:
     """Raise ValueError naming the split and prompts that validation shares with another split."""
     for name, prompts in others.items():
