@@ -578,3 +578,11 @@ def test_timing_noise_times_each_entry_run_between_two_no_cache_runs_by_both_clo
     load = module.machine_load([10, 0, 5, 100, 0, 0, 0, 1], [60, 0, 15, 130, 10, 0, 0, 11])
     assert load["idle_share"] == pytest.approx(40 / 110) and load["steal_share"] == pytest.approx(10 / 110)
     assert module.machine_load(None, [1] * 8) is None
+
+
+def test_knob_grids_are_as_fine_at_another_step_count():
+    """At 20 steps the interval knobs are 2, 3, 4; at 50 the same fractions of the run join them."""
+    assert C.intervals(20) == [2, 3, 4] and C.intervals(12) == [2, 3, 4]
+    assert C.intervals(50) == [2, 3, 4, 5, 8, 10] and C.intervals(50, (2, 3, 5)) == [2, 3, 5, 8, 12]
+    assert {k.interval for k in C.taylorseer_knobs(50)} == set(C.intervals(50))
+    assert len(C.pab_knobs(steps=20)) == 12 and len(C.fastercache_knobs(steps=20)) == 12

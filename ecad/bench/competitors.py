@@ -65,6 +65,15 @@ os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")
 SHIM_HOOK = "ecad_bench_cache_context_shim"
 
 KIND_ORDER = ("reference", "ecad", "baseline", "heuristic", "competitor")
+
+
+def intervals(steps: int, at_20: Iterable[int] = (2, 3, 4)) -> list[int]:
+    """A knob's step intervals at ``steps`` steps, as fine as ``at_20`` is at 20: those values, plus
+    the same fractions of the run (so 2, 3, 4 at 20 steps become 2, 3, 4, 5, 8, 10 at 50, where
+    steps are closer in noise and longer reuses pay)."""
+    at_20 = list(at_20)
+    scaled = {max(2, round(n * steps / 20)) for n in at_20}
+    return sorted(n for n in set(at_20) | scaled if 2 <= n < steps)
 FEWER_STEPS_FROM = 4
 
 
@@ -190,11 +199,13 @@ class ScheduleMethod(Method):
 
 
 def engine_methods(layout, num_steps: int, *, fora_range: Iterable[int] | None = None,
-                   component_range: Iterable[int] = (2, 3, 4)) -> list[Method]:
+                   component_range: Iterable[int] | None = None) -> list[Method]:
     """No-cache plus the heuristic families of `ecad.heuristics.heuristic_suite`, by family.
 
-    FORA runs at every n from 2 to the number of steps unless ``fora_range`` says otherwise."""
+    FORA runs at every n from 2 to the number of steps unless ``fora_range`` says otherwise;
+    component-wise FORA and static block skipping at `intervals(num_steps)` (2, 3, 4 at 20 steps)."""
     suite = heuristic_suite(layout, num_steps)
+    component_range = intervals(num_steps) if component_range is None else component_range
     methods: list[Method] = [ScheduleMethod("no-cache", "reference", {"no-cache": suite["no-cache"]})]
     fora_range = range(2, num_steps) if fora_range is None else fora_range
     fora = {f"fora-{n}": heuristics.fora(layout, num_steps, n) for n in fora_range if 2 <= n < num_steps}
@@ -212,6 +223,9 @@ def engine_methods(layout, num_steps: int, *, fora_range: Iterable[int] | None =
     if tg:
         methods.append(ScheduleMethod("tgate", "heuristic", tg, "gate step"))
     skip = {k: v for k, v in suite.items() if k.startswith("block-skip-")}
+    if skip and layout.num_blocks > 1:  # the suite's periods are 2, 3, 4: longer ones at more steps
+        skip |= {f"block-skip-{n}": heuristics.block_skip(layout, num_steps, n)
+                 for n in intervals(num_steps) if f"block-skip-{n}" not in skip}
     if skip:  # static whole-block skipping, FirstBlockCache's pattern without its threshold
         methods.append(ScheduleMethod("block-skip", "heuristic", skip, "period n, early steps skipped, blocks kept"))
     return methods
@@ -258,7 +272,7 @@ def bank_method(bank, pipe: Any, setting: Setting, bars, *, how: str = "bank", r
 
     Speed for the prefilter: `speed_model(schedule)` if given, else MACs at `setting`. `per_bar`
     None keeps every entry (no prefilter)."""
-    from ecad.bench.tuning import PREFILTER_PER_BAR, Candidate, prefilter
+    from ecad.bench.tuning import PREFILTER_PER_BAR, Candidate, prefilter, stored_scores
     from ecad.cost import image_macs
     from ecad.schedule import ScheduleError
 
@@ -294,14 +308,10 @@ def bank_method(bank, pipe: Any, setting: Setting, bars, *, how: str = "bank", r
     def speed(schedule: CacheSchedule) -> float:
         return float(speed_model(schedule)) if speed_model is not None else base / image_macs(pipe, setting, schedule)
 
-    def reward_rel(entry) -> float | None:
-        if not reward_metric or reward_metric not in entry.quality or reward_metric not in no_cache.quality:
-            return None
-        return entry.score(reward_metric) / max(no_cache.score(reward_metric), 1e-12)
-
     entries = {e.id: e for e in bank.entries}  # stored scores: the source's, for a moved bank
-    candidates = [Candidate(i, sched, entries[i].score("psnr") if "psnr" in entries[i].quality else None,
-                            reward_rel(entries[i]), speed(sched)) for i, sched in schedules.items()]
+    stored = {i: stored_scores(entries[i], no_cache, reward_metric) for i in schedules}
+    candidates = [Candidate(i, sched, stored[i].get("psnr"), stored[i].get("reward_rel"), speed(sched))
+                  for i, sched in schedules.items()]
     kept = candidates if per_bar is None else prefilter(candidates, bars, per_bar=per_bar or PREFILTER_PER_BAR)
     method = ScheduleMethod(BANK_FAMILIES[how], "ecad", {c.id: c.schedule for c in kept}, "bank entry")
     method.sources = {c.id: entries[c.id].source for c in kept}
@@ -562,27 +572,27 @@ def taylorseer_knobs(steps: int, quick: bool = False) -> list[TaylorSeerKnob]:
     """Order 0/1 x interval x late-step cutoff (full computation from a fraction of the steps on:
     at guidance 4.5 order 1 drifts after step ~13 of 20, so a cutoff is what makes it usable)."""
     cutoffs = [None] + sorted({round(steps * f) for f in ((0.7,) if quick else (0.6, 0.7, 0.8))})
-    intervals = (2, 3) if quick else (2, 3, 4)
-    return [TaylorSeerKnob(i, o, c) for o in (0, 1) for i in intervals for c in cutoffs if c is None or 3 < c < steps]
+    every = (2, 3) if quick else intervals(steps)
+    return [TaylorSeerKnob(i, o, c) for o in (0, 1) for i in every for c in cutoffs if c is None or 3 < c < steps]
 
 
-def pab_knobs(quick: bool = False) -> list[PabKnob]:
+def pab_knobs(quick: bool = False, steps: int = 20) -> list[PabKnob]:
     """Equal intervals, cross-attention at twice the self-attention interval (the paper's pyramid),
     and each attention reused alone."""
-    ranges = (2, 4) if quick else (2, 3, 4)
+    ranges = (2, 4) if quick else intervals(steps)
     knobs = [PabKnob(n, n) for n in ranges] + [PabKnob(n, 2 * n) for n in ranges]
     knobs += [PabKnob(n, None) for n in ranges] + [PabKnob(None, n) for n in ranges]
     return list(dict.fromkeys(knobs))
 
 
-def fastercache_knobs(quick: bool = False) -> list[FasterCacheKnob]:
+def fastercache_knobs(quick: bool = False, steps: int = 20) -> list[FasterCacheKnob]:
     """Self-attention interval x the unconditional branch's cache: computed every 2, 3 or 5 steps,
     skipped only below timestep 641 (diffusers' default) or below 381 (late steps only).
 
     FasterCache reuses attention only on the steps where it skips the unconditional branch (its
     cache holds the conditional half), so "uncond every 1 step" would be no caching at all."""
-    spatial = (2, 3)
-    uncond = ((2, 641), (3, 381)) if quick else ((2, 641), (2, 381), (3, 641), (3, 381), (5, 641), (5, 381))
+    spatial = intervals(steps, (2, 3))
+    uncond = ((2, 641), (3, 381)) if quick else [(u, until) for u in intervals(steps, (2, 3, 5)) for until in (641, 381)]
     return [FasterCacheKnob(s, u, until) for s in spatial for u, until in uncond]
 
 
@@ -603,10 +613,10 @@ def diffusers_methods(setting: Setting, *, shim: bool = True, quick: bool = Fals
         fbc,
         DiffusersCache("diffusers-taylorseer", "interval, order, full computation from step", taylorseer_knobs(steps, quick),
                        _taylorseer, shim=shim, setting=setting),
-        DiffusersCache("diffusers-pab", "self-attention interval, cross-attention interval", pab_knobs(quick),
+        DiffusersCache("diffusers-pab", "self-attention interval, cross-attention interval", pab_knobs(quick, steps),
                        _pab, shim=shim, setting=setting),
         DiffusersCache("diffusers-fastercache", "self-attention interval, uncond. every, uncond. until timestep",
-                       fastercache_knobs(quick), _fastercache, shim=shim, setting=setting),
+                       fastercache_knobs(quick, steps), _fastercache, shim=shim, setting=setting),
         mag,
     ]
 

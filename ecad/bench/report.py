@@ -206,7 +206,9 @@ def latency_table(exp: Experiment) -> dict[str, Any]:
     table = latency.summarize(exp.latency, labels)
     for label, row in table.items():
         p = exp.point(label)
-        row.update(family=p.method.family, kind=p.method.kind, picked=p.picked, static=p.analytic_macs_per_image is not None)
+        shorts = {b.key: b.short for b in exp.bars}
+        row.update(family=p.method.family, kind=p.method.kind, picked=[shorts[k] for k in p.picked],
+                   static=p.analytic_macs_per_image is not None or p.method.kind == "reference")
     return table
 
 
@@ -423,7 +425,8 @@ def _verdict_section(exp: Experiment, e: dict, has_reward: bool) -> list[str]:
                 if r is None:
                     return "none clears it on validation"
                 h = r["held_out"] or {}
-                return (f"{r['label']} ({_f(h.get('psnr'), '{:.1f}')} dB" + (f", {_rel(h)}" if has_reward else "")
+                seeded = " (a seeded heuristic)" if r.get("source") == "heuristic" else ""
+                return (f"{r['label']}{seeded} ({_f(h.get('psnr'), '{:.1f}')} dB" + (f", {_rel(h)}" if has_reward else "")
                         + f"; {_pass(r['passes_held_out'])})")
 
             paired = v["paired"]
@@ -453,7 +456,8 @@ def _verdict_section(exp: Experiment, e: dict, has_reward: bool) -> list[str]:
                        + (f"{_rel(h)} | " if has_reward else "") + f"{_pass(r['passes_held_out'])} | "
                        f"{_speed_text(r['speed'])} ({_spread_text(r['speed'])}) | {_f(r['macs_speedup'], '{:.2f}x')} | "
                        f"{_f(r['predicted_speedup'], '{:.2f}x')} |")
-        missing = [f for f in families(exp) if f not in b["picks"] and _kind(exp, f) != "reference"]
+        ran = {p.method.family for p in _ok(exp.points)}
+        missing = [f for f in families(exp) if f not in b["picks"] and _kind(exp, f) != "reference" and f in ran]
         if missing:
             out += ["", "No point clears this bar on validation: " + ", ".join(missing) + "."]
         out.append("")
@@ -491,7 +495,7 @@ def _latency_section(exp: Experiment, e: dict) -> list[str]:
     rows = sorted(table.items(), key=lambda kv: (kv[1]["family"] != "no-cache", -kv[1]["macs_margin_95"], kv[0]))
     for label, r in rows:
         m, sec = r["macs"], r["seconds"]
-        out.append(f"| {r['family']} | {label} ({', '.join(r['picked']) or '–'}) | {'yes' if r['static'] or r['family'] == 'no-cache' else 'no'} | "
+        out.append(f"| {r['family']} | {label} ({', '.join(r['picked']) or '–'}) | {'yes' if r['static'] else 'no'} | "
                    f"{m['p5'] / 1e9:.3f} / {m['p50'] / 1e9:.3f} / {m['p95'] / 1e9:.3f} | {r['macs_margin_95']:.1%} | "
                    f"{sec['p5'] * 1e3:.0f} / {sec['p50'] * 1e3:.0f} / {sec['p95'] * 1e3:.0f} | {r['seconds_margin_95']:.1%} |")
     out += ["", "Threshold caches decide per input, so at batch 1 they also make other images than at the batch "

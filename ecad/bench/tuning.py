@@ -164,3 +164,23 @@ def prefilter(candidates: Sequence[Candidate], bars: Iterable[Bar], *, per_bar: 
         for c in sorted(near, key=lambda c: -c.speed)[:per_bar]:
             kept.setdefault(c.id, c)
     return sorted(kept.values(), key=lambda c: -c.speed)
+
+
+def stored_scores(entry: Any, no_cache: Any, reward_metric: str | None) -> dict[str, float]:
+    """An entry's stored means (validation where re-scored there) in the form `Bar.meets` reads."""
+    out = {"psnr": entry.score("psnr")} if "psnr" in entry.quality else {}
+    if reward_metric and reward_metric in entry.quality and reward_metric in no_cache.quality:
+        out["reward_rel"] = entry.score(reward_metric) / max(no_cache.score(reward_metric), 1e-12)
+    return out
+
+
+def fastest_by_stored_scores(bank: Any, bars: Iterable[Bar], *, reward_metric: str | None = None,
+                             speed: Any = None) -> dict[str, Any]:
+    """Per bar (key), the bank's fastest entry whose stored scores clear it (None if none does):
+    what the bank's own validation says, before the benchmark renders anything. ``speed(entry)``
+    defaults to the MACs speedup over the bank's no-cache entry."""
+    no_cache = bank.no_cache_entry()
+    speed = speed or (lambda e: no_cache.macs / e.macs)
+    return {bar.key: max((e for e in bank.entries if e is not no_cache
+                          and bar.meets(stored_scores(e, no_cache, reward_metric))), key=speed, default=None)
+            for bar in bars}
