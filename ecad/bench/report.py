@@ -378,7 +378,7 @@ def markdown(meta: dict, exp: Experiment, data: dict) -> str:
 
 
 def _stages(exp: Experiment) -> str:
-    return ", ".join(f"{k.split(' (')[0]} {v / 60:.0f} min" for k, v in exp.stage_seconds.items())
+    return ", ".join(f"{k} {v / 60:.0f} min" for k, v in exp.stage_seconds.items())
 
 
 def _seed_text(seeds: Sequence[int]) -> str:

@@ -253,11 +253,14 @@ def run_experiment(
     references: dict[str, torch.Tensor] = {}
     stage_start = time.perf_counter()
 
-    def stage_done(stage: str) -> None:
+    def stage_done(stage: str, what: str = "") -> None:
         nonlocal stage_start
-        exp.stage_seconds[stage] = exp.stage_seconds.get(stage, 0.0) + time.perf_counter() - stage_start
+        seconds = time.perf_counter() - stage_start
+        exp.stage_seconds[stage] = exp.stage_seconds.get(stage, 0.0) + seconds
+        if store is not None:
+            store.add_stage(stage, seconds)
         stage_start = time.perf_counter()
-        log(f"ecad-bench {name}: {stage} done ({time.perf_counter() - start:.0f} s)")
+        log(f"ecad-bench {name}: {stage} {what} done ({time.perf_counter() - start:.0f} s)")
 
     def run(p: Point, items) -> torch.Tensor:
         return render(pipe, p.method.setting_for(setting, p.knob), None, items)
@@ -380,7 +383,7 @@ def run_experiment(
         schedule = p.method.schedule(p.knob) if speed_model is not None and p.status == "ok" else None
         if schedule is not None:
             p.predicted_speedup = float(speed_model(schedule))
-    stage_done(f"tuning ({len(points)} points on {len(validation.items())} validation images)")
+    stage_done("tuning", f"({len(points)} points on {len(validation.items())} validation images)")
 
     # 3. finalists per bar and family on validation; several: time them, the fastest is the pick
     finals: dict[str, dict[Method, list[Point]]] = {}
@@ -404,13 +407,13 @@ def run_experiment(
             if best is not None:
                 exp.picks.setdefault(b.key, {})[m.family] = best
                 best.picked.append(b.key)
-    stage_done(f"selection ({len(contested)} finalists timed)")
+    stage_done("selection", f"({len(contested)} finalists timed)")
 
     # 4. the picks on held-out prompts and seeds
     picked = exp.picked_points()
     for p in [ref] + picked:
         score(p, HELD_OUT)
-    stage_done(f"held-out ({len(picked)} picks on {len(held_out.items())} images)")
+    stage_done("held-out", f"({len(picked)} picks on {len(held_out.items())} images)")
 
     # 5. verdict rounds on held-out images, until every paired interval is narrow enough
     def narrow(timings: Timings) -> bool:
@@ -421,7 +424,7 @@ def run_experiment(
     exp.verdict_timings = _time_stage("verdict", [p for p in picked if p.status == "ok"], ref,
                                       _batches(held_out.items(), bs), config, config.min_rounds, config.max_rounds, run, pipe,
                                       bar, store, log, stop=narrow)
-    stage_done(f"verdict ({exp.verdict_timings.rounds} rounds)")
+    stage_done("verdict", f"({exp.verdict_timings.rounds} rounds)")
 
     # 6. latency predictability: one image at a time, prompt by prompt
     if config.latency_prompts > 0:
@@ -433,7 +436,7 @@ def run_experiment(
                                         guidance_scale=setting.guidance_scale),
             done=store.latency() if store is not None else (),
             on_prompt=store.add_latency if store is not None else (lambda record: None), progress=bar.update)
-        stage_done(f"latency ({len(items)} prompts)")
+        stage_done("latency", f"({len(items)} prompts)")
 
     if config.as_shipped:
         tried: set[int] = set()
@@ -448,7 +451,10 @@ def run_experiment(
     exp.reference_reproducible = bool(torch.equal(run(ref, validation.items()[:bs]), before))
     if not exp.reference_reproducible:
         log("ecad-bench: WARNING: the no-cache output changed after the methods ran (a method left state behind)")
-    exp.seconds = time.perf_counter() - start
+    stage_done("other", "(set-up, reproducibility check)")
+    if store is not None:  # every run that worked in the store folder, this one included
+        exp.stage_seconds = store.stage_seconds()
+    exp.seconds = sum(exp.stage_seconds.values())
     return exp
 
 

@@ -7,7 +7,9 @@ A run on the bundled model takes hours on a 2-core box; an interruption must not
   image as a PNG for the report's grid);
 - ``rounds.jsonl``: one timed round (selection or verdict), the values `ecad.timing.time_rounds`
   added in that round;
-- ``latency.jsonl``: one prompt of the latency-predictability pass (every point's MACs and seconds).
+- ``latency.jsonl``: one prompt of the latency-predictability pass (every point's MACs and seconds);
+- ``stages.jsonl``: the seconds each run spent in each stage (a resumed run adds its own), so the
+  report's run time is the sum over every run that contributed.
 
 ``identity.json`` holds what makes two runs the same run (model, setting, splits, batch size,
 bars, methods); a folder made for another identity is refused unless ``fresh`` starts it over.
@@ -30,7 +32,7 @@ import torch
 from ecad.atomic import atomic_write_text
 from ecad.timing import Timings
 
-FILES = ("scores.jsonl", "rounds.jsonl", "latency.jsonl")
+FILES = ("scores.jsonl", "rounds.jsonl", "latency.jsonl", "stages.jsonl")
 
 
 class WorkStore:
@@ -90,6 +92,17 @@ class WorkStore:
 
     def add_latency(self, record: dict) -> None:
         self._append("latency.jsonl", record)
+
+    # -- run time -------------------------------------------------------------------------------
+    def add_stage(self, stage: str, seconds: float) -> None:
+        self._append("stages.jsonl", {"stage": stage, "seconds": seconds})
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds per stage, summed over every run that worked in this folder."""
+        out: dict[str, float] = {}
+        for r in self._read("stages.jsonl"):
+            out[r["stage"]] = out.get(r["stage"], 0.0) + r["seconds"]
+        return out
 
 
 def timings_tail(timings: Timings, before: dict[str, int]) -> dict:
