@@ -1,7 +1,10 @@
 #!/usr/bin/env python
-"""A bank's fastest entry, in MACs speedup over no-cache, whose PSNR on the validation prompts
-(the calibration's held-back split, `entry.validation`) clears 35 / 30 dB, with and without the
-scenes reward >= 98% of no-cache's on the same prompts.
+"""A bank's fastest entry, in MACs speedup over no-cache, whose stored PSNR on the validation prompts
+(the calibration's held-back split, `entry.validation`) clears the benchmark's bars (35 / 30 dB,
+with and without the scenes reward >= 98% of no-cache's on the same prompts):
+`ecad.bench.tuning.fastest_by_stored_scores`. What the bank says about itself; `ecad-bench`
+renders the candidates on its larger validation split and judges them on held-out prompts and
+seeds.
 
     python scripts/validation_bars.py schedules/ecad-scenes/32x32-20steps.json \
         runs/calibrate/ecad-scenes/focus-psnr28-bank.json
@@ -27,25 +30,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-BARS = (35.0, 30.0)
-REWARD_SHARE = 0.98
+REWARD_METRIC = "scenes-reward"
 
 
 def fastest_at_bars(bank, speedup=None) -> dict[str, tuple[float, str, float] | None]:
-    """{bar name: (speedup, entry id, validation PSNR)} of the fastest entry clearing it;
-    ``speedup(entry)`` defaults to its MACs speedup over no-cache."""
+    """{bar name: (speedup, entry id, stored PSNR) of the fastest entry clearing it by its stored
+    (validation) scores}: `ecad.bench.tuning.fastest_by_stored_scores` at the benchmark's bars."""
+    from ecad.bench.tuning import default_bars, fastest_by_stored_scores
+
     no_cache = bank.no_cache_entry()
     speedup = speedup or (lambda e: no_cache.macs / e.macs)
-    base_reward = no_cache.validation["scenes-reward"]
-    out = {}
-    for bar in BARS:
-        for with_reward in (True, False):
-            ok = [e for e in bank.entries if e.validation and e.validation["psnr"] >= bar
-                  and (not with_reward or e.validation["scenes-reward"] >= REWARD_SHARE * base_reward)]
-            best = max(ok, key=speedup, default=None)
-            out[f">= {bar:.0f} dB" + (" + reward" if with_reward else "")] = (
-                (speedup(best), best.id, best.validation["psnr"]) if best else None)
-    return out
+    bars = default_bars(REWARD_METRIC in no_cache.quality)
+    best = fastest_by_stored_scores(bank, bars, reward_metric=REWARD_METRIC, speed=speedup)
+    return {bar.name: (speedup(e), e.id, e.score("psnr")) if (e := best[bar.key]) else None for bar in bars}
 
 
 def fitted_speedup(bank, cost_model: dict):

@@ -4,7 +4,11 @@ A `Method` is a family with one main knob (FORA's interval, a threshold, a bank 
 knob value is one point of the family's speed/quality curve. Families:
 
 - ``no-cache``: the reference.
-- ``ecad``: the bank's front (schedules through our engine, `ecad.hooks`).
+- ``ecad``: the bank's front (schedules through our engine, `ecad.hooks`), prefiltered by the
+  entries' stored validation scores (`ecad.bench.tuning.prefilter`); at another setting also
+  ``ecad-transfer`` (a bank made elsewhere moved by noise level, `ecad.transfer.transfer_bank`)
+  and ``ecad-resampled`` (the same bank resampled by nearest step index, what the server did).
+- ``fewer-steps``: no caching, fewer denoising steps (every n from 4 to steps - 1).
 - Heuristic schedules through our engine (`ecad.heuristics`): ``fora`` (n), ``fora-attn1`` /
   ``fora-attn2`` / ``fora-ff`` (component-wise FORA, n), ``delta-dit`` (boundary step),
   ``tgate`` (gate step).
@@ -60,7 +64,17 @@ os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")
 
 SHIM_HOOK = "ecad_bench_cache_context_shim"
 
-KIND_ORDER = ("reference", "ecad", "heuristic", "competitor")
+KIND_ORDER = ("reference", "ecad", "baseline", "heuristic", "competitor")
+
+
+def intervals(steps: int, at_20: Iterable[int] = (2, 3, 4)) -> list[int]:
+    """A knob's step intervals at ``steps`` steps, as fine as ``at_20`` is at 20: those values, plus
+    the same fractions of the run (so 2, 3, 4 at 20 steps become 2, 3, 4, 5, 8, 10 at 50, where
+    steps are closer in noise and longer reuses pay)."""
+    at_20 = list(at_20)
+    scaled = {max(2, round(n * steps / 20)) for n in at_20}
+    return sorted(n for n in set(at_20) | scaled if 2 <= n < steps)
+FEWER_STEPS_FROM = 4
 
 
 class Method:
@@ -100,6 +114,20 @@ class Method:
     def schedule(self, knob: Any) -> CacheSchedule | None:
         """The static schedule of a point, when the method has one (MACs are then analytic too)."""
         return None
+
+    def setting_for(self, setting: Setting, knob: Any) -> Setting:
+        """The setting a point renders at (fewer steps change it; caches do not)."""
+        return setting
+
+    def analytic_macs(self, pipe: Any, setting: Setting, knob: Any) -> int | None:
+        """MACs of one image by `ecad.cost.image_macs`, for a point whose work is fixed in advance
+        (a schedule, fewer steps); None for methods that decide per input."""
+        schedule = self.schedule(knob)
+        if schedule is None:
+            return None
+        from ecad.cost import image_macs
+
+        return image_macs(pipe, self.setting_for(setting, knob), schedule)
 
     def describe(self) -> dict:
         return {"family": self.family, "kind": self.kind, "api": self.api, "knob": self.knob_name,
@@ -144,9 +172,14 @@ class ScheduleMethod(Method):
         super().__init__(list(schedules))
         self.family, self.kind, self.knob_name = family, kind, knob_name
         self.schedules = dict(schedules)
+        self.sources: dict[str, str] = {}  # a bank family: entry id -> the entry's source ("ecad", "heuristic")
+        self.candidates: int | None = None  # a bank family: entries before the prefilter
+
+    def describe(self) -> dict:
+        return {**super().describe(), **({"bank_entries": self.candidates} if self.candidates is not None else {})}
 
     def label(self, knob: Any) -> str:
-        return f"ecad:{knob}" if self.kind == "ecad" else str(knob)
+        return f"{self.family}:{knob}" if self.kind == "ecad" else str(knob)
 
     def schedule(self, knob: Any) -> CacheSchedule:
         return self.schedules[knob]
@@ -166,11 +199,13 @@ class ScheduleMethod(Method):
 
 
 def engine_methods(layout, num_steps: int, *, fora_range: Iterable[int] | None = None,
-                   component_range: Iterable[int] = (2, 3, 4)) -> list[Method]:
+                   component_range: Iterable[int] | None = None) -> list[Method]:
     """No-cache plus the heuristic families of `ecad.heuristics.heuristic_suite`, by family.
 
-    FORA runs at every n from 2 to the number of steps unless ``fora_range`` says otherwise."""
+    FORA runs at every n from 2 to the number of steps unless ``fora_range`` says otherwise;
+    component-wise FORA and static block skipping at `intervals(num_steps)` (2, 3, 4 at 20 steps)."""
     suite = heuristic_suite(layout, num_steps)
+    component_range = intervals(num_steps) if component_range is None else component_range
     methods: list[Method] = [ScheduleMethod("no-cache", "reference", {"no-cache": suite["no-cache"]})]
     fora_range = range(2, num_steps) if fora_range is None else fora_range
     fora = {f"fora-{n}": heuristics.fora(layout, num_steps, n) for n in fora_range if 2 <= n < num_steps}
@@ -188,22 +223,102 @@ def engine_methods(layout, num_steps: int, *, fora_range: Iterable[int] | None =
     if tg:
         methods.append(ScheduleMethod("tgate", "heuristic", tg, "gate step"))
     skip = {k: v for k, v in suite.items() if k.startswith("block-skip-")}
+    if skip and layout.num_blocks > 1:  # the suite's periods are 2, 3, 4: longer ones at more steps
+        skip |= {f"block-skip-{n}": heuristics.block_skip(layout, num_steps, n)
+                 for n in intervals(num_steps) if f"block-skip-{n}" not in skip}
     if skip:  # static whole-block skipping, FirstBlockCache's pattern without its threshold
         methods.append(ScheduleMethod("block-skip", "heuristic", skip, "period n, early steps skipped, blocks kept"))
     return methods
 
 
-def ecad_method(bank, num_steps: int | None = None) -> ScheduleMethod:
-    """The bank's entries (no-cache excluded), resampled to `num_steps` if given."""
-    schedules = {}
-    for entry in bank.entries:
+class FewerSteps(Method):
+    """No caching, fewer denoising steps: the baseline a user tries first. Its images are judged
+    against the no-cache images at the benchmark's own step count (same prompt and seed)."""
+
+    family, kind, api, knob_name = "fewer-steps", "baseline", "the pipeline's num_inference_steps", "steps"
+
+    def label(self, knob: Any) -> str:
+        return f"steps-{knob}"
+
+    def setting_for(self, setting: Setting, knob: Any) -> Setting:
+        return setting.with_changes(num_inference_steps=int(knob))
+
+    def analytic_macs(self, pipe: Any, setting: Setting, knob: Any) -> int:
+        from ecad.cost import image_macs
+
+        return image_macs(pipe, self.setting_for(setting, knob))
+
+    def enable(self, pipe, knob):
+        pass
+
+    def disable(self, pipe):
+        pass
+
+
+def fewer_steps_method(num_steps: int) -> FewerSteps:
+    return FewerSteps(range(FEWER_STEPS_FROM, num_steps))
+
+
+#: the bank families: the bank made for the setting, and a bank made for another one moved here
+BANK_FAMILIES = {"bank": "ecad", "transfer": "ecad-transfer", "resampled": "ecad-resampled"}
+
+
+def bank_method(bank, pipe: Any, setting: Setting, bars, *, how: str = "bank", reward_metric: str | None = None,
+                speed_model: Callable[[CacheSchedule], float] | None = None, per_bar: int | None = None,
+                log: Callable[[str], None] = lambda message: None) -> ScheduleMethod:
+    """A bank's entries as one family, moved to `setting` (``how``: "bank" = made for it, as is;
+    "transfer" by noise level, `ecad.transfer.transfer_bank`; "resampled" by nearest step index,
+    invalid results dropped), prefiltered per bar by their stored scores (`tuning.prefilter`).
+
+    Speed for the prefilter: `speed_model(schedule)` if given, else MACs at `setting`. `per_bar`
+    None keeps every entry (no prefilter)."""
+    from ecad.bench.tuning import PREFILTER_PER_BAR, Candidate, prefilter, stored_scores
+    from ecad.cost import image_macs
+    from ecad.schedule import ScheduleError
+
+    if how not in BANK_FAMILIES:
+        raise ValueError(f"how must be one of {sorted(BANK_FAMILIES)}, got {how!r}")
+    if how == "bank" and bank.setting != setting:
+        raise ValueError(f"the bank is made for {bank.setting}, the benchmark runs {setting}: "
+                         "pass it as the source bank (transfer, resampled)")
+    no_cache = bank.no_cache_entry()
+    moved = {"bank": bank, "transfer": None, "resampled": None}[how]
+    if how == "transfer":
+        from ecad.transfer import transfer_bank
+
+        moved = transfer_bank(bank, pipe, setting)
+    schedules: dict[str, CacheSchedule] = {}
+    source_id: dict[str, str] = {}  # a moved entry's id -> the source entry's (its provenance names it)
+    dropped = 0
+    for entry in (moved or bank).entries:
+        source_id[entry.id] = entry.provenance.name if moved is not bank and entry.provenance else entry.id
         schedule = entry.cache_schedule()
-        if schedule.mask.all():
+        if how == "resampled":
+            schedule = schedule.resample(setting.num_inference_steps)
+            try:
+                schedule.validate()
+            except ScheduleError:
+                dropped += 1  # e.g. a forecast that lost an earlier recompute: it cannot run
+                continue
+        if schedule.mask.all() or schedule.hash in {s.hash for s in schedules.values()}:
             continue
-        if num_steps is not None and num_steps != schedule.num_steps:
-            schedule = schedule.resample(num_steps)
         schedules[entry.id] = schedule
-    return ScheduleMethod("ecad", "ecad", schedules, "bank entry")
+    if dropped:
+        log(f"{BANK_FAMILIES[how]}: {dropped} resampled entries are not valid schedules and were dropped")
+    base = image_macs(pipe, setting)
+
+    def speed(schedule: CacheSchedule) -> float:
+        return float(speed_model(schedule)) if speed_model is not None else base / image_macs(pipe, setting, schedule)
+
+    entries = {e.id: e for e in bank.entries}  # stored scores: the source's, for a moved bank
+    stored = {i: stored_scores(entries[source_id[i]], no_cache, reward_metric) for i in schedules}
+    candidates = [Candidate(i, sched, stored[i].get("psnr"), stored[i].get("reward_rel"), speed(sched))
+                  for i, sched in schedules.items()]
+    kept = candidates if per_bar is None else prefilter(candidates, bars, per_bar=per_bar or PREFILTER_PER_BAR)
+    method = ScheduleMethod(BANK_FAMILIES[how], "ecad", {c.id: c.schedule for c in kept}, "bank entry")
+    method.sources = {c.id: entries[source_id[c.id]].source for c in kept}
+    method.candidates = len(candidates)
+    return method
 
 
 # -- the cache-context shim for diffusers' built-in caches ----------------------------------------
@@ -459,27 +574,27 @@ def taylorseer_knobs(steps: int, quick: bool = False) -> list[TaylorSeerKnob]:
     """Order 0/1 x interval x late-step cutoff (full computation from a fraction of the steps on:
     at guidance 4.5 order 1 drifts after step ~13 of 20, so a cutoff is what makes it usable)."""
     cutoffs = [None] + sorted({round(steps * f) for f in ((0.7,) if quick else (0.6, 0.7, 0.8))})
-    intervals = (2, 3) if quick else (2, 3, 4)
-    return [TaylorSeerKnob(i, o, c) for o in (0, 1) for i in intervals for c in cutoffs if c is None or 3 < c < steps]
+    every = (2, 3) if quick else intervals(steps)
+    return [TaylorSeerKnob(i, o, c) for o in (0, 1) for i in every for c in cutoffs if c is None or 3 < c < steps]
 
 
-def pab_knobs(quick: bool = False) -> list[PabKnob]:
+def pab_knobs(quick: bool = False, steps: int = 20) -> list[PabKnob]:
     """Equal intervals, cross-attention at twice the self-attention interval (the paper's pyramid),
     and each attention reused alone."""
-    ranges = (2, 4) if quick else (2, 3, 4)
+    ranges = (2, 4) if quick else intervals(steps)
     knobs = [PabKnob(n, n) for n in ranges] + [PabKnob(n, 2 * n) for n in ranges]
     knobs += [PabKnob(n, None) for n in ranges] + [PabKnob(None, n) for n in ranges]
     return list(dict.fromkeys(knobs))
 
 
-def fastercache_knobs(quick: bool = False) -> list[FasterCacheKnob]:
+def fastercache_knobs(quick: bool = False, steps: int = 20) -> list[FasterCacheKnob]:
     """Self-attention interval x the unconditional branch's cache: computed every 2, 3 or 5 steps,
     skipped only below timestep 641 (diffusers' default) or below 381 (late steps only).
 
     FasterCache reuses attention only on the steps where it skips the unconditional branch (its
     cache holds the conditional half), so "uncond every 1 step" would be no caching at all."""
-    spatial = (2, 3)
-    uncond = ((2, 641), (3, 381)) if quick else ((2, 641), (2, 381), (3, 641), (3, 381), (5, 641), (5, 381))
+    spatial = intervals(steps, (2, 3))
+    uncond = ((2, 641), (3, 381)) if quick else [(u, until) for u in intervals(steps, (2, 3, 5)) for until in (641, 381)]
     return [FasterCacheKnob(s, u, until) for s in spatial for u, until in uncond]
 
 
@@ -500,10 +615,10 @@ def diffusers_methods(setting: Setting, *, shim: bool = True, quick: bool = Fals
         fbc,
         DiffusersCache("diffusers-taylorseer", "interval, order, full computation from step", taylorseer_knobs(steps, quick),
                        _taylorseer, shim=shim, setting=setting),
-        DiffusersCache("diffusers-pab", "self-attention interval, cross-attention interval", pab_knobs(quick),
+        DiffusersCache("diffusers-pab", "self-attention interval, cross-attention interval", pab_knobs(quick, steps),
                        _pab, shim=shim, setting=setting),
         DiffusersCache("diffusers-fastercache", "self-attention interval, uncond. every, uncond. until timestep",
-                       fastercache_knobs(quick), _fastercache, shim=shim, setting=setting),
+                       fastercache_knobs(quick, steps), _fastercache, shim=shim, setting=setting),
         mag,
     ]
 
@@ -663,38 +778,58 @@ class MemorySampler:
 
 
 class MacsCounter:
-    """MACs actually executed: forward hooks on one probe layer per cacheable component.
+    """MACs that actually ran, counted the way `ecad.cost` counts a schedule's, so that for every
+    action of our engine (reuse, forecast, skip, guidance reuse) it equals `ecad.cost.image_macs`
+    (tested per action):
 
-    Each component's analytic MACs (`adapter.component_macs`) are counted when its first linear
-    layer runs, scaled by the rows it saw (a method may compute a sub-batch, e.g. FasterCache's
-    skipped unconditional half); the non-cacheable part is counted at the transformer's `proj_out`.
-    Whatever skips or reuses a component, this sees only the work that ran.
+    - a component's MACs when its first linear layer runs, scaled by the rows it saw (a method may
+      compute a sub-batch: guidance reuse, FasterCache's skipped unconditional half);
+    - a block's work outside its components (`CostTable.block_other`: AdaLN linears, norms, gates,
+      residual adds) when the block's first module outside its components runs (PixArt, FLUX:
+      ``norm1``), so a skipped block, by our engine or by another method, costs none of it;
+    - the work outside the blocks (`CostTable.other`) at the transformer's ``proj_out``;
+    - our engine's element-wise work of forecasts and skips (`CacheHandle.elementwise_ops`).
+
+    The element-wise work inside other methods' caches (a cached residual added back, a Taylor
+    step) is not seen: it is at most one to a few ops per output element, as ours is.
     """
 
     def __init__(self, pipe, *, height: int, width: int, num_images: int, guidance_scale: float):
-        from ecad.cost import macs_table
+        from ecad.cost import cost_table
 
         adapter = get_adapter(pipe)
         transformer = pipe.transformer
         batch, _ = adapter.transformer_batch(pipe, num_images, guidance_scale=guidance_scale)
         self.batch = batch
-        comp, other = macs_table(pipe, height=height, width=width, batch_size=batch, text_len=adapter.text_len(pipe))
-        self.total = 0.0
+        table = cost_table(pipe, height=height, width=width, batch_size=batch, text_len=adapter.text_len(pipe))
+        self._counted = 0.0
         self._handles = []
-        for b, modules in enumerate(adapter.component_modules(transformer)):
+        components = adapter.component_modules(transformer)
+        for b, (block, modules) in enumerate(zip(adapter.block_modules(transformer), components)):
             for c, module in enumerate(modules):
                 probe = next((m for m in module.modules() if isinstance(m, nn.Linear)), None)
                 if probe is not None:
-                    self._handles.append(probe.register_forward_hook(self._counter(float(comp[b, c]))))
+                    self._handles.append(probe.register_forward_hook(self._counter(float(table.component[b, c]))))
+            inside = {id(m) for module in modules for m in module.modules()}
+            first = next((m for _, m in block.named_children() if id(m) not in inside), None)
+            if first is not None:
+                self._handles.append(first.register_forward_hook(self._counter(float(table.block_other[b]))))
         out = getattr(transformer, "proj_out", None)
         if isinstance(out, nn.Linear):
-            self._handles.append(out.register_forward_hook(self._counter(float(other))))
+            self._handles.append(out.register_forward_hook(self._counter(float(table.other))))
+        self._engine = get_cache_handle(pipe)
+        self._engine_start = self._engine.elementwise_ops if self._engine is not None else 0
+
+    @property
+    def total(self) -> float:
+        engine = self._engine.elementwise_ops - self._engine_start if self._engine is not None else 0
+        return self._counted + engine
 
     def _counter(self, macs: float):
         def hook(module, args, output):
             x = args[0]
             rows = x.shape[0] if x.ndim >= 3 else 1
-            self.total += macs * rows / self.batch
+            self._counted += macs * rows / self.batch
         return hook
 
     def remove(self):

@@ -15,11 +15,15 @@ from pathlib import Path
 from ecad.paths import DEFAULT_MODEL, REPO_ROOT, SCHEDULES_DIR
 
 EPILOG = """\
-What runs (same prompts, same seeds, same process):
+What runs (same prompts, same seeds, same process, one batch size):
   no-cache                       the reference
-  ecad                           every schedule of the bank (the calibrated front), through our engine
+  ecad                           the bank made for this setting: its entries whose stored validation
+                                 scores come near a bar (the fastest --ecad-candidates per bar)
+  ecad-transfer, ecad-resampled  with --source-bank: a bank made for another setting, moved here by
+                                 noise level (ecad.transfer) and by nearest step index
+  fewer-steps                    no caching, every step count from 4 to steps-1
   fora, fora-<component>,        heuristic schedules through our engine (FORA at every n from 2 to
-  delta-dit, tgate, block-skip   steps-1, component-wise FORA n=2..6, Delta-DiT, T-GATE, static
+  delta-dit, tgate, block-skip   steps-1, component-wise FORA n=2..4, Delta-DiT, T-GATE, static
                                  whole-block skipping with and without the early steps skipped)
   cache-dit-dbcache[-taylorseer] cache_dit.enable_cache(pipe, DBCacheConfig(F1B0, threshold)), as shipped
   cache-dit-dbprune              cache_dit.enable_cache(pipe, DBPruneConfig(...)), as shipped
@@ -27,27 +31,37 @@ What runs (same prompts, same seeds, same process):
   -pab, -fastercache, -magcache  FasterCache, MagCache through diffusers' own apply_* functions plus
                                  a cache-context shim (PixArt pipelines set no cache context and have
                                  no current_timestep); each is also tried once without it
-Every method is tuned finely: thresholds (FirstBlockCache, MagCache, cache-dit's
-residual_diff_threshold) are bisected at every quality bar; TaylorSeer over order 0/1 x interval x
-late-step cutoff; PAB with equal, pyramid and single-attention intervals; FasterCache over its
-self-attention interval x its unconditional-branch cache (every 2/3/5 steps, two timestep ranges).
-A method that fails is listed with its error, never dropped.
+Every method is tuned on the VALIDATION split (prompts x seeds that calibration never used):
+thresholds (FirstBlockCache, MagCache, cache-dit's residual_diff_threshold) are bisected at every
+quality bar; TaylorSeer over order 0/1 x interval x late-step cutoff; PAB with equal, pyramid and
+single-attention intervals; FasterCache over its self-attention interval x its unconditional-branch
+cache. Per bar each family's pick is made on validation (its fastest finalist in a few timed
+selection rounds); the picks are judged on HELD-OUT prompts and seeds used by neither calibration
+nor validation. A method that fails is listed with its error, never dropped.
 
 Quality bars: >= 35 dB and >= 30 dB PSNR to no-cache, each with the reward within 2% of no-cache
-(when there is a reward) and PSNR only. Per bar, each method's fastest point is timed with ECAD's
-in interleaved rounds at batch 8 and batch 1; speedup = median per-round ratio, spread = min-max;
-a winner is called only where the spreads do not overlap, else "tie within spread".
+(when there is a reward) and PSNR only. The verdict: the picks are timed in interleaved rounds with
+no-cache; ECAD's pick over the best other pick, round by round (paired), median with a 95%
+bootstrap interval over rounds; a winner only where the interval excludes 1. Rounds continue
+until every interval is narrower than --interval-width of its median (at most --max-rounds).
+Min-max spreads are shown as a display.
 
-Also measured: MACs that actually ran; peak bytes of cached tensors; PSNR/SSIM, the bundled reward
-(with a bootstrap interval) and FID on its features, on held-out prompts (and on the bank's
-calibration prompts for the deciding points); hypervolume per method; whether an ECAD point is at
-least as fast and as good as each other point; transfer to 30/50 steps and another resolution.
+Also measured: MACs that actually ran (equal to ecad.cost.image_macs for our engine's actions);
+the speedup a fitted cost predicts; peak bytes of cached tensors; PSNR/SSIM, the bundled reward
+(with a bootstrap interval) and FID on its features; latency predictability (per-image MACs and
+seconds over --latency-prompts held-out prompts at batch 1: p5/p50/p95 and the margin for 95% of
+requests); hypervolume and dominance, MACs-only over every point and timed over the picks.
 
-Output folder: results.json, README.md (tables), pareto.png, pareto_macs.png, grid.png, transfer.png.
+Resumable: every finished unit of work is kept under --work-dir; rerunning the same command
+resumes it (--fresh starts over).
+
+Output folder: results.json, README.md (tables), pareto.png, pareto_macs.png, grid.png.
 
 Examples:
   ecad-bench                                            # bundled model + its bank -> docs/benchmarks/ecad-scenes
-  ecad-bench --quick --out /tmp/quick                   # coarse grids, 1 bisection step, 2 rounds
+  ecad-bench --quick --out /tmp/quick                   # coarse grids, few rounds: a smoke test
+  ecad-bench --steps 50 --source-bank schedules/ecad-scenes/32x32-20steps.json \\
+      --out /tmp/bench-50 --settings-rows docs/benchmarks/settings/results.json
   ecad-bench --model path/to/pixart --bank schedules/pixart/512x512-20steps.json --methods no-cache,ecad,fora
 """
 
@@ -55,14 +69,18 @@ Examples:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ecad-bench",
-        description="Benchmark ECAD cache schedules against heuristic schedules and the caching methods "
-        "people use today (cache-dit, diffusers' built-in caches) on one model, side by side.",
+        description="Benchmark ECAD cache schedules against heuristic schedules, fewer steps and the caching "
+        "methods people use today (cache-dit, diffusers' built-in caches) on one model, side by side: every "
+        "method selected on validation prompts, judged on held-out prompts and seeds.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     m = p.add_argument_group("model and setting")
     m.add_argument("--model", default=str(DEFAULT_MODEL), help="diffusers folder or hub id (default: the bundled model)")
-    m.add_argument("--bank", help="schedule bank JSON (default: schedules/<model>/<H>x<W>-<steps>steps.json, "
-                   "or the only bank in schedules/<model>/)")
+    m.add_argument("--bank", help="the schedule bank made for this setting (default: the catalogue's bank at this "
+                   "setting, schedules/<model>/<H>x<W>-<steps>steps.json)")
+    m.add_argument("--source-bank", metavar="FILE", help="a bank made for another setting (e.g. the 20-step bank "
+                   "for a --steps 50 run): adds ecad-transfer (moved by noise level) and ecad-resampled (nearest "
+                   "step index), selected on validation like everything else")
     m.add_argument("--steps", type=int, help="denoising steps (default: the bank's, else 20)")
     m.add_argument("--guidance", type=float, help="guidance scale (default: the bank's, else 4.5)")
     m.add_argument("--height", type=int, help="image height (default: the bank's, else the model's native size)")
@@ -70,60 +88,116 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="cpu")
     m.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     q = p.add_argument_group("prompts and quality")
-    q.add_argument("--held-out-prompts", type=int, default=8, help="held-out prompts calibration never saw (default %(default)s)")
-    q.add_argument("--seeds", default="0,1", help="seeds for the held-out prompts (default %(default)s)")
-    q.add_argument("--calibration-prompts", type=int, default=4,
-                   help="how many of the bank's calibration prompts the deciding points are scored on too "
-                   "(default %(default)s; 0 = none)")
-    q.add_argument("--calibration-seeds", type=int, default=2,
-                   help="how many of the bank's calibration seeds to use with them (default %(default)s)")
+    q.add_argument("--validation-prompts", type=int, default=64,
+                   help="validation prompts every method is tuned and picked on (default %(default)s)")
+    q.add_argument("--validation-seeds", type=int, default=4, help="seeds per validation prompt (default %(default)s; "
+                   "from 1000, disjoint from calibration's)")
+    q.add_argument("--held-out-prompts", type=int, default=64, help="held-out prompts the picks are judged on "
+                   "(default %(default)s)")
+    q.add_argument("--held-out-seeds", type=int, default=4, help="seeds per held-out prompt (default %(default)s; "
+                   "from 2000)")
     q.add_argument("--scorer", default="auto", help="reward scorer: 'auto' (scenes-reward on the bundled model, "
                    "else none), 'none', or a scorer name (e.g. clip)")
     q.add_argument("--fid-renders", type=int, default=4, help="real renders per prompt for FID (bundled model; default %(default)s)")
     r = p.add_argument_group("what runs")
     r.add_argument("--methods", default="all", help="comma-separated families to run (no-cache always runs), or 'all'")
-    r.add_argument("--batch-size", type=int, default=8, help="images per pipeline call while tuning; the main "
-                   "timed batch size (default %(default)s)")
-    r.add_argument("--timing-batch-sizes", default="8,1", help="batch sizes the deciding points are timed at "
-                   "(default %(default)s; capped at the held-out images)")
-    r.add_argument("--rounds", type=int, help="interleaved timed rounds of the deciding points (default 4; --quick 2)")
+    r.add_argument("--batch-size", type=int, default=8, help="images per pipeline call, for tuning and timing "
+                   "(default %(default)s; 1 for a verdict one image at a time)")
+    r.add_argument("--ecad-candidates", type=int, default=10, help="bank entries per bar rendered on validation, "
+                   "the fastest whose stored scores come near the bar (default %(default)s; 0: every entry)")
+    r.add_argument("--selection-rounds", type=int, help="timed rounds that pick a family's fastest finalist "
+                   "(default 4; --quick 2)")
+    r.add_argument("--rounds", type=int, help="verdict rounds at least (default 10; --quick 2)")
+    r.add_argument("--max-rounds", type=int, help="verdict rounds at most (default 40; --quick 3)")
+    r.add_argument("--interval-width", type=float, default=0.10, help="stop the verdict rounds when every paired "
+                   "interval is narrower than this share of its median (default %(default)s)")
+    r.add_argument("--latency-prompts", type=int, default=64, help="held-out prompts rendered one at a time for "
+                   "latency predictability (default %(default)s; 0: skip)")
     r.add_argument("--cost-model", metavar="FILE",
-                   help="a fitted cost of this machine (a FittedCost JSON, or a report holding one under 'model', "
-                   "e.g. docs/benchmarks/actions/cost-crossfit-32x32-20steps.json): the bank's and the heuristics' "
-                   "deciding points are the fastest it predicts, not the fewest MACs (default: the cost model the "
-                   "bank was calibrated under, if it was searched with --cost fitted; 'none': MACs)")
+                   help="a fitted cost of this machine (a FittedCost JSON, or a report holding one under 'model'): "
+                   "shown beside every schedule's speedup and ranking the finalists of schedule families (default: "
+                   "the bank's calibration cost model, else on the bundled model "
+                   "docs/benchmarks/actions/cost-crossfit-<H>x<W>-*.json; 'none': MACs only)")
     r.add_argument("--bisect-steps", type=int, help="bisection midpoints per threshold method and bar (default 3; --quick 1)")
-    r.add_argument("--quick", action="store_true", help="coarse knob grids, 1 bisection step, 2 rounds: a smoke "
+    r.add_argument("--quick", action="store_true", help="coarse knob grids, 1 bisection step, 2-3 rounds: a smoke "
                    "test, not a fair benchmark")
-    r.add_argument("--transfer-steps", default="30,50", help="step counts for the transfer test (default %(default)s)")
-    r.add_argument("--transfer-size", type=int, help="another resolution for the transfer test (default: 1.5x native)")
-    r.add_argument("--transfer-prompts", type=int, default=8, help="held-out prompts for transfer runs (default %(default)s)")
-    r.add_argument("--no-transfer", action="store_true", help="skip the transfer experiments")
     r.add_argument("--no-as-shipped", action="store_true", help="do not try diffusers caches without the shim")
     o = p.add_argument_group("output")
     o.add_argument("--out", help="output folder (default docs/benchmarks/<model name>)")
+    o.add_argument("--work-dir", help="where finished work is kept for resuming (default "
+                   "runs/bench/<model>/<setting>)")
+    o.add_argument("--fresh", action="store_true", help="discard the work kept in --work-dir and start over")
+    o.add_argument("--settings-rows", metavar="FILE", help="also merge this run's per-bar rows (steps, bar, ecad, "
+                   "transfer, resampled, best_other, best_other_name) into FILE, replacing rows of the same steps")
     o.add_argument("--no-progress", action="store_true")
     o.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
-def _find_bank(model: str, args) -> Path | None:
-    from ecad.paths import model_name
+def _load_bank(path, pipe, label: str):
+    from ecad.bank import ScheduleBank
 
-    if args.bank:
-        return Path(args.bank)
-    folder = SCHEDULES_DIR / model_name(model)
-    candidates = sorted(folder.glob("*.json")) if folder.is_dir() else []
-    if args.height and args.steps:
-        exact = folder / f"{args.height}x{args.width or args.height}-{args.steps}steps.json"
-        if exact.exists():
-            return exact
-    preferred = [c for c in candidates if c.name.endswith("-20steps.json")]
-    return (preferred or candidates or [None])[0]
+    bank = ScheduleBank.load(path)
+    bank.check_transformer(dict(pipe.transformer.config), source=f"{label} {path}")
+    return bank
 
 
-def _round_to(x: int, multiple: int) -> int:
-    return max(multiple, int(round(x / multiple)) * multiple)
+def _catalogue(model: str):
+    from ecad.bank_catalog import find_banks
+
+    try:
+        return find_banks(model)
+    except Exception:  # noqa: BLE001 - no catalogue for a hub id without banks
+        return []
+
+
+def _default_setting(model: str, args, catalogue, bank):
+    """The run's setting: flags first, then the given bank's, then the catalogue's 20-step bank's."""
+    from ecad.generate import native_resolution
+    from ecad.setting import Setting
+
+    base = bank.setting if bank is not None else next(
+        (c.bank.setting for c in catalogue if c.bank.num_inference_steps == 20),
+        catalogue[0].bank.setting if catalogue else None)
+    native = native_resolution(model) if Path(model).exists() else (512, 512)
+    height = args.height or (base.height if base else native[0])
+    width = args.width or args.height or (base.width if base else native[1])
+    steps = args.steps or (base.num_inference_steps if base else 20)
+    guidance = args.guidance if args.guidance is not None else (base.guidance_scale if base else 4.5)
+    return Setting(height, width, steps, guidance)
+
+
+def _splits(model: str, args, calibration: tuple[list[str], list[int]], bank_validation: list[str]):
+    """(validation, held-out) splits, disjoint in prompts and seeds from each other and from the
+    calibration (asserted); notes on anything smaller than asked."""
+    from ecad.bench.runner import HELD_OUT, VALIDATION, Split
+    from ecad.quality.prompts import assert_disjoint_splits, held_out_prompts, split_seeds, validation_prompts
+
+    notes = []
+    source = model if Path(model).exists() else "generic"
+    held = held_out_prompts(source, args.held_out_prompts, calibration[0])
+    try:
+        val = validation_prompts(source, args.validation_prompts, calibration[0])
+    except ValueError:  # a small generic list: as many as there are
+        val = validation_prompts(source, len(_generic_validation(source, calibration[0])), calibration[0])
+    for name, got, asked in (("held-out", held, args.held_out_prompts), ("validation", val, args.validation_prompts)):
+        if len(got) < asked:
+            notes.append(f"only {len(got)} distinct {name} prompts exist for this model ({asked} asked)")
+    validation = Split(VALIDATION, val, split_seeds(VALIDATION, args.validation_seeds))
+    held_out = Split(HELD_OUT, held, split_seeds(HELD_OUT, args.held_out_seeds))
+    assert_disjoint_splits({"calibration": calibration, VALIDATION: (validation.prompts, validation.seeds),
+                            HELD_OUT: (held_out.prompts, held_out.seeds)})
+    # the bank's own validation used its calibration seeds: its prompts must not be held out either
+    assert_disjoint_splits({"bank validation": (bank_validation, calibration[1]),
+                            HELD_OUT: (held_out.prompts, held_out.seeds)})
+    return validation, held_out, notes
+
+
+def _generic_validation(model: str, calibration: list[str]) -> list[str]:
+    from ecad.quality.prompts import VALIDATION_GENERIC_PROMPTS, HELD_OUT_RESERVE, prompt_set
+
+    excluded = set(calibration) | set(prompt_set(model, HELD_OUT_RESERVE, "held-out"))
+    return [p for p in VALIDATION_GENERIC_PROMPTS if p not in excluded]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,62 +211,62 @@ def main(argv: list[str] | None = None) -> int:
 
     dlogging.set_verbosity_error()
     from ecad.adapters import get_adapter
-    from ecad.bank import ScheduleBank, device_name, fingerprint
+    from ecad.bank import device_name, fingerprint
     from ecad.bench import competitors as C
-    from ecad.bench.report import write_report
-    from ecad.bench.runner import Split, run_experiment
+    from ecad.bench.report import settings_rows, write_report
+    from ecad.bench.runner import BenchConfig, run_experiment
+    from ecad.bench.store import WorkStore
+    from ecad.bench.tuning import default_bars
     from ecad.generate import load_pipeline
-    from ecad.setting import Setting
     from ecad.paths import model_name
-    from ecad.generate import native_resolution
-    from ecad.quality.prompts import is_scenes_model, prompt_set
+    from ecad.quality.prompts import is_scenes_model, prompt_set, split_seeds
 
     model = str(args.model)
     if not Path(model).exists() and "/" not in model:
         print(f"ecad-bench: model {model!r} not found (train it with ecad-train-bundled, or pass --model)", file=sys.stderr)
         return 2
+    for flag in ("validation_prompts", "validation_seeds", "held_out_prompts", "held_out_seeds", "batch_size"):
+        if getattr(args, flag) < 1:
+            print(f"ecad-bench: --{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}", file=sys.stderr)
+            return 2
     notes: list[str] = []
-    bank_path = _find_bank(model, args)
-    bank = None
-    if bank_path is not None and bank_path.exists():
-        bank = ScheduleBank.load(bank_path)
-    else:
-        msg = (f"no schedule bank found ({bank_path or 'schedules/' + model_name(model) + '/'}): the ECAD front is "
-               "missing from this run; calibrate with ecad-calibrate and rerun")
-        print(f"ecad-bench: WARNING: {msg}", file=sys.stderr)
-        notes.append(f"**{msg}**")
-    steps = args.steps or (bank.num_inference_steps if bank else 20)
-    guidance = args.guidance if args.guidance is not None else (bank.guidance_scale if bank else 4.5)
-    native = native_resolution(model) if Path(model).exists() else (512, 512)
-    height = args.height or (bank.height if bank else native[0])
-    width = args.width or args.height or (bank.width if bank else native[1])
-    if bank is not None and steps != bank.num_inference_steps:
-        notes.append(f"bank calibrated at {bank.num_inference_steps} steps, resampled to {steps}")
-
     pipe = load_pipeline(model, device=args.device)
-    adapter = get_adapter(pipe)
-    if bank is not None:
-        bank.check_transformer(dict(pipe.transformer.config), source=str(bank_path))
-    layout = adapter.layout(pipe.transformer)
+    catalogue = _catalogue(model)
+    try:
+        bank = _load_bank(args.bank, pipe, "--bank") if args.bank else None
+        source = _load_bank(args.source_bank, pipe, "--source-bank") if args.source_bank else None
+    except Exception as err:  # noqa: BLE001 - a bank file the run cannot use: say which and why
+        print(f"ecad-bench: {err}", file=sys.stderr)
+        return 2
+    setting = _default_setting(model, args, catalogue, bank)
+    bank_path = Path(args.bank) if args.bank else None
+    if bank is not None and bank.setting != setting:
+        print(f"ecad-bench: --bank is made for {bank.setting}, the run is at {setting}: pass it as --source-bank "
+              "to move it here", file=sys.stderr)
+        return 2
+    if bank is None:
+        exact = next((c for c in catalogue if c.bank.setting == setting), None)
+        if exact is not None:
+            bank, bank_path = exact.bank, exact.path
+        else:
+            notes.append(f"**no bank made for {setting.name} (guidance {setting.guidance_scale})**: the ecad family is "
+                         "missing from this run" + ("; the source bank's transfer and resampling stand in" if source
+                                                    else "; calibrate one with ecad-calibrate, or pass --source-bank"))
+    layout = get_adapter(pipe).layout(pipe.transformer)
     scenes = Path(model).exists() and is_scenes_model(model)
 
-    # prompts
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    splits = [Split("held-out", prompt_set(model, args.held_out_prompts, "held-out") if Path(model).exists()
-                    else prompt_set("generic", args.held_out_prompts, "held-out"), seeds)]
-    calib_prompts, calib_seeds = [], seeds[: max(1, args.calibration_seeds)]
-    if args.calibration_prompts > 0:
-        if bank is not None and bank.calibration.get("prompts"):
-            calib_prompts = list(bank.calibration["prompts"])[: args.calibration_prompts]
-            calib_seeds = [int(s) for s in bank.calibration.get("seeds", seeds)][: max(1, args.calibration_seeds)]
-        else:
-            calib_prompts = prompt_set(model, args.calibration_prompts, "calibration")
-            notes.append("no bank calibration metadata: 'calibration' prompts are the built-in calibration set "
-                         "(what ecad-calibrate uses by default), with the held-out seeds")
-        splits.append(Split("calibration", calib_prompts, calib_seeds))
-    overlap = set(splits[0].prompts) & set(calib_prompts)
-    if overlap:
-        notes.append(f"{len(overlap)} held-out prompt(s) also appear in the calibration set")
+    # prompts and seeds: calibration's (the bank's), then validation and held-out, all disjoint
+    made_by = bank or source
+    calibration = (list(made_by.calibration.get("prompts", [])), [int(x) for x in made_by.calibration.get("seeds", [])]) \
+        if made_by is not None and made_by.calibration.get("prompts") else \
+        (prompt_set(model if Path(model).exists() else "generic", 8, "calibration"), split_seeds("calibration", 2))
+    bank_validation = list(made_by.calibration.get("validation_prompts", [])) if made_by is not None else []
+    try:
+        validation, held_out, split_notes = _splits(model, args, calibration, bank_validation)
+    except ValueError as err:
+        print(f"ecad-bench: {err}", file=sys.stderr)
+        return 2
+    notes += split_notes
 
     # scorers
     reward, fid_fn = None, None
@@ -204,94 +278,117 @@ def main(argv: list[str] | None = None) -> int:
 
         reward = build_scorer(scorer, **({"model_dir": model} if scorer == "scenes-reward" else {}))
     if scenes and args.fid_renders > 0:
-        fid_fn = _scenes_fid_fn(model, splits, args.fid_renders, reward)
+        fid_fn = _scenes_fid_fn(model, [held_out], args.fid_renders, reward)
+
+    try:
+        speed_model, ranked_by, cost_source = _speed_model(args.cost_model, made_by, pipe, setting, model)
+    except (OSError, ValueError, KeyError) as err:  # json.JSONDecodeError is a ValueError
+        print(f"ecad-bench: --cost-model: {err}", file=sys.stderr)
+        return 2
 
     # methods
-    setting = Setting(height, width, steps, guidance)
+    bars = default_bars(reward is not None)
     wanted = None if args.methods == "all" else {m.strip() for m in args.methods.split(",") if m.strip()}
+    steps = setting.num_inference_steps
 
     def pick(methods):
         return [m for m in methods if m.family == "no-cache" or wanted is None or m.family in wanted]
 
-    engine = C.engine_methods(layout, steps)
-    if args.quick:
-        engine = C.engine_methods(layout, steps, fora_range=range(2, 7), component_range=(2, 4))
-    methods = pick(engine[:1] + ([C.ecad_method(bank, steps)] if bank else []) + engine[1:]
+    candidates = None if args.ecad_candidates == 0 else args.ecad_candidates
+    bank_kwargs = dict(reward_metric=reward.name if reward is not None else None, speed_model=speed_model,
+                       per_bar=candidates, log=lambda message: notes.append(message))
+    ecad = []
+    if bank is not None:
+        ecad.append(C.bank_method(bank, pipe, setting, bars, how="bank", **bank_kwargs))
+    if source is not None:
+        ecad += [C.bank_method(source, pipe, setting, bars, how=how, **bank_kwargs) for how in ("transfer", "resampled")]
+    engine = C.engine_methods(layout, steps, **({"fora_range": range(2, 7), "component_range": (2, 4)} if args.quick else {}))
+    methods = pick(engine[:1] + ecad + [C.fewer_steps_method(steps)] + engine[1:]
                    + C.competitor_methods(setting, quick=args.quick))
-    calibration_items = [(p, s) for p in (calib_prompts or splits[0].prompts) for s in calib_seeds][:2]
 
     out = Path(args.out or REPO_ROOT / "docs" / "benchmarks" / model_name(model))
+    config = BenchConfig(
+        batch_size=args.batch_size, bars=tuple(bars),
+        bisect_steps=args.bisect_steps if args.bisect_steps is not None else (1 if args.quick else 3),
+        selection_rounds=args.selection_rounds or (2 if args.quick else 4),
+        min_rounds=args.rounds or (2 if args.quick else 10),
+        max_rounds=max(args.max_rounds or (3 if args.quick else 40), args.rounds or 0),
+        interval_width=args.interval_width, latency_prompts=args.latency_prompts, as_shipped=not args.no_as_shipped)
+    banks = {k: v for k, v in (("bank", bank_path), ("source bank", Path(args.source_bank) if args.source_bank else None)) if v}
     meta = {
         # local paths relative to the report's folder: a committed report names no path of this machine
         "model": model_name(model), "model_path": _relative_to(model, out),
-        "bank": _relative_to(str(bank_path), out) if bank else None,
-        "bank_entries": [e.id for e in bank.entries] if bank else [],
-        "bank_scorer": bank.scorer if bank else None, "bank_calibration": {
-            k: v for k, v in (bank.calibration if bank else {}).items() if k in ("prompts", "seeds", "generations", "population", "cost")},
+        "banks": {k: _relative_to(str(v), out) for k, v in banks.items()},
+        "bank_entries": {m.family: m.candidates for m in ecad},
+        "calibration_split": {"prompts": calibration[0], "seeds": calibration[1], "validation_prompts": bank_validation},
         "command": "ecad-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": device_name(args.device),
         "threads": args.threads, "versions": _versions(), "reward_scorer": scorer,
         "model_fingerprint": fingerprint(dict(pipe.transformer.config)), "git": _git(model),
+        "finalists_ranked_by": ranked_by, "cost_model": cost_source, "quick": args.quick,
         "notes": notes + _standard_notes(),
     }
-    bar = not args.no_progress
-    rounds = args.rounds or (2 if args.quick else 4)
-    bisect_steps = args.bisect_steps if args.bisect_steps is not None else (1 if args.quick else 3)
-    timing_sizes = [int(b) for b in args.timing_batch_sizes.split(",") if b.strip()]
-    meta.update(rounds=rounds, bisect_steps=bisect_steps, quick=args.quick)
+    identity = {"model": meta["model_fingerprint"], "setting": setting.to_dict(), "reward": scorer,
+                "validation": [validation.prompts, validation.seeds], "held_out": [held_out.prompts, held_out.seeds],
+                "batch_size": config.batch_size, "bars": [b.key for b in bars], "bisect_steps": config.bisect_steps,
+                "methods": {m.family: len(m.knobs) for m in methods}, "cost_model": cost_source,
+                "banks": {k: _file_hash(v) for k, v in banks.items()}, "ecad_candidates": args.ecad_candidates}
+    work = Path(args.work_dir or REPO_ROOT / "runs" / "bench" / model_name(model) / f"{setting.name}-b{config.batch_size}")
     try:
-        speed_model, ranked_by = _speed_model(args.cost_model, bank, pipe, setting)
-    except (OSError, ValueError, KeyError) as err:  # json.JSONDecodeError is a ValueError
-        print(f"ecad-bench: --cost-model: {err}", file=sys.stderr)
+        store = WorkStore(work, identity, fresh=args.fresh)
+    except ValueError as err:
+        print(f"ecad-bench: {err}", file=sys.stderr)
         return 2
-    meta.update(finalists_ranked_by=ranked_by)
-    experiments = [run_experiment(pipe, methods, setting, splits, batch_size=args.batch_size, reward=reward,
-                                  fid_fn=fid_fn, calibration_items=calibration_items, timing_batch_sizes=timing_sizes,
-                                  rounds=rounds, bisect_steps=bisect_steps, as_shipped=not args.no_as_shipped,
-                                  progress=bar, speed_model=speed_model)]
-
-    if not args.no_transfer:
-        transfer_splits = [Split("held-out", splits[0].prompts[: args.transfer_prompts], seeds[:1])]
-        multiple = adapter.spatial_multiple(pipe)
-        size = args.transfer_size or _round_to(int(height * 1.5), multiple)
-        transfers = [(f"{n}-steps", setting.with_changes(num_inference_steps=int(n)))
-                     for n in args.transfer_steps.split(",") if n.strip()]
-        transfers.append((f"{size}px", setting.with_changes(height=size, width=size)))
-        for name, ts in transfers:
-            eng = C.engine_methods(layout, ts.num_inference_steps)
-            tmethods = [eng[0]] + ([C.ecad_method(bank, ts.num_inference_steps)] if bank else []) + \
-                       [m for m in eng if m.family == "fora"]
-            transfer_batch = min(args.batch_size, 4, len(transfer_splits[0].items()))
-            try:
-                # ranked as the main experiment is, with the fitted cost predicting at this setting
-                transfer_speed = _speed_model(args.cost_model, bank, pipe, ts)[0]
-                experiments.append(run_experiment(pipe, tmethods, ts, transfer_splits, name=name,
-                                                  batch_size=transfer_batch, timing_batch_sizes=[transfer_batch],
-                                                  rounds=min(rounds, 3), reward=reward, fid_fn=None, as_shipped=False,
-                                                  progress=bar, speed_model=transfer_speed))
-            except Exception as err:  # noqa: BLE001
-                meta["notes"].append(f"transfer {name} failed: {type(err).__name__}: {err}")
-
-    write_report(out, meta, experiments)
-    print(f"ecad-bench: wrote {out}/README.md, results.json, pareto.png, grid.png"
-          + (", transfer.png" if len(experiments) > 1 else ""))
+    calibration_items = [(p, s) for p in calibration[0] for s in calibration[1]][:2]
+    experiment = run_experiment(pipe, methods, setting, validation, held_out, config=config, reward=reward,
+                                fid_fn=fid_fn, calibration_items=calibration_items, speed_model=speed_model,
+                                store=store, progress=not args.no_progress, name=setting.name)
+    write_report(out, meta, experiment)
+    if args.settings_rows:
+        _merge_settings_rows(Path(args.settings_rows), settings_rows(experiment))
+    print(f"ecad-bench: wrote {out}/README.md, results.json, pareto.png, pareto_macs.png, grid.png "
+          f"({experiment.seconds / 60:.0f} min)")
     return 0
 
 
-def _speed_model(option: str | None, bank, pipe, setting):
-    """(schedule -> predicted speedup, or None; what ranks the deciding points, for the report)."""
+def _file_hash(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _merge_settings_rows(path: Path, rows: list[dict]) -> None:
+    """Replace the rows of this run's step count in the list at ``path`` (created if missing)."""
+    from ecad.atomic import atomic_write_text
+
+    existing = json.loads(path.read_text()) if path.exists() else []
+    steps = {r["steps"] for r in rows}
+    merged = [r for r in existing if r.get("steps") not in steps] + rows
+    merged.sort(key=lambda r: (r["steps"], r["bar"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(merged, indent=1) + "\n")
+
+
+def _speed_model(option: str | None, bank, pipe, setting, model: str):
+    """(schedule -> predicted speedup, or None; what ranks the finalists; where the cost model came from)."""
     from ecad.cost import FittedCost, predicted_speedup
+    from ecad.paths import DEFAULT_MODEL
 
     if option == "none":
-        return None, "MACs"
+        return None, "MACs", None
     if option:
-        data = json.loads(Path(option).read_text())
-        source = option
+        data, source = json.loads(Path(option).read_text()), option
     elif bank is not None and bank.calibration.get("cost_model"):
         data, source = bank.calibration["cost_model"], "the bank's calibration cost model"
     else:
-        return None, "MACs"
-    return predicted_speedup(FittedCost.from_report(data), pipe, setting), f"fitted cost ({source})"
+        fits = sorted((REPO_ROOT / "docs" / "benchmarks" / "actions").glob(f"cost-crossfit-{setting.height}x{setting.width}-*.json"))
+        exact = [f for f in fits if f.name.endswith(f"-{setting.num_inference_steps}steps.json")]
+        bundled = Path(model).exists() and Path(model).resolve() == Path(DEFAULT_MODEL).resolve()
+        if not (bundled and fits):
+            return None, "MACs", None
+        path = (exact or fits)[0]
+        data, source = json.loads(path.read_text()), os.path.relpath(path, REPO_ROOT)
+    return predicted_speedup(FittedCost.from_report(data), pipe, setting), f"fitted cost ({source})", source
 
 
 def _relative_to(path: str, folder: Path) -> str:
@@ -382,8 +479,10 @@ def _standard_notes() -> list[str]:
         "Cache memory: bytes of the distinct tensor storages reachable from each method's state objects (hooks and "
         "their StateManager states, cache-dit's context manager, ecad's cache state), sampled after every transformer "
         "call of the probe batch, peak divided by images in the batch (CFG doubles the transformer batch).",
-        "MACs: analytic per-component MACs counted when the component's first linear layer actually runs "
-        "(scaled by the rows it saw) plus the non-cacheable part at `proj_out`.",
+        "MACs: counted while each point ran, the way `ecad.cost.image_macs` counts a schedule: a component's MACs "
+        "when its first linear layer runs (scaled by the rows it saw), a block's work outside its components when "
+        "the block runs, the work outside the blocks at `proj_out`, and our engine's forecast and skip element-wise "
+        "ops; equal to `image_macs` for every static point (checked below).",
     ]
 
 

@@ -120,6 +120,11 @@ class CacheHandle:
     def pipeline_calls(self) -> int:
         return self._state.pipeline_calls
 
+    @property
+    def elementwise_ops(self) -> int:
+        """Element-wise ops the hooks ran so far (forecasts, skips; `ecad.cost` counts them alike)."""
+        return self._state.elementwise_ops
+
     def reset_peak(self) -> None:
         self._state.peak_bytes_held = self._state.bytes_held
 

@@ -36,6 +36,15 @@ from ..schedule import FORECAST, RECOMPUTE, REUSE
 SKIPPED = -1  # the component's block is skipped at this step: the component is not called
 
 
+def numel(value: Any) -> int:
+    """Elements of an output (a tensor, or a tuple of tensors)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel()
+    if isinstance(value, (tuple, list)):
+        return sum(numel(v) for v in value)
+    return 0
+
+
 def nbytes(value: Any) -> int:
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()
@@ -103,6 +112,10 @@ class CacheState:
     bytes_held: int = 0
     peak_bytes_held: int = 0
     pipeline_calls: int = 0
+    #: element-wise ops the hooks ran (forecast extrapolations and differences, skip deltas and
+    #: their replays), one per output element as `ecad.cost` counts them; never reset, so a
+    #: counter reads the difference (the benchmark's runtime MACs)
+    elementwise_ops: int = 0
 
     def reset(self) -> None:
         """Forget every held tensor (a new pipeline call, an exception, or removal)."""
@@ -256,6 +269,7 @@ class ComponentHook(ModelHook):
         if plan.make_diff[step]:
             previous = state.get(out_key, self.name)
             state.store(diff_key, _map2(torch.sub, output, previous))
+            state.elementwise_ops += numel(output)
         if plan.keep_out[step]:
             state.store(out_key, output)
         elif plan.held[step]:
@@ -269,6 +283,7 @@ class ComponentHook(ModelHook):
         if plan.action[step] == FORECAST:
             k = plan.coeff[step]
             output = _map2(lambda y, d: y + d * k, last, state.get(diff_key, self.name))
+            state.elementwise_ops += 2 * numel(last)
             if plan.drop_diff[step]:
                 state.release(diff_key)
         else:
@@ -345,6 +360,7 @@ class BlockSkipHook(ModelHook):
                 self._tuple_output = isinstance(output, tuple)
                 outputs = output if self._tuple_output else (output,)
                 deltas = tuple(_stream_delta(o, i) for o, i in zip(outputs, self._inputs(args, kwargs)))
+                state.elementwise_ops += numel(deltas)
                 split = zip(*(_stream_halves(d) for d in deltas)) if both else [deltas]
                 one_half = both and sum(keep[step] for _, keep, _ in parts) == 1
                 for (half, keep, _), half_deltas in zip(parts, split):
@@ -359,6 +375,7 @@ class BlockSkipHook(ModelHook):
                 state.release(("delta", self.block, *half))
         deltas = tuple(None if pair[0] is None else torch.cat(pair) for pair in zip(*held)) if both else held[0]
         output = tuple(None if d is None else i + d for i, d in zip(self._inputs(args, kwargs), deltas))
+        state.elementwise_ops += numel(output)
         return output if self._tuple_output else output[0]
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:

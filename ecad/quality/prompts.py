@@ -7,7 +7,14 @@ other models a small generic list is split in two halves.
 
 The validation split re-scores a calibrated front on prompts the search never saw; it is drawn
 by a third generator (a separate list for generic models) and checked to share no prompt with
-the calibration prompts or the benchmark's held-out prompts.
+the calibration prompts or the benchmark's held-out prompts. Asking for more validation prompts
+extends the list (the first N are always the same), so a bank validated on 8 prompts and a
+benchmark selecting on 64 share those 8.
+
+Seeds: each split draws its images' initial noise from its own range (`split_seeds`):
+calibration 0, 1, ... (what ``ecad-calibrate --seeds`` uses by default), validation from 1000,
+held-out from 2000. `assert_disjoint_splits` checks that no two splits share a prompt or a seed,
+so "images the calibration never saw" holds for the noise as well as for the prompts.
 """
 
 from __future__ import annotations
@@ -46,8 +53,11 @@ VALIDATION_GENERIC_PROMPTS = (
     "an owl sitting on a snowy branch",
     "a jazz band playing in a dim club",
 )
-#: the validation split avoids the first this-many held-out prompts (ecad-bench uses 16 by default)
+#: the validation split avoids the first this-many held-out prompts (ecad-bench uses 64 by default)
 HELD_OUT_RESERVE = 256
+#: first seed of each split's range; a range holds SEED_RANGE seeds
+SEED_BASE = {"calibration": 0, "validation": 1000, "held-out": 2000}
+SEED_RANGE = 1000
 
 
 def is_scenes_model(model: str | Path) -> bool:
@@ -91,12 +101,45 @@ def validation_prompts(model: str | Path, count: int, calibration: list[str]) ->
     return chosen
 
 
+def held_out_prompts(model: str | Path, count: int, exclude: list[str] = ()) -> list[str]:
+    """``count`` distinct held-out prompts (the benchmark's), none of them in ``exclude`` (the
+    calibration prompts: the two generators draw from the same scenes, so a short prompt can come
+    up in both). Drawn in order from the first `HELD_OUT_RESERVE` held-out prompts, which the
+    validation split avoids."""
+    excluded = set(exclude)
+    chosen = list(dict.fromkeys(p for p in prompt_set(model, HELD_OUT_RESERVE, "held-out") if p not in excluded))
+    if len(chosen) < count and is_scenes_model(model):
+        raise ValueError(f"only {len(chosen)} held-out prompts are distinct and not excluded, {count} asked")
+    return chosen[:count]
+
+
 def assert_disjoint(validation: list[str], **others: list[str]) -> None:
     """Raise ValueError naming the split and prompts that validation shares with another split."""
     for name, prompts in others.items():
         shared = sorted(set(validation) & set(prompts))
         if shared:
             raise ValueError(f"validation prompts overlap the {name} prompts: {shared[:3]}")
+
+
+def split_seeds(split: str, count: int) -> list[int]:
+    """The first ``count`` seeds of ``split``'s own range (disjoint from every other split's)."""
+    if split not in SEED_BASE:
+        raise ValueError(f"split must be one of {sorted(SEED_BASE)}, got {split!r}")
+    if not 1 <= count <= SEED_RANGE:
+        raise ValueError(f"seeds per split must be in [1, {SEED_RANGE}], got {count}")
+    return list(range(SEED_BASE[split], SEED_BASE[split] + count))
+
+
+def assert_disjoint_splits(splits: dict[str, tuple[list[str], list[int]]]) -> None:
+    """Raise ValueError naming the two splits and what they share, if any two of ``splits``
+    (name -> (prompts, seeds)) share a prompt or a seed."""
+    names = list(splits)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            for what, index in (("prompts", 0), ("seeds", 1)):
+                shared = sorted(set(splits[a][index]) & set(splits[b][index]), key=str)
+                if shared:
+                    raise ValueError(f"the {a} and {b} splits share {len(shared)} {what}: {shared[:3]}")
 
 
 def read_prompt_file(path: str | Path) -> list[str]:
