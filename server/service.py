@@ -100,6 +100,9 @@ def _headers(report: GenerationReport) -> dict[str, str]:
         "X-ECAD-Batch-Images": str(report.batch_images),
         "X-ECAD-Seed": str(report.seed),
     }
+    q = report.quality
+    interval = f" [{q.low:.4g}, {q.high:.4g}]" if q.low is not None and q.high is not None else ""
+    headers["X-ECAD-Quality"] = f"{q.metric} {q.value:.4g}{interval} ({'estimated' if q.estimated else 'measured'}: {q.basis})"
     if report.budget_met is not None:
         headers["X-ECAD-Budget-Met"] = "true" if report.budget_met else "false"
     if report.notes:

@@ -59,6 +59,9 @@ def test_generate_json_envelope_and_headers(served):
     assert r.headers["X-ECAD-Schedule-Id"] == "no-cache"
     assert body["bank"] == r.headers["X-ECAD-Bank"] == "bank.json"  # ECAD_BANK: that one bank
     assert float(r.headers["X-ECAD-Actual-Ms"]) > 0
+    quality = body["quality"]  # at the bank's own setting: the bank's figure, not an estimate
+    assert quality["estimated"] is False and quality["metric"] in r.headers["X-ECAD-Quality"]
+    assert "measured" in r.headers["X-ECAD-Quality"]
 
 
 def test_budget_is_respected_and_reported(served):

@@ -75,6 +75,12 @@ def test_a_setting_without_a_bank_gets_the_nearest_moved_by_noise_level_and_note
     assert any(n.startswith(f"no bank for {wanted.name}") and "moved by noise level from 6 to 5 steps" in n
                for n in result.notes), result.notes
     assert any("quality is not measured at this setting" in n for n in result.notes), result.notes
+    quality = result.report().quality  # the response says so too, beside the value
+    own = server.default_bank.quality["fora-2"]
+    assert (quality.estimated, quality.basis, quality.value) == (True, "not measured at this setting", own.value)
+    at_home = server.generate(server.resolve(GenerateRequest(prompt="a", seed=5, schedule_id="fora-2"))).report()
+    assert not at_home.quality.estimated and at_home.quality.value == own.value
+    assert at_home.quality.metric == server.default_bank.bank.quality_metric
     bank_path = bank_dir / "tiny-pixart" / result.request.served.id
     assert torch.equal(result.images, expected_images(pipe, bank_path, "fora-2", "a", 5, wanted))
 

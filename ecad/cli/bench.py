@@ -142,13 +142,14 @@ def _load_bank(path, pipe, label: str):
     return bank
 
 
-def _catalogue(model: str):
+def _catalogue(model: str) -> dict[Path, "ScheduleBank"]:
+    """The model's banks by file (``ecad.bank_catalog.find_banks``), none for a hub id without banks."""
     from ecad.bank_catalog import find_banks
 
     try:
         return find_banks(model)
     except Exception:  # noqa: BLE001 - no catalogue for a hub id without banks
-        return []
+        return {}
 
 
 def _default_setting(model: str, args, catalogue, bank):
@@ -157,8 +158,8 @@ def _default_setting(model: str, args, catalogue, bank):
     from ecad.setting import Setting
 
     base = bank.setting if bank is not None else next(
-        (c.bank.setting for c in catalogue if c.bank.num_inference_steps == 20),
-        catalogue[0].bank.setting if catalogue else None)
+        (b.setting for b in catalogue.values() if b.num_inference_steps == 20),
+        next(iter(catalogue.values())).setting if catalogue else None)
     native = native_resolution(model) if Path(model).exists() else (512, 512)
     height = args.height or (base.height if base else native[0])
     width = args.width or args.height or (base.width if base else native[1])
@@ -245,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
               "to move it here", file=sys.stderr)
         return 2
     if bank is None:
-        exact = next((c for c in catalogue if c.bank.setting == setting), None)
+        exact = next((path for path, b in catalogue.items() if b.setting == setting), None)
         if exact is not None:
-            bank, bank_path = exact.bank, exact.path
+            bank, bank_path = catalogue[exact], exact
         else:
             notes.append(f"**no bank made for {setting.name} (guidance {setting.guidance_scale})**: the ecad family is "
                          "missing from this run" + ("; the source bank's transfer and resampling stand in" if source

@@ -16,12 +16,12 @@ from ecad.serving.config import ServingConfig, load_banks
 from ecad.serving.queue import GenerationResult, Infeasible, Overloaded, tensor_to_image, tensor_to_png
 from ecad.serving.request import (
     MAX_SEED, GeneratePngRequest, GenerateRequest, GenerateResponse, GenerationReport, RequestError, RequestLimits,
-    ResolvedRequest,
+    ResolvedRequest, ServedQuality,
 )
 from ecad.serving.server import ScheduleServer
 
 __all__ = [
     "GeneratePngRequest", "GenerateRequest", "GenerateResponse", "GenerationReport", "GenerationResult", "Infeasible",
     "MAX_SEED", "Overloaded", "RequestError", "RequestLimits", "ResolvedRequest", "ScheduleServer", "ServedBank",
-    "ServingConfig", "load_banks", "tensor_to_image", "tensor_to_png",
+    "ServedQuality", "ServingConfig", "load_banks", "tensor_to_image", "tensor_to_png",
 ]

@@ -31,7 +31,7 @@ import itertools
 import math
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import torch
@@ -40,7 +40,7 @@ from ecad.deadline import DeadlineExceeded, RequestCancelled, monotonic_ms, pipe
 from ecad.generate import generate
 from ecad.planning import PLANNERS, Assignment, PredictedEntry, RequestShape, Waiting, missed_budget_note
 from ecad.serving.config import ServingConfig
-from ecad.serving.request import GenerationReport, RequestError, ResolvedRequest
+from ecad.serving.request import GenerationReport, RequestError, ResolvedRequest, ServedQuality
 
 POLL_MS = 20.0  # how often a waiting request checks for its answer, cancellation and deadline
 LOAD_WINDOW_MS = 10_000.0  # the planner's expected load: the most requests held at once this recently
@@ -77,12 +77,13 @@ class GenerationResult:
 
     def report(self) -> GenerationReport:
         r = self.request
+        quality = r.served.quality_at(r.shape.setting)[self.schedule_id]
         return GenerationReport(
             schedule_id=self.schedule_id, bank=r.served.id, predicted_ms=round(self.predicted_ms, 2),
             actual_ms=round(self.actual_ms, 2), queue_ms=round(self.queue_ms, 2),
             paused_ms=round(self.paused_ms, 2), latency_ms=r.latency_ms, budget_met=self.budget_met, seed=r.seed,
             **r.shape.setting.to_dict(), num_images=r.shape.num_images, batch_images=self.batch_images,
-            notes=list(self.notes),
+            quality=ServedQuality(metric=r.served.bank.quality_metric, **asdict(quality)), notes=list(self.notes),
         )
 
 

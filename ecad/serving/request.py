@@ -78,6 +78,20 @@ class GeneratePngRequest(GenerateRequest):
     num_images: int = Field(default=1, ge=1, le=1, description="Always 1 here; POST /generate makes several.")
 
 
+class ServedQuality(BaseModel):
+    """The quality of the entry that ran, at the request's setting, and how it is known."""
+
+    metric: str = Field(description="The bank's ranking metric (e.g. psnr: dB against the image without caching).")
+    value: float = Field(description="Its value for this entry at this setting.")
+    low: float | None = Field(description="Lower end of the stated interval for one image, where there is one.")
+    high: float | None = Field(description="Upper end of the stated interval for one image, where there is one.")
+    estimated: bool = Field(description="True where it was not measured at this setting (another step count: "
+                                        "the schedule was moved there by noise level).")
+    basis: str = Field(description="'validation' (held-out prompts of the bank's calibration), 'measured', "
+                                   "'transfer model' (the model's measured transfers), 'not measured at this "
+                                   "setting' or 'not measured' (imported schedules).")
+
+
 class GenerationReport(BaseModel):
     """How a request was served: ``/generate``'s fields beside the images, ``/generate/png``'s
     ``X-ECAD-*`` headers. Times in ms."""
@@ -99,6 +113,8 @@ class GenerationReport(BaseModel):
     num_images: int
     batch_images: int = Field(description="Images made by the pipeline call that made these: more than num_images "
                                           "when batched with other requests of the same schedule and setting.")
+    quality: ServedQuality = Field(description="The entry's quality at this setting: measured, or an estimate with "
+                                               "its interval.")
     notes: list[str] = Field(description="What was changed or predicted by the latency model, pauses, batching and "
                                          "missed budgets.")
 

@@ -45,7 +45,7 @@ class ScheduleServer:
         served = self.banks[bank_id]
         notes = () if note is None or len(self.banks) == 1 else (note,)
         if not served.made_for(setting):
-            how = ("estimated from this bank's measured transfers (`quality_interval` is the estimate's)"
+            how = ("estimated from the model's measured transfers (`quality`: the estimate and its interval)"
                    if served.transfer_quality is not None else "not measured at this setting (the bank's own figure)")
             notes += (f"no bank was made for {setting.name}: {served.id}'s schedules are moved by noise level "
                       f"from {served.bank.num_inference_steps} steps; their quality is {how}",)
