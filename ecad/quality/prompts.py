@@ -68,7 +68,7 @@ def prompt_set(model: str | Path, count: int, split: str = "calibration") -> lis
     if split not in SPLIT_SEEDS:
         raise ValueError(f"split must be one of {sorted(SPLIT_SEEDS)}")
     if is_scenes_model(model):
-        from ecad.zoo import scenes
+        from ecad import scenes_vocab as scenes
 
         rng = np.random.default_rng(SPLIT_SEEDS[split])
         return [scenes.random_scene(rng, exclude_pairs=scenes.HELD_OUT_PAIRS).prompt for _ in range(count)]
@@ -83,7 +83,7 @@ def validation_prompts(model: str | Path, count: int, calibration: list[str]) ->
     excluded = set(calibration) | set(held_out)
     chosen: list[str] = []
     if is_scenes_model(model):
-        from ecad.zoo import scenes
+        from ecad import scenes_vocab as scenes
 
         rng = np.random.default_rng(VALIDATION_SEED)
         for _ in range(100 * count):
