@@ -516,43 +516,29 @@ def main(argv=None) -> int:
                         help="--family: two blocks of width 16 at 64x64 instead of the published config (CPU test)")
     args = parser.parse_args(argv)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    if args.family:
-        return main_families(args, sys.argv[1:] if argv is None else list(argv))
-    if args.tiny or args.size or args.family_budget_s:
+    if not args.family and (args.tiny or args.size or args.family_budget_s):
         parser.error("--tiny, --size and --family-budget-s go with --family")
+    if args.macs_only and args.family:
+        parser.error("--macs-only goes with --models (a --family run prints its MACs speedups next to the timings)")
     if args.macs_only:
         print("\n\n".join(macs_table(name) for name in args.models))
         return 0
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
+    stem = f"{args.device.split(':')[0]}-{args.dtype}"
+    if args.family:
+        names, check, stem = args.family, check_family, f"{stem}-families{'-tiny' if args.tiny else ''}"
+    else:
+        names, check = args.models, check_model
     results = []
-    for name in args.models:
-        result = check_model(name, args)
-        results.append(result)
-        print(table(result), flush=True)
-        print(flush=True)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = f"{args.device.split(':')[0]}-{args.dtype}"
-        (out / f"{stem}.json").write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=2) + "\n")
-        (out / f"{stem}.md").write_text("\n\n".join(table(r) for r in results) + "\n")
-    return 0
-
-
-def main_families(args, argv: list[str]) -> int:
-    if args.device == "cpu":
-        torch.set_num_threads(args.threads)
-    stem = f"{args.device.split(':')[0]}-{args.dtype}-families{'-tiny' if args.tiny else ''}"
-    results = []
-    for name in args.family:
-        result = check_family(name, args)
+    for name in names:
+        result = check(name, args)
         results.append(result)
         print(table(result), flush=True)
         print(flush=True)
         if args.out:
-            write_results(Path(args.out), stem, results, argv)
-            log(f"wrote {Path(args.out) / stem}.json and .md ({len(results)}/{len(args.family)} families)")
+            write_results(Path(args.out), stem, results, sys.argv[1:] if argv is None else list(argv))
+            log(f"wrote {Path(args.out) / stem}.json and .md ({len(results)}/{len(names)})")
     return 0
 
 
