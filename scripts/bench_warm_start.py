@@ -12,7 +12,8 @@ generation cap):
 Each run's front is scored after every generation by one hypervolume for both (cost = MACs
 fraction in [0, 1], PSNR in [--psnr-floor, 60] dB, reference at (1, floor)), from the runs' memo
 records. Reported: the images the warm run rendered until its front's hypervolume reached the cold
-run's final one, as a share of the cold run's images (the goal: <= 20%).
+run's final one, as a share of the cold run's images (the goal: <= 20%): after the generation where it got there, and after the evaluation
+where it got there in the order the run rendered them (a run could stop at that point).
 
     python scripts/bench_warm_start.py --steps 12,50 --search-seeds 0,1     # resumable
     python scripts/bench_warm_start.py --report-only
@@ -78,21 +79,26 @@ def run_pair(args, steps: int, seed: int) -> None:
             break
 
 
-def curve(folder: Path, floor: float) -> list[tuple[int, int, float]]:
-    """(generation, images rendered so far, hypervolume of the front so far) per generation."""
+def curve(folder: Path, floor: float, *, per_record: bool = False) -> list[tuple[int, int, float]]:
+    """(generation, images rendered so far, hypervolume of the front so far) after each generation,
+    or after each evaluation in the order the run rendered them (``per_record``)."""
+    records = [json.loads(line) for line in (folder / "memo.jsonl").read_text().splitlines() if line.strip()]
+    if per_record:
+        return [(r["generation"], *_front_so_far(records[:i + 1], floor)) for i, r in enumerate(records)]
+    return [(g, *_front_so_far([r for r in records if r["generation"] <= g], floor))
+            for g in range(max(r["generation"] for r in records) + 1)]
+
+
+def _front_so_far(records: list[dict], floor: float) -> tuple[int, float]:
+    """(images these records rendered, hypervolume of their finished evaluations)."""
     import moocore
 
-    records = [json.loads(line) for line in (folder / "memo.jsonl").read_text().splitlines() if line.strip()]
-    out = []
-    for generation in range(max(r["generation"] for r in records) + 1):
-        upto = [r for r in records if r["generation"] <= generation]
-        images = sum(int(r.get("images", 0)) for r in upto)
-        full = [r for r in upto if "psnr" in r.get("metrics", {}) and not r.get("stage")]
-        points = np.array([[r["cost"], -min(60.0, r["metrics"]["psnr"])] for r in full], dtype=float)
-        points = points[(points[:, 0] <= 1.0) & (points[:, 1] <= -floor)] if len(points) else points
-        hv = float(moocore.hypervolume(points, ref=np.array([1.0, -floor]))) if len(points) else 0.0
-        out.append((generation, images, hv))
-    return out
+    images = sum(int(r.get("images", 0)) for r in records)
+    full = [r for r in records if "psnr" in r.get("metrics", {}) and not r.get("stage")]
+    points = np.array([[r["cost"], -min(60.0, r["metrics"]["psnr"])] for r in full], dtype=float)
+    points = points[(points[:, 0] <= 1.0) & (points[:, 1] <= -floor)] if len(points) else points
+    hv = float(moocore.hypervolume(points, ref=np.array([1.0, -floor]))) if len(points) else 0.0
+    return images, hv
 
 
 def report(args) -> dict:
@@ -103,11 +109,16 @@ def report(args) -> dict:
             curves[f"{steps}-s{seed}"] = {"cold": cold, "warm": warm}
             target = cold[-1][2]
             reached = next(((g, images) for g, images, hv in warm if hv >= target), None)
+            # within a generation, in the order the run rendered its evaluations (it could stop there)
+            first = next((images for _, images, hv in curve(run_dir(args, steps, "warm", seed), args.psnr_floor,
+                                                            per_record=True) if hv >= target), None)
             rows.append({"steps": steps, "search_seed": seed, "cold_hypervolume": target,
                          "cold_images": cold[-1][1], "warm_final_hypervolume": warm[-1][2],
                          "warm_generation_reached": reached[0] if reached else None,
                          "warm_images_to_reach": reached[1] if reached else None,
-                         "share_of_cold_images": reached[1] / cold[-1][1] if reached else None})
+                         "share_of_cold_images": reached[1] / cold[-1][1] if reached else None,
+                         "warm_images_to_reach_in_render_order": first,
+                         "share_in_render_order": first / cold[-1][1] if first else None})
     result = {"command": "python scripts/bench_warm_start.py " + " ".join(sys.argv[1:]), "population": args.population,
               "generations": args.generations, "psnr_floor": args.psnr_floor, "rows": rows, "curves": curves}
     docs = Path(args.docs)
