@@ -102,16 +102,17 @@ def _front_so_far(records: list[dict], floor: float) -> tuple[int, float]:
 
 
 def report(args) -> dict:
-    rows, curves = [], {}
+    rows, curves, rendered = [], {}, {}
     for steps in [int(s) for s in args.steps.split(",")]:
         for seed in [int(s) for s in args.search_seeds.split(",")]:
             cold, warm = (curve(run_dir(args, steps, kind, seed), args.psnr_floor) for kind in ("cold", "warm"))
             curves[f"{steps}-s{seed}"] = {"cold": cold, "warm": warm}
+            rendered[f"{steps}-s{seed}"] = {kind: curve(run_dir(args, steps, kind, seed), args.psnr_floor, per_record=True)
+                                            for kind in ("cold", "warm")}
             target = cold[-1][2]
             reached = next(((g, images) for g, images, hv in warm if hv >= target), None)
             # within a generation, in the order the run rendered its evaluations (it could stop there)
-            first = next((images for _, images, hv in curve(run_dir(args, steps, "warm", seed), args.psnr_floor,
-                                                            per_record=True) if hv >= target), None)
+            first = next((images for _, images, hv in rendered[f"{steps}-s{seed}"]["warm"] if hv >= target), None)
             rows.append({"steps": steps, "search_seed": seed, "cold_hypervolume": target,
                          "cold_images": cold[-1][1], "warm_final_hypervolume": warm[-1][2],
                          "warm_generation_reached": reached[0] if reached else None,
@@ -120,11 +121,12 @@ def report(args) -> dict:
                          "warm_images_to_reach_in_render_order": first,
                          "share_in_render_order": first / cold[-1][1] if first else None})
     result = {"command": "python scripts/bench_warm_start.py " + " ".join(sys.argv[1:]), "population": args.population,
-              "generations": args.generations, "psnr_floor": args.psnr_floor, "rows": rows, "curves": curves}
+              "generations": args.generations, "psnr_floor": args.psnr_floor, "rows": rows, "curves": curves,
+              "curves_in_render_order": rendered}
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "warm-start.json").write_text(json.dumps(result, indent=1) + "\n")
-    plot(curves, docs / "warm-start.png", args.psnr_floor)
+    plot(rendered, docs / "warm-start.png", args.psnr_floor)
     return result
 
 
@@ -142,13 +144,15 @@ def plot(curves: dict, path: Path, floor: float) -> None:
                 continue
             for kind, style in (("cold", "--"), ("warm", "-")):
                 xs, ys = [c[1] for c in runs[kind]], [c[2] for c in runs[kind]]
-                ax.plot(xs, ys, style, marker=".", label=f"{kind} ({key.split('-')[1]})")
+                ax.plot(xs, ys, style, label=f"{kind} ({key.split('-')[1]})")
+            ax.axhline(runs["cold"][-1][2], color="grey", lw=0.6, ls=":")
         ax.set_title(f"{steps} steps")
         ax.set_xlabel("images rendered")
         ax.set_ylabel(f"hypervolume (MACs fraction x PSNR >= {floor:g} dB)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Calibration at a new step count: warm start (20-step bank moved by noise level) vs cold")
+    fig.suptitle("Calibration at a new step count: warm start (20-step bank moved by noise level) vs cold\n"
+                 "front's hypervolume after each evaluation, in render order; dotted: each cold run's final")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
