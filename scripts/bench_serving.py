@@ -7,7 +7,9 @@ from C clients in a closed loop (each client sends its next request when the pre
 arrives). Policies: "planner" (deadline-aware across the queue), "greedy" (each request picks the
 best entry that fits what is left of its own budget when it reaches the pipeline: the server
 before the planner), "no-cache" (pinned `schedule_id: "no-cache"` on the planner's server: what a
-server without ecad runs). Per cell: budget hit rate (the server's `budget_met`: queue + pipeline
+server without ecad runs), "fastest" (always the bank's fastest entry, pinned: what a user who only
+wants speed would run) and "fixed" (one entry for every request, pinned: ``--fixed-entry``, by
+default the entry of median profiled latency: what a user who picked one schedule would run). Per cell: budget hit rate (the server's `budget_met`: queue + pipeline
 time within the budget), mean bank quality of what was served, throughput, client-side p50/p95,
 and the p95 wait (the server's `queue_ms`: time not computing) of the requests that missed their
 budget: how long a request the plan gave up on waited. The machine's load average is recorded
@@ -121,7 +123,7 @@ def run(args) -> list[dict]:
     rows: list[dict] = []
     with contextlib.ExitStack() as stack:
         urls = {}
-        if {"planner", "no-cache"} & set(args.policies):
+        if {"planner", "no-cache", "fastest", "fixed"} & set(args.policies):
             urls["planner"] = stack.enter_context(running_server(
                 {**common, "ECAD_PLANNER": "planner", "ECAD_PERSIST_PROFILE": "1"}, home=root / "planner",
                 ready_timeout_s=args.ready_timeout))
@@ -135,8 +137,11 @@ def run(args) -> list[dict]:
         view = requests.get(f"{next(iter(urls.values()))}/schedules", timeout=10).json()
         quality = {e["id"]: e["quality"][view["quality_metric"]] for e in view["entries"]}
         fastest = min(view["entries"], key=lambda e: e["predicted_ms"])
-        policies = [(policy, urls["planner" if policy == "no-cache" else policy], "no-cache" if policy == "no-cache"
-                     else None) for policy in args.policies]
+        by_ms = sorted(view["entries"], key=lambda e: e["predicted_ms"])
+        fixed = args.fixed_entry or by_ms[len(by_ms) // 2]["id"]
+        pins = {"no-cache": "no-cache", "fastest": fastest["id"], "fixed": fixed}  # on the planner's server
+        policies = [(policy, urls["planner" if policy in pins else policy], pins.get(policy))
+                    for policy in args.policies]
         if args.baseline:
             policies.append(("baseline", urls["baseline"], None))
         for concurrency in args.concurrency:
@@ -146,6 +151,7 @@ def run(args) -> list[dict]:
                     results, wall = closed_loop(url, budget, args.requests, concurrency, pin)
                     row = summarise(results, wall, quality, budget, concurrency, policy, fastest["predicted_ms"])
                     rows.append({**row, "fastest_predicted_ms": fastest["predicted_ms"], "fastest_id": fastest["id"],
+                                 "pinned": pin,
                                  "load_average": [load_before, load_average()]})
                     missed = row["missed_wait_p95_ms"]
                     print(f"C={concurrency} budget {budget:5.0f} ms {policy:<9} hit {row['hit_rate']:5.0%} "
@@ -165,7 +171,8 @@ def plot(rows: list[dict], path: str) -> None:
     levels = sorted({r["concurrency"] for r in rows})
     fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.2), sharey=True)
     for ax, c in zip(list(axes) if len(levels) > 1 else [axes], levels):
-        for policy, style in (("planner", "o-"), ("greedy", "s--"), ("no-cache", "^:"), ("baseline", "x-.")):
+        for policy, style in (("planner", "o-"), ("greedy", "s--"), ("no-cache", "^:"), ("fastest", "v:"),
+                              ("fixed", "d:"), ("baseline", "x-.")):
             if not any(r["policy"] == policy for r in rows):
                 continue
             cell = sorted((r for r in rows if r["concurrency"] == c and r["policy"] == policy),
@@ -194,8 +201,9 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--requests", type=int, default=12, help="requests per cell (concurrency x budget x policy)")
     p.add_argument("--quantile", type=float, default=0.9, help="latency quantile the servers promise")
-    p.add_argument("--policies", nargs="+", default=["planner", "greedy", "no-cache"],
-                   choices=["planner", "greedy", "no-cache"])
+    p.add_argument("--policies", nargs="+", default=["planner", "greedy", "no-cache", "fastest", "fixed"],
+                   choices=["planner", "greedy", "no-cache", "fastest", "fixed"])
+    p.add_argument("--fixed-entry", help="the entry policy 'fixed' pins (default: the entry of median profiled latency)")
     p.add_argument("--ready-timeout", type=float, default=600.0, help="seconds a server may take to start")
     p.add_argument("--baseline", help="another checkout (e.g. of main) whose planner server runs beside, cells "
                                       "interleaved: policy 'baseline'")
