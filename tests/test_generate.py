@@ -63,6 +63,6 @@ def test_cli_generate(tmp_path_factory, tmp_path, capsys):
     schedule_file.write_text(fora(get_adapter(pipe).layout(pipe.transformer), 8, 3).to_json())
     assert main(["--model", str(model), "--prompt", "a cat", "--schedule", str(schedule_file), "--steps", "4",
                  "--out", str(out)]) == 0
-    assert "resampling schedule from 8 to 4" in capsys.readouterr().err
+    assert "moving schedule from 8 to 4 steps by noise level" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="unknown schedule"):
         main(["--model", str(model), "--prompt", "a cat", "--schedule", "nope", "--out", str(out)])

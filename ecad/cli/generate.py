@@ -45,20 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_schedule(spec: str | None, layout, steps: int):
-    """A schedule from a JSON file path or a heuristic name, with `steps` steps (resampled if needed)."""
+def resolve_schedule(spec: str | None, layout, setting, pipe):
+    """A schedule from a JSON file path or a heuristic name, for `setting`'s steps: a file made for
+    other steps is moved there by the pipeline's noise levels (``ecad.transfer``, as the server does)."""
     from ..heuristics import heuristic_suite
-    from ..setting import Setting
     from ..schedule import CacheSchedule
+    from ..transfer import transfer_to_setting
 
     if spec is None:
         return None
+    steps = setting.num_inference_steps
     path = Path(spec)
     if path.suffix == ".json" or path.exists():
         schedule = CacheSchedule.from_json(path.read_text())
         if schedule.num_steps != steps:
-            print(f"resampling schedule from {schedule.num_steps} to {steps} steps", file=sys.stderr)
-            schedule = schedule.resample(steps)
+            print(f"moving schedule from {schedule.num_steps} to {steps} steps by noise level", file=sys.stderr)
+            source = setting.with_changes(num_inference_steps=schedule.num_steps)
+            schedule = transfer_to_setting(schedule, pipe, source, setting)
         schedule.validate(layout=layout)
         return schedule
     suite = heuristic_suite(layout, steps)
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     setting = Setting(height, width, args.steps, args.guidance_scale)
     try:
-        schedule = resolve_schedule(args.schedule, layout, args.steps)
+        schedule = resolve_schedule(args.schedule, layout, setting, pipe)
         images = generate(pipe, [args.prompt], [args.seed], setting, schedule,
                           negative_prompt=args.negative_prompt, **extra)
     except ScheduleError as e:  # e.g. a schedule made for another model, or guidance reuse at guidance 1

@@ -28,7 +28,7 @@ from ecad.serving.latency import RequestCost
 from ecad.setting import Setting
 from ecad.transfer import TransferQualityModel, transfer_schedule
 
-PREPARED_PER_BANK = 256  # resampled schedules kept per bank (entry x steps x guidance)
+PREPARED_PER_BANK = 256  # moved schedules kept per bank (entry x steps x size x guidance)
 COSTED_SETTINGS = 32  # settings whose entries' costs are kept per bank
 
 
