@@ -192,3 +192,35 @@ def test_png_route_names_the_video_route_and_the_views_show_frames(served):
     assert chosen.status_code == 200 and any("32x32-9frames-6steps" in note for note in chosen.json()["notes"])
     spec = requests.get(served + "/docs.json", timeout=10).json()
     assert list(spec["paths"]["/generate/video"]["post"]["responses"]["200"]["content"]) == ["video/mp4"]
+
+
+@needs_av
+def test_playground_plays_the_video(served, tmp_path):
+    """The playground shows a video model's answer as a playing <video> of its size and frames
+    (headless Chromium; skipped without it, as tests/test_ui_e2e.py)."""
+    import os
+
+    from test_ui_e2e import CHROMIUM, CHROMIUM_ARGS
+
+    playwright = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"needs Chromium at {CHROMIUM}")
+    with playwright.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                       headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = context.new_page()
+            page.set_viewport_size({"width": 1360, "height": 860})
+            page.goto(f"{served}/ui/")
+            playwright.expect(page.locator("#selection")).to_have_attribute("data-state", "ready", timeout=15_000)
+            playwright.expect(page.locator("#fact-setting")).to_contain_text(f"{FRAMES} frames")
+            page.click("#generate")
+            result = page.locator(".result-main")
+            playwright.expect(result).to_have_attribute("data-loaded", "true", timeout=30_000)
+            shown = result.locator("video").evaluate(
+                "v => ({width: v.videoWidth, height: v.videoHeight, duration: v.duration, loop: v.loop})")
+            page.screenshot(path=str(tmp_path / "playground-video.png"))
+        finally:
+            context.close()
+    assert shown["width"] == WIDTH and shown["height"] == HEIGHT and shown["loop"]
+    assert shown["duration"] == pytest.approx(FRAMES / FPS, abs=1 / FPS)  # every frame, at the model's rate
