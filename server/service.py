@@ -86,8 +86,8 @@ HTTP_REQUESTS = bentoml.metrics.Counter(
     name="ecad_http_requests", documentation="HTTP answers by route template and status code",
     labelnames=["route", "status"],
 )
-ROUTES = ("/generate", "/generate/png", "/generate/video", "/schedules", "/select", "/metrics", "/readyz", "/livez", "/healthz",
-          "/", "/ui/*", "/docs", "/docs.json")
+ROUTES = ("/generate", "/generate/png", "/generate/video", "/schedules", "/select", "/metrics", "/readyz", "/livez",
+          "/healthz", "/", "/ui/*", "/docs", "/docs.json")
 BUDGET = bentoml.metrics.Counter(
     name="ecad_budget_requests", documentation="Requests with a latency budget, by whether it was met",
     labelnames=["met"],
@@ -305,6 +305,7 @@ class ECAD:
             return result
         return tensor_to_image(result.images[0])
 
+    # The annotation is what /docs shows (an MP4 file); the answer is the bytes as a Response.
     @bentoml.api(route="/generate/video", input_spec=GenerateVideoRequest)
     async def generate_video(self, ctx: bentoml.Context, **fields: Any) -> Annotated[Path, ContentType(MP4)]:
         """Generate one video (a video model): the MP4 (H.264); the schedule that ran and its times are in

@@ -85,7 +85,7 @@ def test_generate_returns_a_video_pipelines_frames(wan):
 
 
 def test_frame_counts_are_checked_naming_the_field():
-    limits = RequestLimits(SETTING, 100, 2, 16, 64, 64, 1, 10, frames=FrameLimits(step=4, maximum=17, fps=FPS))
+    limits = RequestLimits(SETTING, 100, 2, 16, 64, 64, 1, 10, frames=FrameLimits(step=4, maximum=17))
     assert limits.shape(num_frames=9).setting.num_frames == 9 and limits.shape().setting.num_frames == FRAMES
     for bad in (0, 6, 21):
         with pytest.raises(RequestError, match=r"must be 1 \+ a multiple of 4 between 1 and 17") as err:

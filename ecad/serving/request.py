@@ -159,11 +159,10 @@ def _visible(text: str) -> bool:
 @dataclass(frozen=True)
 class FrameLimits:
     """A video model's frame counts: 1 + k x ``step`` (its VAE's temporal compression: every frame
-    a request asks for is made) up to ``maximum``; ``fps``: the rate its videos play at."""
+    a request asks for is made) up to ``maximum``."""
 
     step: int
     maximum: int
-    fps: int
 
     def check(self, num_frames: int) -> None:
         if not 1 <= num_frames <= self.maximum or (num_frames - 1) % self.step:

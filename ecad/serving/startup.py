@@ -56,7 +56,7 @@ def start(config: ServingConfig, pipe=None) -> tuple[Any, dict[str, ServedBank],
     frames = None
     if video is not None:
         most = max(s.num_frames for s in settings) * config.max_side_factor
-        frames = FrameLimits(step=video.temporal_compression, fps=video.fps,
+        frames = FrameLimits(step=video.temporal_compression,
                              maximum=(most - 1) // video.temporal_compression * video.temporal_compression + 1)
     limits = RequestLimits(
         setting=setting, max_prompt_chars=config.max_prompt_chars, max_images=config.max_images,
