@@ -161,6 +161,8 @@ class ScheduleBank(BaseModel):
     width: int = Field(gt=0)
     num_inference_steps: int = Field(gt=0)
     guidance_scale: float
+    num_frames: int | None = Field(default=None, gt=0, description="Frames of each video (a video model's bank; "
+                                   "absent: images, or the pipeline's default frame count).")
     scorer: str = Field(description="Scorer the front was searched with.")
     quality_metric: str = Field(description="Key of BankEntry.quality that ranks entries (higher is better).")
     objectives: list[str] | None = Field(
@@ -217,7 +219,7 @@ class ScheduleBank(BaseModel):
     @property
     def setting(self) -> Setting:
         """The setting every entry was searched and profiled for (flat keys in the file)."""
-        return Setting(self.height, self.width, self.num_inference_steps, self.guidance_scale)
+        return Setting(self.height, self.width, self.num_inference_steps, self.guidance_scale, self.num_frames)
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -305,7 +307,8 @@ class ScheduleBank(BaseModel):
         path = Path(path)
         stored = self.model_copy(update={"model": portable_model_reference(self.model, path.parent),
                                          "calibration": portable_paths(self.calibration, self.model, path.parent)})
-        atomic_write_text(path, stored.model_dump_json(indent=2) + "\n")
+        unset = {"num_frames"} if self.num_frames is None else None  # an image bank's file has no frames key
+        atomic_write_text(path, stored.model_dump_json(indent=2, exclude=unset) + "\n")
         return path
 
 

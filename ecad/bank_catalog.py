@@ -60,13 +60,16 @@ def find_banks(model: str | os.PathLike, *, transformer_config: dict[str, Any] |
 
 
 def _distance(bank: Setting, wanted: Setting) -> tuple:
-    """Order of preference when no bank matches: same resolution first, then same steps, then
-    same guidance, then the nearest pixel count and step count."""
+    """Order of preference when no bank matches: same resolution first, then same frames (a
+    video's), then same steps, then same guidance, then the nearest pixel count, frame count and
+    step count."""
     return (
         (bank.height, bank.width) != (wanted.height, wanted.width),
+        bank.num_frames != wanted.num_frames,
         bank.num_inference_steps != wanted.num_inference_steps,
         bank.guidance_scale != wanted.guidance_scale,
         abs(bank.pixels - wanted.pixels),
+        abs((bank.num_frames or 1) - (wanted.num_frames or 1)),
         abs(bank.num_inference_steps - wanted.num_inference_steps),
         abs(bank.guidance_scale - wanted.guidance_scale),
     )

@@ -52,12 +52,17 @@ class CostTable:
 
 
 def cost_table(model: Any, *, height: int, width: int, batch_size: int, text_len: int,
-               vae_scale_factor: int | None = None) -> CostTable:
-    """The `CostTable` of `model` (a transformer, or a pipeline: then its `vae_scale_factor` is used)."""
+               vae_scale_factor: int | None = None, num_frames: int | None = None) -> CostTable:
+    """The `CostTable` of `model` (a transformer, or a pipeline: then its `vae_scale_factor` is used).
+
+    `num_frames`: a video's frames (the adapter turns them into latent frames of tokens; None: the
+    pipeline's default); only video families take it."""
     pipe, transformer = split_pipeline(model)
     vsf = vae_scale_factor if vae_scale_factor is not None else int(getattr(pipe, "vae_scale_factor", 8))
     adapter = get_adapter(transformer)
     kw = dict(height=height, width=width, batch_size=batch_size, text_len=text_len, vae_scale_factor=vsf)
+    if num_frames is not None:
+        kw["num_frames"] = num_frames
     return CostTable(
         component=adapter.component_macs(transformer, **kw),
         block_other=adapter.block_linear_macs(transformer, **kw) + adapter.block_elementwise_ops(transformer, **kw),
@@ -124,8 +129,9 @@ def _schedule_macs(schedule: CacheSchedule, t: CostTable, calls_per_step: int) -
     return calls_per_step * int(round(float((per_step * row_share(schedule)).sum())))
 
 
-def _image_call(model: Any, setting: Setting, true_cfg: bool = False) -> tuple[CostTable, int, Any]:
-    """(the cost table of one transformer call for one image at `setting`, calls per step, layout).
+def image_call(model: Any, setting: Setting, true_cfg: bool = False) -> tuple[CostTable, int, Any]:
+    """(the cost table of one transformer call for one image, or one video of `setting.num_frames`
+    frames, at `setting`, calls per step, layout).
 
     `model` is a loaded pipeline, or a bundled full-size `ecad.configs.Architecture` (anything with
     its `shared_meta_transformer()`, `vae_scale_factor` and `max_sequence_length`: the transformer on
@@ -141,20 +147,21 @@ def _image_call(model: Any, setting: Setting, true_cfg: bool = False) -> tuple[C
     adapter = get_adapter(transformer)
     batch, calls = adapter.transformer_batch(pipe, 1, guidance_scale=setting.guidance_scale, true_cfg=true_cfg)
     table = cost_table(transformer, height=setting.height, width=setting.width, batch_size=batch,
-                       text_len=text_len, vae_scale_factor=vae_scale_factor)
+                       text_len=text_len, vae_scale_factor=vae_scale_factor, num_frames=setting.num_frames)
     return table, calls, adapter.layout(transformer)
 
 
 def image_macs(model: Any, setting: Setting, schedule: CacheSchedule | None = None, *,
                true_cfg: bool = False) -> int:
-    """Transformer MACs of one image generated at `setting` under `schedule`: THE recipe.
+    """Transformer MACs of one image (a video model: one video of `setting.num_frames` frames, the
+    pipeline's default if None) generated at `setting` under `schedule`: THE recipe.
 
     `model`: a pipeline, or a full-size `Architecture` (no weights). The adapter says how many
     transformer calls a step makes and how large their batch is for one image (PixArt with CFG: one
     call of batch 2), and how long the padded prompt is; every action is costed (`schedule_macs`).
     `schedule=None` is no caching.
     """
-    table, calls, layout = _image_call(model, setting, true_cfg)
+    table, calls, layout = image_call(model, setting, true_cfg)
     if schedule is None:
         schedule = CacheSchedule.full(layout, setting.num_inference_steps)
     return _schedule_macs(schedule, table, calls)
@@ -269,7 +276,7 @@ def fit_cost(features: Sequence[dict[str, float]], seconds: Sequence[float], har
 def schedule_cost_features(pipe: Any, setting: Setting, schedule: CacheSchedule | None = None, *,
                            true_cfg: bool = False) -> dict[str, float]:
     """`cost_features` of one image through `pipe` at `setting` (`schedule=None`: no caching)."""
-    table, calls, layout = _image_call(pipe, setting, true_cfg)
+    table, calls, layout = image_call(pipe, setting, true_cfg)
     if schedule is None:
         schedule = CacheSchedule.full(layout, setting.num_inference_steps)
     return cost_features(schedule, table, calls)

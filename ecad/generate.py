@@ -1,7 +1,8 @@
-"""One code path from prompts to images, shared by the CLI, calibration, the server and benchmarks."""
+"""One code path from prompts to images (or videos), shared by the CLI, calibration, the server and benchmarks."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Sequence
 
@@ -46,18 +47,51 @@ def transformer_skeleton(model: str):
     return transformer, dict(config)
 
 
+def _call_defaults(model: Any) -> dict[str, Any]:
+    """The pipeline's own defaults for `height`, `width` and `num_frames` (the integers its
+    `__call__` signature gives; Wan: 480, 832, 81; PixArt: none, it derives them). `model` is a
+    loaded pipeline, or a local folder / hub id (its class named by `model_index.json`)."""
+    import diffusers
+
+    if isinstance(model, (str, os.PathLike)):
+        cls = getattr(diffusers, diffusers.DiffusionPipeline.load_config(str(model))["_class_name"], None)
+    else:
+        cls = type(model)
+    if cls is None:
+        return {}
+    parameters = inspect.signature(cls.__call__).parameters
+    return {name: parameters[name].default for name in ("height", "width", "num_frames")
+            if name in parameters and isinstance(parameters[name].default, int)}
+
+
 def native_resolution(model: Any) -> tuple[int, int]:
-    """(height, width) the model makes when none is given: its default sample size x the VAE factor.
+    """(height, width) the model makes when none is given.
 
     `model` is a loaded pipeline, or a local folder / hub id (read from its config files, no
-    weights). PixArt keeps the sample size in the transformer config; FLUX's pipeline sets its own
-    `default_sample_size` (128 latents, 1024 px)."""
+    weights). A video pipeline makes the size its call's defaults state (Wan: 480x832); an image
+    pipeline its default sample size x the VAE factor: PixArt keeps the sample size in the transformer
+    config; FLUX's pipeline sets its own `default_sample_size` (128 latents, 1024 px)."""
+    defaults = _call_defaults(model)
+    if {"height", "width", "num_frames"} <= set(defaults):
+        return defaults["height"], defaults["width"]
     if not isinstance(model, (str, os.PathLike)):
         sample = getattr(model, "default_sample_size", None) or model.transformer.config.get("sample_size")
-        return int(sample) * model.vae_scale_factor, int(sample) * model.vae_scale_factor
+        side = int(sample) * pipeline_vae_scale_factor(model)
+        return side, side
     _, config = transformer_skeleton(model)
     side = int(config.get("sample_size") or 64) * vae_scale_factor(model)
     return side, side
+
+
+def native_num_frames(model: Any) -> int | None:
+    """Frames of each video the pipeline makes when none is given (its call's default; Wan: 81);
+    None for an image pipeline."""
+    return _call_defaults(model).get("num_frames")
+
+
+def pipeline_vae_scale_factor(pipe: Any) -> int:
+    """A loaded pipeline's spatial VAE factor (video pipelines name it `vae_scale_factor_spatial`)."""
+    return int(getattr(pipe, "vae_scale_factor", None) or getattr(pipe, "vae_scale_factor_spatial", None) or 8)
 
 
 def vae_scale_factor(model: str | os.PathLike) -> int:
@@ -66,6 +100,12 @@ def vae_scale_factor(model: str | os.PathLike) -> int:
 
     vae = diffusers.AutoencoderKL.load_config(str(model), subfolder="vae")
     return 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
+
+
+def _per_prompt(pipe: Any) -> str:
+    """The pipeline's name for items per prompt (video pipelines: `num_videos_per_prompt`)."""
+    parameters = inspect.signature(type(pipe).__call__).parameters
+    return "num_videos_per_prompt" if "num_videos_per_prompt" in parameters else "num_images_per_prompt"
 
 
 def _as_list(value: str | Sequence[str] | None, n: int, what: str) -> list[str] | None:
@@ -81,7 +121,8 @@ def _as_list(value: str | Sequence[str] | None, n: int, what: str) -> list[str] 
 def generate(pipe: Any, prompts: str | Sequence[str], seeds: int | Sequence[int], setting: Setting,
              schedule: CacheSchedule | None = None, *, negative_prompt: str | Sequence[str] | None = None,
              **pipeline_kwargs: Any) -> torch.Tensor:
-    """Images for `prompts` (one per prompt, image i from `seeds[i]`) as float [N, 3, H, W] in [0, 1].
+    """Images for `prompts` (one per prompt, image i from `seeds[i]`) as float [N, 3, H, W] in [0, 1];
+    for a video pipeline, videos as float [N, F, 3, H, W] (F: `setting.num_frames`, else the pipeline's).
 
     Each image gets its own `torch.Generator`, so the initial noise of image i depends only on
     its seed. `schedule` (steps must equal `setting.num_inference_steps`; see
@@ -109,10 +150,12 @@ def generate(pipe: Any, prompts: str | Sequence[str], seeds: int | Sequence[int]
     negative = _as_list(negative_prompt, len(prompts), "negative prompts")
     if negative is not None:
         kwargs["negative_prompt"] = negative
+    if setting.num_frames is not None:
+        kwargs["num_frames"] = setting.num_frames
     with cache_schedule(pipe, schedule):
         out = pipe(
             prompt=prompts, num_inference_steps=setting.num_inference_steps,
             guidance_scale=setting.guidance_scale, height=setting.height, width=setting.width,
-            generator=generators, num_images_per_prompt=1, output_type="pt", **kwargs,
+            generator=generators, output_type="pt", **{_per_prompt(pipe): 1}, **kwargs,
         )
-    return out.images.float()
+    return (out.frames if hasattr(out, "frames") else out.images).float()

@@ -76,10 +76,11 @@ def _scheduler_parts(model: Any) -> tuple[Any, Any, int]:
             raise ValueError(f"the bundled architecture {model.name} names no scheduler: its noise levels are unknown")
         scheduler = getattr(diffusers, model.scheduler["class"]).from_config(model.scheduler["config"])
         return scheduler, model.shared_meta_transformer(), model.vae_scale_factor
-    if not isinstance(model, (str, os.PathLike)):
-        return type(model.scheduler).from_config(model.scheduler.config), model.transformer, model.vae_scale_factor
+    from ecad.generate import pipeline_vae_scale_factor, transformer_skeleton, vae_scale_factor
 
-    from ecad.generate import transformer_skeleton, vae_scale_factor
+    if not isinstance(model, (str, os.PathLike)):
+        return (type(model.scheduler).from_config(model.scheduler.config), model.transformer,
+                pipeline_vae_scale_factor(model))
 
     index = diffusers.DiffusionPipeline.load_config(str(model))
     scheduler_cls = getattr(diffusers, index["scheduler"][1])

@@ -35,7 +35,7 @@ def main() -> int:
     from ecad.bank import ScheduleBank, pipeline_hardware_key
     from ecad.generate import generate, load_pipeline
     from ecad.serving.latency import timing_unit
-    from ecad.serving.queue import tensor_to_png
+    from ecad.serving.media import tensor_to_png
     from ecad.timing import TimedCall, time_rounds
 
     torch.set_num_threads(1)

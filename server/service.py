@@ -3,10 +3,11 @@
     bentoml serve                      # from the repo root: the bundled model and its bank
     ECAD_MODEL=... ECAD_BANK=... bentoml serve
 
-Routes: POST /generate (JSON: base64 PNGs and how they were served), POST /generate/png (the PNG,
-how it was served in X-ECAD-* headers), GET /schedules, GET /select?latency_ms=..., /readyz,
-/livez, /metrics. Both POST routes take the fields of ``ecad.serving.GenerateRequest`` (the schema
-/docs shows), so ``bentoml.SyncHTTPClient(url).generate(prompt=..., latency_ms=300)`` works.
+Routes: POST /generate (JSON: base64 PNGs, or MP4s for a video model, and how they were served),
+POST /generate/png (an image model's PNG, how it was served in X-ECAD-* headers), POST
+/generate/video (a video model's MP4, the same headers), GET /schedules, GET /select?latency_ms=...,
+/readyz, /livez, /metrics. The POST routes take the fields of ``ecad.serving.GenerateRequest`` (the
+schema /docs shows), so ``bentoml.SyncHTTPClient(url).generate(prompt=..., latency_ms=300)`` works.
 All the logic lives in ``ecad.serving``; this file only speaks HTTP.
 """
 
@@ -18,7 +19,8 @@ import logging
 import math
 import os
 import tempfile
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 from ecad.serving.config import ServingConfig  # noqa: E402
@@ -35,6 +37,7 @@ if CONFIG.metrics_dir:
 import anyio  # noqa: E402
 import bentoml  # noqa: E402
 from PIL import Image  # noqa: E402
+from bentoml.validators import ContentType  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
@@ -45,9 +48,11 @@ from starlette.staticfiles import StaticFiles  # noqa: E402
 from ecad.bank import BankError  # noqa: E402
 from ecad.deadline import DeadlineExceeded, RequestCancelled, monotonic_ms  # noqa: E402
 from ecad.serving import (  # noqa: E402
+    MP4,
     GeneratePngRequest,
     GenerateRequest,
     GenerateResponse,
+    GenerateVideoRequest,
     GenerationReport,
     GenerationResult,
     Infeasible,
@@ -81,8 +86,8 @@ HTTP_REQUESTS = bentoml.metrics.Counter(
     name="ecad_http_requests", documentation="HTTP answers by route template and status code",
     labelnames=["route", "status"],
 )
-ROUTES = ("/generate", "/generate/png", "/schedules", "/select", "/metrics", "/readyz", "/livez", "/healthz",
-          "/", "/ui/*", "/docs", "/docs.json")
+ROUTES = ("/generate", "/generate/png", "/generate/video", "/schedules", "/select", "/metrics", "/readyz", "/livez",
+          "/healthz", "/", "/ui/*", "/docs", "/docs.json")
 BUDGET = bentoml.metrics.Counter(
     name="ecad_budget_requests", documentation="Requests with a latency budget, by whether it was met",
     labelnames=["met"],
@@ -100,6 +105,8 @@ def _headers(report: GenerationReport) -> dict[str, str]:
         "X-ECAD-Batch-Images": str(report.batch_images),
         "X-ECAD-Seed": str(report.seed),
     }
+    if report.num_frames is not None:
+        headers["X-ECAD-Num-Frames"] = str(report.num_frames)
     q = report.quality
     interval = f" [{q.low:.4g}, {q.high:.4g}]" if q.low is not None and q.high is not None else ""
     headers["X-ECAD-Quality"] = f"{q.metric} {q.value:.4g}{interval} ({'estimated' if q.estimated else 'measured'}: {q.basis})"
@@ -121,7 +128,7 @@ async def schedules_route(request: Request) -> Response:
     return JSONResponse(_server().bank_view())
 
 
-SELECT_PARAMS = ("latency_ms", "width", "height", "num_inference_steps", "num_images")
+SELECT_PARAMS = ("latency_ms", "width", "height", "num_inference_steps", "num_images", "num_frames")
 
 
 async def select_route(request: Request) -> Response:
@@ -218,6 +225,18 @@ class ECAD:
             logger.info("serving %s with bank %s (%d schedules, profile %s)", CONFIG.model, served.path,
                         len(served.schedules), served.profile.key)
 
+    def _wrong_route(self, ctx: bentoml.Context, video_route: bool) -> Response | None:
+        """A 400 naming the route to use when this route's medium is not the model's, else None."""
+        makes_video = self.server.limits.frames is not None
+        if makes_video == video_route:
+            return None
+        ctx.response.status_code = 400
+        if makes_video:
+            return error_response(400, "this model makes videos, not images: POST /generate/video answers the MP4 "
+                                       "(or POST /generate: JSON with base64 MP4s)")
+        return error_response(400, "this model makes images, not videos: POST /generate/png answers the PNG "
+                                   "(or POST /generate: JSON with base64 PNGs)")
+
     async def _run(self, ctx: bentoml.Context, body: GenerateRequest) -> GenerationResult | Response:
         """Resolve, queue and run one request; a refusal is the JSON error response (its status
         set on ``ctx``, which BentoML applies to whatever an API returns)."""
@@ -268,23 +287,39 @@ class ECAD:
     # BentoML hands its fields over as keyword arguments.
     @bentoml.api(route="/generate", input_spec=GenerateRequest)
     async def generate(self, ctx: bentoml.Context, **fields: Any) -> GenerateResponse:
-        """Generate images: base64 PNGs, the schedule that ran and its times (also in X-ECAD-* headers)."""
+        """Generate images (base64 PNGs) or, with a video model, videos (base64 MP4s): the schedule that ran
+        and its times (also in X-ECAD-* headers)."""
         result = await self._run(ctx, GenerateRequest.model_construct(**fields))
         if isinstance(result, Response):
             return result
-        images = [base64.b64encode(png).decode() for png in result.png_bytes()]
-        return GenerateResponse(**result.report().model_dump(), images=images)
+        encoded = await anyio.to_thread.run_sync(result.encoded)  # an MP4 takes a while: off the event loop
+        images = [base64.b64encode(item).decode() for item in encoded]
+        return GenerateResponse(**result.report().model_dump(), media_type=result.media_type, images=images)
 
     @bentoml.api(route="/generate/png", input_spec=GeneratePngRequest)
     async def generate_png(self, ctx: bentoml.Context, **fields: Any) -> Image.Image:
         """Generate one image: the PNG; the schedule that ran and its times are in X-ECAD-* headers."""
-        result = await self._run(ctx, GeneratePngRequest.model_construct(**fields))
+        result = self._wrong_route(ctx, video_route=False) or await self._run(
+            ctx, GeneratePngRequest.model_construct(**fields))
         if isinstance(result, Response):
             return result
         return tensor_to_image(result.images[0])
 
+    # The annotation is what /docs shows (an MP4 file); the answer is the bytes as a Response.
+    @bentoml.api(route="/generate/video", input_spec=GenerateVideoRequest)
+    async def generate_video(self, ctx: bentoml.Context, **fields: Any) -> Annotated[Path, ContentType(MP4)]:
+        """Generate one video (a video model): the MP4 (H.264); the schedule that ran and its times are in
+        X-ECAD-* headers."""
+        result = self._wrong_route(ctx, video_route=True) or await self._run(
+            ctx, GenerateVideoRequest.model_construct(**fields))
+        if isinstance(result, Response):
+            return result
+        (mp4,) = await anyio.to_thread.run_sync(result.encoded)
+        return Response(mp4, media_type=MP4)
+
 
 # Malformed or invalid bodies are answered 400 before BentoML parses them; the client leaving
 # cancels. Every answer, 5xx included, is counted by route template.
-ECAD.add_asgi_middleware(RequestGuard, models={"/generate": GenerateRequest, "/generate/png": GeneratePngRequest})
+ECAD.add_asgi_middleware(RequestGuard, models={"/generate": GenerateRequest, "/generate/png": GeneratePngRequest,
+                                               "/generate/video": GenerateVideoRequest})
 ECAD.add_asgi_middleware(RouteMetrics, counter=HTTP_REQUESTS, routes=ROUTES)

@@ -54,6 +54,7 @@ def test_generate_json_envelope_and_headers(served):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["schedule_id"] == "no-cache" and body["budget_met"] is None and body["seed"] == 3
+    assert body["media_type"] == "image/png" and body["num_frames"] is None and "X-ECAD-Num-Frames" not in r.headers
     images = [Image.open(io.BytesIO(base64.b64decode(b))) for b in body["images"]]
     assert [im.size for im in images] == [(SIZE, SIZE)] * 2
     assert r.headers["X-ECAD-Schedule-Id"] == "no-cache"
@@ -88,6 +89,10 @@ def test_png_route(served):
     assert r.headers["X-ECAD-Schedule-Id"] == "no-cache" and r.headers["X-ECAD-Seed"] == "2"
     assert r.headers["X-ECAD-Budget-Met"] == "true"
     assert float(r.headers["X-ECAD-Queue-Ms"]) + float(r.headers["X-ECAD-Actual-Ms"]) <= 1e5
+    video = post(served, {"prompt": "a"}, path="/generate/video")  # an image model: the route to use instead
+    assert video.status_code == 400 and "POST /generate/png" in video.json()["error"]
+    frames = post(served, {"prompt": "a", "num_frames": 5})
+    assert frames.status_code == 400 and frames.json()["field"] == "num_frames"
     several = post(served, {"prompt": "a", "num_images": 2}, path="/generate/png")
     assert several.status_code == 400 and several.json()["field"] == "num_images"
     assert "less than or equal to 1" in several.json()["error"]

@@ -199,7 +199,8 @@ def test_generation_matches_the_library_with_the_chosen_schedule(server, tiny_se
     expected = generate(pipe, ["a red cat"] * 2, [7, 8], SETTING,
                         schedule=server.default_bank.schedules["no-cache"])
     assert torch.equal(result.images, expected)
-    assert len(result.png_bytes()) == 2 and result.png_bytes()[0][:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.media_type == "image/png"
+    assert len(result.encoded()) == 2 and result.encoded()[0][:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_budget_picks_a_faster_schedule_and_the_images_follow_it(server, tiny_setup):
@@ -368,7 +369,7 @@ def test_a_short_request_runs_between_two_steps_of_a_long_one_which_then_finishe
     assert slow.queue_ms >= slow.paused_ms
     alone = server.generate(long)
     assert alone.paused_ms == 0 and torch.equal(alone.images, slow.images)
-    assert slow.png_bytes() == alone.png_bytes()
+    assert slow.encoded() == alone.encoded()
     setting = SETTING.with_changes(num_inference_steps=40)
     bank = server.default_bank
     assert torch.equal(slow.images, generate(pipe, ["long"], [1], setting, bank.schedule_for("fora-2", setting)))

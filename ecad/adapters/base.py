@@ -93,6 +93,9 @@ class TransformerAdapter:
     #: classifier-free guidance runs as one transformer call on [uncond; cond] rows (PixArt), so a
     #: schedule may reuse guidance (`ecad.hooks.guidance`); False where it is a second call or absent
     batched_guidance: bool = False
+    #: a video family's frames axis (`recipe.Video`: temporal compression, default frames, frame
+    #: rate); None for an image family
+    video: Any = None
 
     def layout(self, transformer: nn.Module) -> BlockLayout:
         raise NotImplementedError

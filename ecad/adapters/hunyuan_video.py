@@ -34,7 +34,7 @@ class HunyuanVideoAdapter(FamilyAdapter):
                  "context_embedder.token_refiner.refiner_blocks.*.norm_out": SAMPLE,
                  "time_text_embed": SAMPLE, "norm_out": SAMPLE, "proj_out": IMAGE},
         max_sequence_length=256,
-        video=Video(temporal_compression=4, default_frames=129),
+        video=Video(temporal_compression=4, default_frames=129, fps=15),
         architectures=("HunyuanVideo",),
         pipelines=("HunyuanVideoPipeline",),
     )

@@ -24,7 +24,7 @@ class LTXVideoAdapter(FamilyAdapter):
         outside={"proj_in": IMAGE, "time_embed": SAMPLE, "caption_projection": TEXT, "proj_out": IMAGE},
         max_sequence_length=128,
         vae_scale_factor=32,  # LTXPipeline has no `vae_scale_factor`; its VAE compresses 32x
-        video=Video(temporal_compression=8, default_frames=161),
+        video=Video(temporal_compression=8, default_frames=161, fps=24),
         architectures=("LTX-Video",),
         pipelines=("LTXPipeline", "LTXImageToVideoPipeline"),
     )

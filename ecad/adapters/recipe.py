@@ -112,6 +112,7 @@ class Video:
 
     temporal_compression: int
     default_frames: int  # the pipeline's default `num_frames`
+    fps: int = 16  # frames per second its videos play at (the rate diffusers' pipeline docs export them at)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,10 @@ class FamilyAdapter(TransformerAdapter):
     @property
     def batched_guidance(self) -> bool:  # type: ignore[override]
         return self.family.guidance == BATCHED
+
+    @property
+    def video(self) -> Video | None:  # type: ignore[override]
+        return self.family.video
 
     # -- layout --------------------------------------------------------------------------------
     def _components(self, transformer: nn.Module, group: Group) -> tuple[Component, ...]:

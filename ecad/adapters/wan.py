@@ -25,7 +25,7 @@ class WanAdapter(FamilyAdapter):
         outside={"patch_embedding": IMAGE, "condition_embedder": SAMPLE,
                  "condition_embedder.text_embedder": TEXT, "proj_out": IMAGE},
         max_sequence_length=512,
-        video=Video(temporal_compression=4, default_frames=81),
+        video=Video(temporal_compression=4, default_frames=81, fps=16),
         architectures=("Wan2.1-T2V-14B-Diffusers", "Wan2.1-T2V-1.3B-Diffusers"),
         pipelines=("WanPipeline",),
     )

@@ -82,23 +82,25 @@ class ServedBank:
         self._costs = functools.lru_cache(maxsize=COSTED_SETTINGS)(self._entry_costs)
 
     def made_for(self, setting: Setting) -> bool:
-        """Whether this bank was made for ``setting``'s steps and size (its schedules run as stored)."""
+        """Whether this bank was made for ``setting``'s steps, size and frames (its schedules run as stored)."""
         own = self.bank.setting
-        return (own.num_inference_steps, own.height, own.width) == (setting.num_inference_steps, setting.height,
-                                                                    setting.width)
+        return ((own.num_inference_steps, own.height, own.width, own.num_frames)
+                == (setting.num_inference_steps, setting.height, setting.width, setting.num_frames))
 
     def schedule_for(self, entry_id: str, setting: Setting) -> CacheSchedule:
         """What entry ``entry_id`` runs at ``setting``: its own schedule at the bank's steps and size;
         elsewhere moved by noise level (``ecad.transfer.transfer_schedule``; by nearest step index
         where the pipeline's noise levels are unknown), always valid; without guidance reuse when
         the setting has no classifier-free guidance (no unconditional rows to rebuild). Prepared
-        once per (entry, steps, size, guidance on/off)."""
+        once per (entry, steps, size, guidance on/off, frames)."""
         return self._prepared(entry_id, setting.num_inference_steps, setting.height, setting.width,
-                              setting.guidance_scale > 1)
+                              setting.guidance_scale > 1, setting.num_frames)
 
-    def _prepare(self, entry_id: str, num_steps: int, height: int, width: int, guided: bool) -> CacheSchedule:
+    def _prepare(self, entry_id: str, num_steps: int, height: int, width: int, guided: bool,
+                 num_frames: int | None = None) -> CacheSchedule:
         schedule = self.schedules[entry_id]
-        target = self.bank.setting.with_changes(num_inference_steps=num_steps, height=height, width=width)
+        target = self.bank.setting.with_changes(num_inference_steps=num_steps, height=height, width=width,
+                                                num_frames=num_frames)
         if not self.made_for(target):
             if self.noise_levels is not None:
                 schedule = transfer_schedule(schedule, self.noise_levels(self.bank.setting), self.noise_levels(target))

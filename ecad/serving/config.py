@@ -34,7 +34,7 @@ class ServingConfig:
     # Request limits: the configurable half of RequestLimits (the model gives the other half).
     max_images: int = 8
     max_prompt_chars: int = 1000
-    max_side_factor: int = 4  # width/height at most this times the bank's
+    max_side_factor: int = 4  # width/height (a video model: frames too) at most this times the bank's
     max_steps: int = 100
     max_queue: int = 8  # requests waiting for the pipeline beyond this get 503
     max_concurrency: int = 16  # HTTP requests BentoML admits at once

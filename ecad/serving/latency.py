@@ -15,7 +15,7 @@ Once per call (whatever the batch):
 Once per image:
 
     images        work outside the denoising loop that grows with the batch
-    pixels        height x width: the VAE decode
+    pixels        height x width (x frames of a video): the VAE decode
     macs          the transformer's MACs under the schedule, ``ecad.cost``'s recipe: attention's
                   quadratic term in the tokens is counted, so a 4x larger side costs far more than 16x
     elements      the element-wise work of forecasts and skipped blocks (memory-bound: its own price)
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from ecad.adapters import get_adapter
-from ecad.cost import cost_features, cost_table
+from ecad.cost import image_call, cost_features
 from ecad.schedule import CacheSchedule
 from ecad.setting import Setting
 
@@ -74,11 +74,9 @@ def call_work(pipe: Any, setting: Setting, schedule: CacheSchedule | None = None
 
 
 def _image_table(pipe: Any, setting: Setting):
-    """(cost table of one image's transformer call at ``setting``, transformer calls per step)."""
-    adapter = get_adapter(pipe)
-    batch, calls = adapter.transformer_batch(pipe, 1, guidance_scale=setting.guidance_scale)
-    table = cost_table(pipe, height=setting.height, width=setting.width, batch_size=batch,
-                       text_len=adapter.text_len(pipe))
+    """(cost table of one image's transformer call at ``setting``, transformer calls per step): the
+    cost model's own (``ecad.cost``), a video's frames included."""
+    table, calls, _ = image_call(pipe, setting)
     return table, calls
 
 
@@ -87,7 +85,7 @@ def _call_work(pipe: Any, setting: Setting, schedule: CacheSchedule | None, imag
     if schedule is None:
         schedule = CacheSchedule.full(get_adapter(pipe).layout(pipe.transformer), setting.num_inference_steps)
     f = cost_features(schedule, table, calls)
-    pixels = float(setting.height * setting.width)
+    pixels = float(setting.pixels * (setting.num_frames or 1))  # a video's VAE decodes every frame
     return CallWork(
         per_call={"calls": 1.0, "block_runs": f["count:block_run"], "block_skips": f["count:block_skip"],
                   "recomputes": f["count:recompute"], "reuses": f["count:reuse"] + f["count:forecast"]},

@@ -26,7 +26,6 @@ fastest entry is refused whatever it asked, saying how to split it. Every time i
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
 import threading
@@ -36,10 +35,12 @@ from typing import Any, Sequence
 
 import torch
 
+from ecad.adapters import get_adapter
 from ecad.deadline import DeadlineExceeded, RequestCancelled, monotonic_ms, pipeline_deadline
 from ecad.generate import generate
 from ecad.planning import PLANNERS, Assignment, PredictedEntry, RequestShape, Waiting, missed_budget_note
 from ecad.serving.config import ServingConfig
+from ecad.serving.media import encode, media_type
 from ecad.serving.request import GenerationReport, RequestError, ResolvedRequest, ServedQuality
 
 POLL_MS = 20.0  # how often a waiting request checks for its answer, cancellation and deadline
@@ -61,7 +62,7 @@ class Infeasible(RuntimeError):
 
 @dataclass
 class GenerationResult:
-    images: torch.Tensor  # [N, 3, H, W] in [0, 1]
+    images: torch.Tensor  # [N, 3, H, W] in [0, 1]; a video model's: [N, F, 3, H, W]
     request: ResolvedRequest
     schedule_id: str
     predicted_ms: float
@@ -71,9 +72,16 @@ class GenerationResult:
     notes: list[str] = field(default_factory=list)
     paused_ms: float = 0.0
     batch_images: int = 1  # images made by the pipeline call: more than the request's when batched
+    fps: int | None = None  # a video model's frame rate
 
-    def png_bytes(self) -> list[bytes]:
-        return [tensor_to_png(image) for image in self.images]
+    @property
+    def media_type(self) -> str:
+        """image/png, or video/mp4 for a video model (``ecad.serving.media``)."""
+        return media_type(self.images[0])
+
+    def encoded(self) -> list[bytes]:
+        """Each image as PNG, or each video as MP4."""
+        return [encode(item, self.fps) for item in self.images]
 
     def report(self) -> GenerationReport:
         r = self.request
@@ -85,20 +93,6 @@ class GenerationResult:
             **r.shape.setting.to_dict(), num_images=r.shape.num_images, batch_images=self.batch_images,
             quality=ServedQuality(metric=r.served.bank.quality_metric, **asdict(quality)), notes=list(self.notes),
         )
-
-
-def tensor_to_image(image: torch.Tensor):
-    """One [3, H, W] image in [0, 1] as an 8-bit RGB PIL image."""
-    from PIL import Image
-
-    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array)
-
-
-def tensor_to_png(image: torch.Tensor) -> bytes:
-    buffer = io.BytesIO()
-    tensor_to_image(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @dataclass(eq=False)
@@ -204,6 +198,9 @@ def shape_notes(profiled: RequestShape, shape: RequestShape) -> list[str]:
     if (s.height, s.width) != (p.height, p.width):
         notes.append(f"resolution {s.width}x{s.height} differs from the bank's {p.width}x{p.height}; "
                      "latency predicted by the latency model")
+    if s.num_frames != p.num_frames:
+        notes.append(f"{s.num_frames} frames differ from the bank's {p.num_frames}; latency predicted by the "
+                     "latency model")
     if shape.num_images != profiled.num_images:
         notes.append(f"latency predicted by the latency model from batch {profiled.num_images} to {shape.num_images}")
     return notes
@@ -219,6 +216,8 @@ class PipelineQueue:
             raise ValueError(f"batching must be 'auto' or 'off', got {config.batching!r}")
         self.slots = list(slots)
         self.pipe = self.slots[0]
+        video = get_adapter(self.pipe).video
+        self.fps = None if video is None else video.fps  # a video model's: its answers' frame rate
         self.config = config
         self.plan_fn = PLANNERS[config.planner]
         self._lock = threading.Lock()
@@ -368,7 +367,7 @@ class PipelineQueue:
             notes.append(missed_budget_note(a, request.latency_ms, queue_ms))
         met = None if request.latency_ms is None else queue_ms + call.ran_ms <= request.latency_ms
         return GenerationResult(images, request, call.entry_id, call.predicted_ms, call.ran_ms, queue_ms, met, notes,
-                                call.paused_ms, call.shape.num_images)
+                                call.paused_ms, call.shape.num_images, self.fps)
 
     @staticmethod
     def _assignment_of(queued: QueuedRequest, call: PipelineCall) -> Assignment:
@@ -539,7 +538,7 @@ class PipelineQueue:
 
     def warm_up(self, request: ResolvedRequest, entry_id: str, *, observe: bool) -> list[float]:
         """Run ``request`` with ``entry_id`` once in every slot, through the path every request
-        takes (the slot's worker thread, the between-steps hook, the PNG encoder), teaching the
+        takes (the slot's worker thread, the between-steps hook, the PNG or MP4 encoder), teaching the
         latency tail what it took if ``observe``; the ms each took."""
         took = []
         for slot in range(len(self.slots)):
@@ -555,6 +554,6 @@ class PipelineQueue:
             queued.done.wait()
             if call.error is not None:
                 raise call.error
-            tensor_to_png(call.images[0])
+            encode(call.images[0], self.fps)
             took.append(call.ran_ms)
         return took

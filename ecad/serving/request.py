@@ -15,7 +15,7 @@ from ecad.serving.banks import ServedBank
 from ecad.setting import Setting
 
 MAX_SEED = 2**32 - 1
-SHAPE_FIELDS = ("width", "height", "num_inference_steps", "guidance_scale", "num_images")
+SHAPE_FIELDS = ("width", "height", "num_inference_steps", "guidance_scale", "num_images", "num_frames")
 
 
 class RequestError(ValueError):
@@ -61,6 +61,8 @@ class GenerateRequest(BaseModel):
     num_inference_steps: int | None = Field(default=None, description="Defaults to the default bank's.")
     guidance_scale: float | None = Field(default=None, ge=0, le=50, allow_inf_nan=False,
                                          description="Defaults to the default bank's.")
+    num_frames: int | None = Field(default=None, description="Frames of each video (a video model only; "
+                                                             "defaults to the default bank's).")
     schedule_id: Text | None = Field(
         default=None, max_length=64,
         description="Pin a bank entry (e.g. 'no-cache') instead of selecting by budget.",
@@ -76,6 +78,10 @@ class GeneratePngRequest(GenerateRequest):
     """The body of ``POST /generate/png``: one image, its PNG the whole answer."""
 
     num_images: int = Field(default=1, ge=1, le=1, description="Always 1 here; POST /generate makes several.")
+
+
+class GenerateVideoRequest(GeneratePngRequest):
+    """The body of ``POST /generate/video``: one video, its MP4 the whole answer."""
 
 
 class ServedQuality(BaseModel):
@@ -110,6 +116,7 @@ class GenerationReport(BaseModel):
     width: int
     num_inference_steps: int
     guidance_scale: float
+    num_frames: int | None = Field(default=None, description="Frames of each video; null for images.")
     num_images: int
     batch_images: int = Field(description="Images made by the pipeline call that made these: more than num_images "
                                           "when batched with other requests of the same schedule and setting.")
@@ -122,7 +129,9 @@ class GenerationReport(BaseModel):
 class GenerateResponse(GenerationReport):
     """The answer of ``POST /generate``."""
 
-    images: list[str] = Field(description="Base64 PNGs, one per image.")
+    media_type: str = Field(description="What each of `images` is: image/png, or video/mp4 for a video model.")
+    images: list[str] = Field(description="Base64 PNGs, one per image; base64 MP4s (H.264), one per video, for a "
+                                          "video model.")
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,20 @@ def _visible(text: str) -> bool:
 
 
 @dataclass(frozen=True)
+class FrameLimits:
+    """A video model's frame counts: 1 + k x ``step`` (its VAE's temporal compression: every frame
+    a request asks for is made) up to ``maximum``."""
+
+    step: int
+    maximum: int
+
+    def check(self, num_frames: int) -> None:
+        if not 1 <= num_frames <= self.maximum or (num_frames - 1) % self.step:
+            raise RequestError("num_frames", f"must be 1 + a multiple of {self.step} between 1 and {self.maximum} "
+                                             f"(1, {1 + self.step}, {1 + 2 * self.step}, ...), got {num_frames}")
+
+
+@dataclass(frozen=True)
 class RequestLimits:
     """Everything a request may ask for on this server; ``view()`` is what ``/schedules`` reports.
 
@@ -163,6 +186,7 @@ class RequestLimits:
     max_width: int
     min_steps: int
     max_steps: int
+    frames: FrameLimits | None = None  # a video model's; None: the model makes images
 
     def view(self) -> dict[str, Any]:
         m = self.spatial_multiple
@@ -172,10 +196,13 @@ class RequestLimits:
             "width": [m, self.max_width, m],
             "height": [m, self.max_height, m],
             "num_inference_steps": [self.min_steps, self.max_steps],
+            # a video model's: [first, last, step] (1 + k x step); null: the model makes images
+            "num_frames": None if self.frames is None else [1, self.frames.maximum, self.frames.step],
         }
 
     def shape(self, *, width: int | None = None, height: int | None = None, num_inference_steps: int | None = None,
-              guidance_scale: float | None = None, num_images: int = 1) -> RequestShape:
+              guidance_scale: float | None = None, num_images: int = 1,
+              num_frames: int | None = None) -> RequestShape:
         """The default setting with the request's changes, checked; RequestError names the field."""
         if not 1 <= num_images <= self.max_images:
             raise RequestError("num_images", f"must be between 1 and {self.max_images}, got {num_images}")
@@ -187,7 +214,12 @@ class RequestLimits:
         if steps is not None and not self.min_steps <= steps <= self.max_steps:
             raise RequestError("num_inference_steps",
                                f"must be between {self.min_steps} and {self.max_steps}, got {steps}")
-        changes = dict(width=width, height=height, num_inference_steps=steps, guidance_scale=guidance_scale)
+        if num_frames is not None:
+            if self.frames is None:
+                raise RequestError("num_frames", "this model makes images, not videos: omit num_frames")
+            self.frames.check(num_frames)
+        changes = dict(width=width, height=height, num_inference_steps=steps, guidance_scale=guidance_scale,
+                       num_frames=num_frames)
         return RequestShape(self.setting.with_changes(**changes), num_images)
 
     def check(self, request: GenerateRequest) -> RequestShape:

@@ -47,8 +47,11 @@ class ScheduleServer:
         if not served.made_for(setting):
             how = ("estimated from the model's measured transfers (`quality`: the estimate and its interval)"
                    if served.transfer_quality is not None else "not measured at this setting (the bank's own figure)")
-            notes += (f"no bank was made for {setting.name}: {served.id}'s schedules are moved by noise level "
-                      f"from {served.bank.num_inference_steps} steps; their quality is {how}",)
+            own = served.bank.setting
+            moved = (f"moved by noise level from {own.num_inference_steps} steps"
+                     if own.num_inference_steps != setting.num_inference_steps else f"made for {own.name}")
+            notes += (f"no bank was made for {setting.name}: {served.id}'s schedules are {moved}; their quality "
+                      f"is {how}",)
         return served, notes
 
     def resolve(self, request: GenerateRequest) -> ResolvedRequest:

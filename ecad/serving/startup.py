@@ -17,13 +17,13 @@ import torch
 
 from ecad.bank import HardwareProfile, ScheduleBank, pipeline_hardware_key
 from ecad.deadline import DeadlineExceeded, pipeline_deadline
-from ecad.generate import generate, native_resolution
+from ecad.generate import generate, native_num_frames, native_resolution, pipeline_vae_scale_factor
 from ecad.planning import LatencyQuantiles, RequestShape
 from ecad.profile import DEFAULT_PROFILE_PROMPT
 from ecad.serving.banks import ServedBank
 from ecad.serving.config import ServingConfig, load_banks
 from ecad.serving.latency import LatencyModel, RequestCost, fit_latency_model, latency_design
-from ecad.serving.request import RequestLimits, ResolvedRequest
+from ecad.serving.request import FrameLimits, RequestLimits, ResolvedRequest
 from ecad.setting import Setting
 from ecad.transfer import TransferQualityModel, noise_levels
 
@@ -43,15 +43,28 @@ def start(config: ServingConfig, pipe=None) -> tuple[Any, dict[str, ServedBank],
         load_banks(config)
     if pipe is None:
         pipe = load_pipeline(config.model, device=config.device, dtype=getattr(torch, config.dtype))
-    found = default_first(load_banks(config, dict(pipe.transformer.config)), native_resolution(pipe))
+    video = get_adapter(pipe).video
+    found = load_banks(config, dict(pipe.transformer.config))
+    if video is not None:  # every video bank states its frames (the pipeline's default where the file does not)
+        default_frames = native_num_frames(pipe) or video.default_frames
+        found = {path: bank if bank.num_frames else bank.model_copy(update={"num_frames": default_frames})
+                 for path, bank in found.items()}
+    found = default_first(found, native_resolution(pipe))
     settings = [bank.setting for bank in found.values()]
     setting = settings[0]
+    multiple = accepted_size_multiple(pipe, setting, int(get_adapter(pipe).spatial_multiple(pipe)))
+    frames = None
+    if video is not None:
+        most = max(s.num_frames for s in settings) * config.max_side_factor
+        frames = FrameLimits(step=video.temporal_compression,
+                             maximum=(most - 1) // video.temporal_compression * video.temporal_compression + 1)
     limits = RequestLimits(
         setting=setting, max_prompt_chars=config.max_prompt_chars, max_images=config.max_images,
-        spatial_multiple=accepted_size_multiple(pipe, setting, int(get_adapter(pipe).spatial_multiple(pipe))),
+        spatial_multiple=multiple,
         max_height=max(s.height for s in settings) * config.max_side_factor,
         max_width=max(s.width for s in settings) * config.max_side_factor,
-        min_steps=minimum_steps(pipe, setting, max(1, config.max_steps)), max_steps=config.max_steps,
+        min_steps=minimum_steps(pipe, setting, max(1, config.max_steps), multiple), max_steps=config.max_steps,
+        frames=frames,
     )
     # The profiling budget is shared: banks without a stored profile get equal parts of it.
     unprofiled = sum(stored_profile(pipe, bank) is None for bank in found.values())
@@ -137,11 +150,12 @@ def accepted_size_multiple(pipe, setting: Setting, model_multiple: int) -> int:
     raise RuntimeError(f"the pipeline refuses every size tried around {setting.width}x{setting.height}")
 
 
-def minimum_steps(pipe, setting: Setting, upper: int) -> int:
+def minimum_steps(pipe, setting: Setting, upper: int, multiple: int = 8) -> int:
     """The fewest denoising steps the scheduler runs (a multistep solver may need 2): tried at a
-    small size, one run per count until one completes."""
-    m = pipe.vae_scale_factor
-    small = setting.with_changes(height=max(m, 8), width=max(m, 8))
+    small size the pipeline accepts (the VAE factor, rounded up to the accepted ``multiple``; one
+    frame of a video), one run per count until one completes."""
+    side = -(-max(pipeline_vae_scale_factor(pipe), 8) // multiple) * multiple
+    small = setting.with_changes(height=side, width=side, num_frames=1 if setting.num_frames else None)
     for steps in range(1, min(upper, 4) + 1):
         try:
             generate(pipe, [DEFAULT_PROFILE_PROMPT], [0], small.with_changes(num_inference_steps=steps))

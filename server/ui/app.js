@@ -190,7 +190,8 @@
     const model = String(b.model);
     const short = model.replace(/\/+$/, "").split("/").slice(-2).join("/");
     setFact("fact-model", short, model);
-    setFact("fact-setting", `${b.width}×${b.height} · ${b.num_inference_steps} steps · CFG ${b.guidance_scale}`);
+    const frames = b.num_frames ? ` · ${b.num_frames} frames` : "";
+    setFact("fact-setting", `${b.width}×${b.height}${frames} · ${b.num_inference_steps} steps · CFG ${b.guidance_scale}`);
     setFact("fact-quality", `${b.quality_metric}`, `scorer: ${b.scorer}; higher is better`);
     const hw = String(b.hardware_profile || "");
     setFact("fact-hardware", hw.split("/").join(" · "), hw);
@@ -642,12 +643,26 @@
     node.classList.add(cls);
     node.dataset.scheduleId = result.schedule_id;
     const img = node.querySelector("img");
-    img.src = `data:image/png;base64,${result.images[0]}`;
-    img.alt = `${result.schedule_id}: ${$("prompt").value}`;
-    img.addEventListener("load", () => {
-      if (img.naturalWidth < 256) img.classList.add("pixelated");
-      node.dataset.loaded = "true";
-    });
+    const mediaType = result.media_type || "image/png";
+    if (mediaType.startsWith("video/")) {
+      // a video model: its MP4 (H.264) in a looping, muted <video> (muted: browsers autoplay only those)
+      const video = document.createElement("video");
+      Object.assign(video, { autoplay: true, loop: true, muted: true, controls: true, playsInline: true });
+      video.setAttribute("aria-label", `${result.schedule_id}: ${$("prompt").value}`);
+      video.addEventListener("loadeddata", () => {
+        if (video.videoWidth < 256) video.classList.add("pixelated");
+        node.dataset.loaded = "true";
+      });
+      video.src = `data:${mediaType};base64,${result.images[0]}`;
+      img.replaceWith(video);
+    } else {
+      img.src = `data:${mediaType};base64,${result.images[0]}`;
+      img.alt = `${result.schedule_id}: ${$("prompt").value}`;
+      img.addEventListener("load", () => {
+        if (img.naturalWidth < 256) img.classList.add("pixelated");
+        node.dataset.loaded = "true";
+      });
+    }
     node.querySelector(".cap-label").textContent = label;
     node.querySelector(".result-id").textContent = result.schedule_id;
     node.querySelector(".m-pred").textContent = fmtMs(result.predicted_ms);
@@ -660,7 +675,8 @@
       budgetDd.innerHTML = `${escapeHtml(fmtBudget(result.latency_ms))} <span class="badge ${result.budget_met ? "ok" : "bad"}">${result.budget_met ? "met" : "missed"}</span>`;
       budgetDd.dataset.met = String(result.budget_met);
     }
-    const notes = [`seed ${result.seed}`, `${result.width}×${result.height}`, `${result.num_inference_steps} steps`, ...(result.notes || [])];
+    const frames = result.num_frames ? [`${result.num_frames} frames`] : [];
+    const notes = [`seed ${result.seed}`, `${result.width}×${result.height}`, ...frames, `${result.num_inference_steps} steps`, ...(result.notes || [])];
     node.querySelector(".cap-notes").textContent = notes.join(" · ");
     return node;
   }
