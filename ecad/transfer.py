@@ -290,6 +290,25 @@ class TransferQualityModel:
                          for m, f in self.fits.items()}}
 
     @classmethod
+    def beside(cls, bank_path: str | os.PathLike) -> "TransferQualityModel | None":
+        """The model's measured transfers kept beside its banks (``transfer-quality/<bank file>``):
+        this bank's own if measured, else another bank's of the model (the fit is in the step
+        ratio); None if there is none or it cannot be read (logged)."""
+        import json
+        import logging
+        from pathlib import Path
+
+        bank_path = Path(bank_path)
+        folder = bank_path.parent / "transfer-quality"
+        candidates = [folder / bank_path.name, *sorted(folder.glob("*.json"))] if folder.is_dir() else []
+        for path in dict.fromkeys(p for p in candidates if p.is_file()):
+            try:
+                return cls.from_dict(json.loads(path.read_text()))
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                logging.getLogger(__name__).warning("%s: unreadable transfer-quality file, not used: %s", path, err)
+        return None
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TransferQualityModel":
         return cls(data["model"], int(data["source_steps"]),
                    {m: MetricFit(tuple(f["coefficients"]), tuple(f["interval"])) for m, f in data["fits"].items()},

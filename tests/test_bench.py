@@ -586,3 +586,30 @@ def test_knob_grids_are_as_fine_at_another_step_count():
     assert C.intervals(50) == [2, 3, 4, 5, 8, 10] and C.intervals(50, (2, 3, 5)) == [2, 3, 5, 8, 12]
     assert {k.interval for k in C.taylorseer_knobs(50)} == set(C.intervals(50))
     assert len(C.pab_knobs(steps=20)) == 12 and len(C.fastercache_knobs(steps=20)) == 12
+
+
+def test_noise_level_transfers_are_prefiltered_by_the_transfer_models_estimate(tiny, tmp_path):
+    """At another step count the transfer family's candidates are the entries the transfer model
+    says land near a bar there, not the ones whose source scores are near it."""
+    from ecad.transfer import MetricFit, TransferQualityModel
+
+    path, pipe = tiny
+    source = heuristic_bank(pipe, str(path), SETTING, names=("no-cache", "fora-2", "fora-3", "taylorseer-2"))
+    psnr = {"no-cache": 60.0, "fora-2": 36.0, "fora-3": 34.0, "taylorseer-2": 35.5}
+    source = source.model_copy(update={"quality_metric": "psnr", "entries": [
+        e.model_copy(update={"quality": {"psnr": psnr[e.id]}}) for e in source.entries]})
+    target = SETTING.with_changes(num_inference_steps=20)
+    bars = (Bar(35.0, False),)
+    as_stored = C.bank_method(source, pipe, target, bars, how="transfer", per_bar=10)
+    assert len(as_stored.schedules) == 3
+    # a model that says every entry loses 20 dB at the target: none lands near 35 dB
+    losing = TransferQualityModel(source.model, SETTING.num_inference_steps,
+                                  {"psnr": MetricFit((-20.0, 1.0, 0.0, 0.0, 0.0, 0.0), (-1.0, 1.0))}, (20,))
+    notes = []
+    moved = C.bank_method(source, pipe, target, bars, how="transfer", per_bar=10, transfer_quality=losing,
+                          log=notes.append)
+    assert moved.schedules == {} and any("transfer model" in n for n in notes)
+    folder = tmp_path / "transfer-quality"
+    folder.mkdir()
+    (folder / "other.json").write_text(json.dumps(losing.to_dict()))
+    assert TransferQualityModel.beside(tmp_path / "bank.json") == losing  # another bank's fit of the model

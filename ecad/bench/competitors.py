@@ -265,13 +265,16 @@ BANK_FAMILIES = {"bank": "ecad", "transfer": "ecad-transfer", "resampled": "ecad
 
 def bank_method(bank, pipe: Any, setting: Setting, bars, *, how: str = "bank", reward_metric: str | None = None,
                 speed_model: Callable[[CacheSchedule], float] | None = None, per_bar: int | None = None,
-                log: Callable[[str], None] = lambda message: None) -> ScheduleMethod:
+                transfer_quality: Any = None, log: Callable[[str], None] = lambda message: None) -> ScheduleMethod:
     """A bank's entries as one family, moved to `setting` (``how``: "bank" = made for it, as is;
     "transfer" by noise level, `ecad.transfer.transfer_bank`; "resampled" by nearest step index,
     invalid results dropped), prefiltered per bar by their stored scores (`tuning.prefilter`).
 
     Speed for the prefilter: `speed_model(schedule)` if given, else MACs at `setting`. `per_bar`
-    None keeps every entry (no prefilter)."""
+    None keeps every entry (no prefilter). A moved entry's stored scores are its source's; with
+    ``transfer_quality`` (the model's `ecad.transfer.TransferQualityModel`, what the server states
+    off a bank's setting) the noise-level transfers are prefiltered by its estimate at `setting`
+    instead: at fewer steps the source's fastest entries near a bar fall far below it."""
     from ecad.bench.tuning import PREFILTER_PER_BAR, Candidate, prefilter, stored_scores
     from ecad.cost import image_macs
     from ecad.schedule import ScheduleError
@@ -312,6 +315,11 @@ def bank_method(bank, pipe: Any, setting: Setting, bars, *, how: str = "bank", r
 
     entries = {e.id: e for e in bank.entries}  # stored scores: the source's, for a moved bank
     stored = {i: stored_scores(entries[source_id[i]], no_cache, reward_metric) for i in schedules}
+    if how == "transfer" and transfer_quality is not None:
+        source_steps, steps = bank.num_inference_steps, setting.num_inference_steps
+        stored = {i: {m: transfer_quality.estimate(m, v, steps, source_steps)[0] if m in transfer_quality.fits else v
+                      for m, v in scores.items()} for i, scores in stored.items()}
+        log(f"{BANK_FAMILIES[how]}: prefiltered by the transfer model's estimate at {steps} steps")
     candidates = [Candidate(i, sched, stored[i].get("psnr"), stored[i].get("reward_rel"), speed(sched))
                   for i, sched in schedules.items()]
     kept = candidates if per_bar is None else prefilter(candidates, bars, per_bar=per_bar or PREFILTER_PER_BAR)

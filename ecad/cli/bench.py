@@ -302,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     if bank is not None:
         ecad.append(C.bank_method(bank, pipe, setting, bars, how="bank", **bank_kwargs))
     if source is not None:
-        ecad += [C.bank_method(source, pipe, setting, bars, how=how, **bank_kwargs) for how in ("transfer", "resampled")]
+        from ecad.transfer import TransferQualityModel
+
+        moved_quality = TransferQualityModel.beside(args.source_bank)
+        ecad += [C.bank_method(source, pipe, setting, bars, how="transfer", transfer_quality=moved_quality, **bank_kwargs),
+                 C.bank_method(source, pipe, setting, bars, how="resampled", **bank_kwargs)]
     engine = C.engine_methods(layout, steps, **({"fora_range": range(2, 7), "component_range": (2, 4)} if args.quick else {}))
     methods = pick(engine[:1] + ecad + [C.fewer_steps_method(steps)] + engine[1:]
                    + C.competitor_methods(setting, quick=args.quick))

@@ -7,7 +7,6 @@ Everything slow or model-specific happens here; requests then only plan and run.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from pathlib import Path
@@ -79,21 +78,8 @@ def start(config: ServingConfig, pipe=None) -> tuple[Any, dict[str, ServedBank],
         tail = LatencyQuantiles(config.latency_quantile, config.latency_window, config.latency_margin,
                                 home=RequestShape(bank.setting, profile.batch_size))
         banks[bank_id] = ServedBank(bank_id, path, bank, profile, tail, cost, noise_levels=levels,
-                                    transfer_quality=transfer_quality_of(path, bank))
+                                    transfer_quality=TransferQualityModel.beside(path))
     return pipe, banks, limits
-
-
-def transfer_quality_of(bank_path: Path, bank: ScheduleBank) -> TransferQualityModel | None:
-    """The model's measured transfers (``transfer-quality/<bank file>`` beside the banks): this bank's
-    own if measured, else another bank's of the model (its fit is in the relative step change)."""
-    folder = bank_path.parent / "transfer-quality"
-    candidates = [folder / bank_path.name, *sorted(folder.glob("*.json"))] if folder.is_dir() else []
-    for path in dict.fromkeys(p for p in candidates if p.is_file()):
-        try:
-            return TransferQualityModel.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            logger.warning("%s: unreadable transfer-quality file, not used: %s", path, err)
-    return None
 
 
 def latency_model(pipe, bank: ScheduleBank, profile: HardwareProfile, limits: RequestLimits,
