@@ -91,8 +91,8 @@ def test_ecad_fit_cost_times_a_bank_and_writes_a_model_calibration_reads(pipe, t
 
     layout = get_adapter(pipe).layout(pipe.transformer)
     suite = heuristic_suite(layout, SETTING.num_inference_steps)
-    names = ["no-cache", "fora-2", "fora-3", "block-skip-2-e2-all", "taylorseer-2"]
-    names = [n for n in names if n in suite]
+    # every heuristic: a 2-fold fit sees half of them, enough rows for the handful of features that vary
+    names = list(suite)
     bank = ScheduleBank(
         model=str(tmp_path_of(pipe)), model_fingerprint=fingerprint(dict(pipe.transformer.config)), **SETTING.to_dict(),
         scorer="none (test bank)", quality_metric="recompute_fraction",
@@ -104,7 +104,7 @@ def test_ecad_fit_cost_times_a_bank_and_writes_a_model_calibration_reads(pipe, t
     assert main([str(bank_path), "--out", str(out), "--rounds", "1", "--calls", "1", "--folds", "2"]) == 0
     report = json.loads(out.read_text())
     assert {e["id"] for e in report["bank_entries"]} == set(names) - {"no-cache"}
-    # a fold fitted on two schedules may price a held-out one at 0 s: no prediction, counted
+    # a fold's fit may still price a held-out schedule at 0 s: no prediction then, counted
     predicted = [e["predicted_out_of_fold"] for e in report["bank_entries"]]
     assert all(p is None or p > 0 for p in predicted)
     assert report["realized_over_predicted_out_of_fold"]["unpriced"] == predicted.count(None) < len(predicted)
@@ -112,7 +112,8 @@ def test_ecad_fit_cost_times_a_bank_and_writes_a_model_calibration_reads(pipe, t
     assert all(c >= 0 for c in model.coefficients)
     timing = json.loads(out.with_suffix(".timing.json").read_text())
     assert set(timing["speedup"]) == set(names) - {"no-cache"}
-    assert main([str(bank_path), "--out", str(out), "--folds", "9"]) == 2  # too few schedules for 9 folds
+    too_many = str(len(names) + 1)  # more folds than timed schedules
+    assert main([str(bank_path), "--out", str(out), "--folds", too_many]) == 2
 
 
 def tmp_path_of(pipe):
